@@ -110,10 +110,10 @@ class BusConversion:
         moving = [d for ds in disks_by_bus.values() for d in ds]
         for disk in moving:
             taken.discard(disk.find('target').get('dev'))
+        if self.scsi_queues is not None:
+            self._set_queues_on_existing()
         if disks_by_bus.get('scsi'):
             self._to_scsi(disks_by_bus['scsi'], taken)
-        elif self.scsi_queues is not None:
-            self._set_queues_on_existing()
         for disk in disks_by_bus.get('virtio', ()):
             self._to_virtio(disk, taken)
         self._remove_emptied_controllers()
@@ -125,7 +125,6 @@ class BusConversion:
         scsi = _controllers(self.devices, 'scsi')
         for index in sorted(scsi):
             if scsi[index].get('model') == 'virtio-scsi':
-                self._set_queues(scsi[index], index)
                 return index
         used = set(scsi)
         for device in self.devices.findall('disk'):

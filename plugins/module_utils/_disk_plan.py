@@ -229,6 +229,9 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         report['after'] = _settings_report(disk)
         plan.disks.append(report)
 
+    if plan.errors:     # a plan that cannot be applied proposes nothing
+        plan.changes = []
+        return plan
     plan.after = to_text(root)
     plan.changed = canonical(plan.after) != canonical(before)
     return plan
