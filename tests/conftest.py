@@ -9,9 +9,6 @@ in a temporary directory), so tests exercise the source tree, not an installed c
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
 import subprocess
 import sys
@@ -28,42 +25,8 @@ sys.path.insert(0, _LINK_ROOT)
 
 sys.path.insert(0, os.path.join(REPO, 'tests'))
 
-from helpers import domain_xml, qemu_img  # noqa: E402  pylint: disable=wrong-import-position
+from helpers import domain_xml, embed, qemu_img  # noqa: E402  pylint: disable=wrong-import-position
 
-CORPUS = os.environ.get('KVMIO_CORPUS', os.path.join(os.path.dirname(REPO), 'shared', 'corpus'))
-
-
-# --- running modules in-process --------------------------------------------------------------
-
-class ModuleResult(dict):
-    @property
-    def failed(self):
-        return bool(self.get('failed'))
-
-
-def run_module(module, args, check_mode=False, diff=False):
-    """Runs a module's main() with ``args`` the way Ansible passes them; returns its result dict."""
-    from ansible.module_utils.testing import patch_module_args
-
-    params = dict(args)
-    params['_ansible_check_mode'] = check_mode
-    params['_ansible_diff'] = diff
-    out = io.StringIO()
-    with patch_module_args(params), contextlib.redirect_stdout(out):
-        try:
-            module.main()
-        except SystemExit:
-            pass
-    text = out.getvalue()
-    try:
-        return ModuleResult(json.loads(text[text.index('{'):]))
-    except ValueError:
-        raise AssertionError('module printed no JSON result: %r' % text) from None
-
-
-@pytest.fixture
-def module_runner():
-    return run_module
 
 
 # --- libvirt ---------------------------------------------------------------------------------
@@ -115,11 +78,26 @@ def _open(uri):
     return libvirt.open(uri)
 
 
+IN_EMBED_PROCESS = os.environ.get('KVMIO_EMBED_PROCESS') == '1'
+
+
+def pytest_collection_modifyitems(config, items):
+    """Embedded-driver tests run only in the child process that test_embedded_suite.py starts."""
+    if IN_EMBED_PROCESS:
+        return
+    deselected = [item for item in items if item.get_closest_marker('embed')]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker('embed')]
+
+
 @pytest.fixture(scope='session')
 def embed_root():
     # One embedded root per test process: libvirt allows one embedded driver root per process.
     # Kept short: QEMU's monitor socket path under it must fit in 108 bytes.
-    return tempfile.mkdtemp(prefix='kvmio-embed-', dir='/tmp')
+    if not IN_EMBED_PROCESS:
+        pytest.fail('embedded-driver tests must be marked @pytest.mark.embed')
+    return embed.make_root()
 
 
 @pytest.fixture(scope='session')
@@ -127,8 +105,10 @@ def embed_uri(embed_root):
     return 'qemu:///embed?root=%s' % embed_root
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def embed_conn(embed_uri):
+    # Held open for the whole session: closing the last connection tears the embedded driver
+    # down, and libvirt can register it again only a few times per process.
     conn = _open(embed_uri)
     yield conn
     conn.close()
@@ -173,23 +153,3 @@ def backup_dir(tmp_path):
 @pytest.fixture
 def make_domain_xml():
     return domain_xml
-
-
-# --- the corpus ------------------------------------------------------------------------------
-
-def corpus_documents(valid=True, positive=True):
-    """[(relative path, schema_valid, expected)] from the corpus MANIFEST, or [] without a corpus."""
-    manifest = os.path.join(CORPUS, 'MANIFEST.tsv')
-    if not os.path.exists(manifest):
-        return []
-    rows = []
-    with open(manifest, encoding='utf-8') as handle:
-        header = handle.readline().rstrip('\n').split('\t')
-        for line in handle:
-            row = dict(zip(header, line.rstrip('\n').split('\t')))
-            if valid is not None and (row['schema_valid'] == 'yes') != valid:
-                continue
-            if positive is not None and (row['expected'] == 'positive') != positive:
-                continue
-            rows.append(row['path'])
-    return rows

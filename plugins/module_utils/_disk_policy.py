@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-CACHE_CHOICES = ('none', 'writeback', 'directsync', 'writethrough', 'unsafe', 'auto')
-IO_CHOICES = ('native', 'threads', 'io_uring', 'auto')
-DISCARD_CHOICES = ('unmap', 'ignore')
-DETECT_ZEROES_CHOICES = ('off', 'on', 'unmap', 'auto')
+# 'keep' leaves a setting as the disk has it (None inside the planner).
+CACHE_CHOICES = ('none', 'writeback', 'directsync', 'writethrough', 'unsafe', 'auto', 'keep')
+IO_CHOICES = ('native', 'threads', 'io_uring', 'auto', 'keep')
+DISCARD_CHOICES = ('unmap', 'ignore', 'keep')
+DETECT_ZEROES_CHOICES = ('off', 'on', 'unmap', 'auto', 'keep')
 BUS_CHOICES = ('keep', 'virtio', 'scsi')
 
 ODIRECT_CACHES = frozenset(('none', 'directsync'))
@@ -44,8 +45,13 @@ class DiskSettings:
     discard: str | None = None
     detect_zeroes: str | None = None
 
+    def __post_init__(self):
+        for key in SETTINGS:
+            if getattr(self, key) == 'keep':
+                object.__setattr__(self, key, None)
+
     def merged(self, overrides):
-        """A copy with the non-None values of ``overrides`` (a dict) applied."""
+        """A copy with the non-None values of ``overrides`` (a dict) applied; 'keep' unsets."""
         return replace(self, **{k: v for k, v in overrides.items() if k in SETTINGS and v is not None})
 
 

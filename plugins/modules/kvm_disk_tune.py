@@ -52,34 +52,34 @@ options:
       - V(none) and V(directsync) need O_DIRECT; on storage that refuses it (ZFS before 2.3, ramfs,
         many FUSE filesystems) the domain would not start, so the module fails instead.
       - V(unsafe) ignores guest flushes and needs O(allow_unsafe=true).
-      - V(null) leaves cache modes as they are.
+      - V(keep) leaves cache modes as they are.
     type: str
-    choices: [none, writeback, directsync, writethrough, unsafe, auto]
+    choices: [none, writeback, directsync, writethrough, unsafe, auto, keep]
     default: auto
   io:
     description:
       - I/O mode. V(native) is valid only with O_DIRECT caches (V(none), V(directsync)).
       - V(auto) picks V(native) with those caches, else V(io_uring) where QEMU >= 5.0, libvirt >= 6.3
         and the kernel support it, else V(threads).
-      - V(null) leaves io modes as they are. Network disks keep their io setting.
+      - V(keep) leaves io modes as they are. Network disks keep their io setting.
     type: str
-    choices: [native, threads, io_uring, auto]
+    choices: [native, threads, io_uring, auto, keep]
     default: auto
   discard:
     description:
       - V(unmap) passes the guest's discard (TRIM/UNMAP) to the image, which frees host space.
         It reaches the host only through a bus that passes it (virtio-scsi, SATA, IDE, and
         virtio-blk with QEMU >= 4.0); the module warns for other buses.
-      - Not set on read-only disks. Unset leaves discard as it is.
+      - Not set on read-only disks. Unset, or V(keep), leaves discard as it is.
     type: str
-    choices: [unmap, ignore]
+    choices: [unmap, ignore, keep]
   detect_zeroes:
     description:
       - Whether QEMU turns writes of zeroes into cheaper operations. V(unmap) needs O(discard=unmap).
       - V(auto) sets V(unmap) where the final discard is V(unmap) and leaves the disk alone otherwise.
-      - Unset leaves detect_zeroes as it is.
+      - Unset, or V(keep), leaves detect_zeroes as it is.
     type: str
-    choices: ['off', 'on', unmap, auto]
+    choices: ['off', 'on', unmap, auto, keep]
   bus:
     description:
       - V(keep) leaves buses alone.
@@ -136,19 +136,19 @@ options:
       cache:
         description: Cache mode for the matching disks, as O(cache).
         type: str
-        choices: [none, writeback, directsync, writethrough, unsafe, auto]
+        choices: [none, writeback, directsync, writethrough, unsafe, auto, keep]
       io:
         description: I/O mode for the matching disks, as O(io).
         type: str
-        choices: [native, threads, io_uring, auto]
+        choices: [native, threads, io_uring, auto, keep]
       discard:
         description: Discard mode for the matching disks, as O(discard).
         type: str
-        choices: [unmap, ignore]
+        choices: [unmap, ignore, keep]
       detect_zeroes:
         description: Zero detection for the matching disks, as O(detect_zeroes).
         type: str
-        choices: ['off', 'on', unmap, auto]
+        choices: ['off', 'on', unmap, auto, keep]
       bus:
         description: Bus for the matching disks, as O(bus).
         type: str

@@ -21,7 +21,7 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import D
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import DISK_DRIVER_SETTINGS, canonical
 from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import StorageFacts
 from ansible_collections.kvmio.tuning.plugins.module_utils._support import HostSupport
-from conftest import CORPUS, corpus_documents
+from helpers.corpus import CORPUS, corpus_documents
 
 HOST = HostSupport(qemu=(7, 2, 0), libvirt=(9, 0, 0), kernel=(6, 1, 0), io_uring_enabled=True, qemu_has_io_uring=True)
 
