@@ -1,0 +1,43 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this doc fragment is PRIVATE to the collection. It can change at any time.
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+
+    DOCUMENTATION = r'''
+options:
+  uri:
+    description:
+      - The libvirt connection URI, as C(virsh -c) takes it.
+      - V(qemu:///system) talks to the host's C(libvirtd) or C(virtqemud).
+      - V(qemu:///embed?root=/some/dir) runs libvirt's QEMU driver inside the module process with
+        its own state under that directory, no daemon needed (used by the demo and tests).
+      - If not set, the environment variable E(LIBVIRT_DEFAULT_URI) is used, then V(qemu:///system).
+    type: str
+    default: qemu:///system
+requirements:
+  - libvirt-python >= 6.0 on the managed host (Debian/Ubuntu package C(python3-libvirt))
+  - lxml on the managed host (Debian/Ubuntu package C(python3-lxml))
+'''
+
+    SELECTION = r'''
+options:
+  domains:
+    description:
+      - Persistent domains to act on, by name or glob pattern (V(web*), V(db-[0-9])).
+      - A name without glob characters must exist, or the module fails before changing anything.
+    type: list
+    elements: str
+    default: ['*']
+  exclude:
+    description:
+      - Names or glob patterns of domains to leave alone, applied after O(domains).
+    type: list
+    elements: str
+    default: []
+'''

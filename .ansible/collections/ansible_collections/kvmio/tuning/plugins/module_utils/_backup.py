@@ -1,0 +1,57 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Backups of domain XML written before every redefine, and atomic file writes."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+
+from ._errors import ApplyError
+
+
+def backup_name(domain, now=None):
+    """``NAME.YYYYmmddTHHMMSS.ffffffZ.xml``: sorts by time, one file per domain and run."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    safe = domain.replace(os.sep, '_')
+    return '%s.%sZ.xml' % (safe, now.strftime('%Y%m%dT%H%M%S.%f'))
+
+
+def write_atomic(path, text, mode=0o600):
+    """Writes ``text`` to ``path`` through a temporary file in the same directory, then renames.
+
+    A reader sees the old file or the new one, never half of one; a full disk leaves the old file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.kvmio-', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_backup(backup_dir, domain, xml_text):
+    """Saves a domain's XML (0600) and returns the file's path; raises ApplyError if it cannot."""
+    try:
+        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(backup_dir, backup_name(domain))
+        write_atomic(path, xml_text if xml_text.endswith('\n') else xml_text + '\n', mode=0o600)
+    except OSError as err:
+        raise ApplyError('cannot back up the XML of domain %s to %s (%s); nothing was defined for it'
+                         % (domain, backup_dir, err.strerror or err), domain=domain) from None
+    return path

@@ -1,0 +1,184 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Parsing, serialising and editing domain XML with lxml. No I/O, no policy.
+
+Edits keep the document's indentation (new children are indented like their siblings, removed
+children take their whitespace with them) so a before/after diff shows only real changes.
+Comments, processing instructions and foreign-namespace content (``<metadata>``) are kept.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from ._errors import KvmioError
+
+try:
+    from lxml import etree
+except ImportError:
+    etree = None
+    LXML_IMPORT_ERROR = traceback.format_exc()
+else:
+    LXML_IMPORT_ERROR = None
+
+LXML_REQUIREMENT = 'lxml (Debian/Ubuntu: python3-lxml, RHEL: python3-lxml)'
+
+# The <disk><driver> attributes this collection owns, as libvirt names them.
+DISK_DRIVER_SETTINGS = ('cache', 'io', 'discard', 'detect_zeroes')
+
+
+def require_lxml():
+    if etree is None:
+        raise KvmioError('the Python library lxml is missing on this host: install %s' % LXML_REQUIREMENT,
+                         exception=LXML_IMPORT_ERROR)
+
+
+def _parser():
+    # Comments and blank text are kept: documents we write back must keep their layout.
+    return etree.XMLParser(remove_blank_text=False, remove_comments=False, resolve_entities=False,
+                           no_network=True, huge_tree=False)
+
+
+def parse_domain(text, origin='domain XML'):
+    """Parses domain XML text into its root element; raises KvmioError naming ``origin``."""
+    require_lxml()
+    if isinstance(text, str):
+        text = text.encode('utf-8')
+    try:
+        root = etree.fromstring(text, _parser())
+    except etree.XMLSyntaxError as err:
+        raise KvmioError('%s is not well-formed XML: %s' % (origin, err)) from None
+    if root.tag != 'domain':
+        raise KvmioError('%s has root element <%s>, expected <domain>' % (origin, root.tag))
+    return root
+
+
+def to_text(root):
+    """Serialises a tree (or element) as text, without an XML declaration."""
+    return etree.tostring(root, encoding='unicode')
+
+
+def canonical(text_or_root):
+    """Canonical form for comparisons: C14N with insignificant whitespace removed."""
+    require_lxml()
+    if isinstance(text_or_root, (str, bytes)):
+        data = text_or_root.encode('utf-8') if isinstance(text_or_root, str) else text_or_root
+        root = etree.fromstring(data, etree.XMLParser(remove_blank_text=True, resolve_entities=False))
+    else:
+        root = etree.fromstring(etree.tostring(text_or_root),
+                                etree.XMLParser(remove_blank_text=True, resolve_entities=False))
+    return etree.tostring(root, method='c14n2', strip_text=True).decode('utf-8')
+
+
+def domain_name(root):
+    return (root.findtext('name') or '').strip()
+
+
+def domain_type(root):
+    return root.get('type', '')
+
+
+def vcpu_count(root):
+    text = (root.findtext('vcpu') or '').strip()
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def machine_type(root):
+    os_type = root.find('os/type')
+    return os_type.get('machine', '') if os_type is not None else ''
+
+
+# --- whitespace-preserving edits -------------------------------------------------------------
+
+def _indent_unit(parent):
+    """The (child indent, closing indent) a parent uses, guessed from its existing layout."""
+    parent_indent = '\n'
+    if parent.getparent() is not None:
+        prev = parent.getprevious()
+        ws = prev.tail if prev is not None else parent.getparent().text
+        if ws and ws.strip() == '':
+            parent_indent = ws
+    if len(parent) and parent.text and parent.text.strip() == '':
+        return parent.text, parent_indent
+    return parent_indent + '  ', parent_indent
+
+
+def insert_child(parent, child, index=None):
+    """Inserts ``child`` at ``index`` (default: last) with the indentation of its siblings."""
+    child_indent, closing = _indent_unit(parent)
+    count = len(parent)
+    if index is None or index >= count:
+        if count:
+            last = parent[-1]
+            child.tail = last.tail if last.tail is not None else closing
+            last.tail = child_indent
+        else:
+            parent.text = child_indent
+            child.tail = closing
+        parent.append(child)
+    else:
+        before = parent[index]
+        child.tail = child_indent
+        if index == 0:
+            parent.text = child_indent
+        parent.insert(index, child)
+        if before.tail is None:
+            before.tail = closing
+    return child
+
+
+def make_child(parent, tag, attrib=None, index=None):
+    child = etree.Element(tag)
+    for key, value in (attrib or {}).items():
+        child.set(key, str(value))
+    return insert_child(parent, child, index)
+
+
+def remove_child(parent, child):
+    """Removes ``child`` and the whitespace before it, keeping the closing indentation."""
+    prev = child.getprevious()
+    if prev is not None:
+        prev.tail = child.tail
+    elif len(parent) > 1:
+        pass  # parent.text keeps the indentation of the new first child
+    else:
+        parent.text = None if (child.tail or '').strip() == '' else child.tail
+    parent.remove(child)
+
+
+def set_attr(el, name, value):
+    """Sets (or with None removes) an attribute; returns True when it changed."""
+    old = el.get(name)
+    if value is None:
+        if old is None:
+            return False
+        del el.attrib[name]
+        return True
+    value = str(value)
+    if old == value:
+        return False
+    el.set(name, value)
+    return True
+
+
+def child_or_new(parent, tag, index=None):
+    found = parent.find(tag)
+    if found is not None:
+        return found, False
+    return make_child(parent, tag, index=index), True
+
+
+def prune_if_empty(parent, child):
+    """Drops ``child`` when it has no attributes and no children left."""
+    if child is not None and not child.attrib and len(child) == 0 and not (child.text or '').strip():
+        remove_child(parent, child)
+        return True
+    return False

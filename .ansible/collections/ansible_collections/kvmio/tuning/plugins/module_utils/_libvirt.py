@@ -1,0 +1,186 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""The one place that talks to libvirt: connection, lookups, XML in and out, versions."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+
+from ansible.module_utils.basic import env_fallback
+
+from ._errors import DomainNotFound, KvmioError, LibvirtUnavailable
+
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+else:
+    LIBVIRT_IMPORT_ERROR = None
+
+LIBVIRT_ARGUMENT_SPEC = {
+    'uri': {'type': 'str', 'default': 'qemu:///system', 'fallback': (env_fallback, ['LIBVIRT_DEFAULT_URI'])},
+}
+
+LIBVIRT_REQUIREMENT = 'libvirt-python (Debian/Ubuntu: python3-libvirt, RHEL: python3-libvirt)'
+
+_EVENT_LOOP_LOCK = threading.Lock()
+_EVENT_LOOP_STARTED = []
+
+
+def _start_event_loop():
+    """The embedded driver runs inside this process and needs an event loop to talk to QEMU."""
+    with _EVENT_LOOP_LOCK:
+        if _EVENT_LOOP_STARTED:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name='libvirt-event-loop', daemon=True).start()
+        _EVENT_LOOP_STARTED.append(True)
+
+
+def version_tuple(number):
+    """libvirt encodes versions as major * 1,000,000 + minor * 1,000 + micro."""
+    return (number // 1000000, (number // 1000) % 1000, number % 1000)
+
+
+def _error_code(err):
+    try:
+        return err.get_error_code()
+    except AttributeError:
+        return None
+
+
+class LibvirtClient:
+    """One connection per module run. Use as a context manager so it is always closed."""
+
+    def __init__(self, uri):
+        if libvirt is None:
+            raise LibvirtUnavailable(
+                'the Python binding for libvirt is missing on this host: install %s' % LIBVIRT_REQUIREMENT,
+                exception=LIBVIRT_IMPORT_ERROR)
+        self.uri = uri
+        self.conn = None
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def open(self):
+        if self.uri.startswith(('qemu:///embed', 'qemu+unix:///embed')):
+            _start_event_loop()
+        try:
+            self.conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as err:
+            raise LibvirtUnavailable(
+                "cannot connect to libvirt at URI '%s': %s. Check the URI, and that libvirtd "
+                "(or virtqemud) runs on this host." % (self.uri, err.get_error_message()),
+                uri=self.uri) from None
+        return self
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except libvirt.libvirtError:
+                pass
+            self.conn = None
+
+    # --- facts about the host ---------------------------------------------------------------
+
+    def libvirt_version(self):
+        return version_tuple(self.conn.getLibVersion())
+
+    def hypervisor_version(self):
+        """QEMU's version for qemu:// URIs, or None when the driver does not say."""
+        try:
+            number = self.conn.getVersion()
+        except libvirt.libvirtError:
+            return None
+        return version_tuple(number) if number else None
+
+    def capabilities_xml(self):
+        return self.conn.getCapabilities()
+
+    # --- domains ------------------------------------------------------------------------------
+
+    def persistent_domain_names(self):
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        return sorted(dom.name() for dom in self._call('list domains', self.conn.listAllDomains, flags))
+
+    def lookup(self, name):
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError as err:
+            if _error_code(err) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound("domain '%s' is not defined at %s" % (name, self.uri), domain=name) from None
+            raise self._wrap('look up domain %s' % name, err) from None
+
+    def inactive_xml(self, dom):
+        # SECURE keeps graphics passwords: a redefine from XML without them would drop them.
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        return self._call('read the XML of domain %s' % dom.name(), dom.XMLDesc, flags)
+
+    def live_xml(self, dom):
+        return self._call('read the live XML of domain %s' % dom.name(), dom.XMLDesc, libvirt.VIR_DOMAIN_XML_SECURE)
+
+    def is_active(self, dom):
+        return bool(self._call('read the state of domain %s' % dom.name(), dom.isActive))
+
+    def define(self, xml, name=None):
+        try:
+            return self.conn.defineXML(xml)
+        except libvirt.libvirtError as err:
+            raise self._wrap('define domain %s' % (name or '?'), err) from None
+
+    def undefine(self, dom):
+        flags = 0
+        for flag in ('VIR_DOMAIN_UNDEFINE_NVRAM', 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA'):
+            flags |= getattr(libvirt, flag, 0)
+        self._call('undefine domain %s' % dom.name(), dom.undefineFlags, flags)
+
+    def volume_path(self, pool, volume):
+        """Resolves a ``<disk type='volume'>`` source to the path QEMU opens, or None."""
+        try:
+            return self.conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path()
+        except libvirt.libvirtError:
+            return None
+
+    def domains_using_path(self, path, names=None):
+        """Names of defined domains whose inactive or live XML mention ``path`` as a disk source."""
+        users = []
+        for name in names if names is not None else self.persistent_domain_names():
+            dom = self.lookup(name)
+            xml = self.inactive_xml(dom)
+            if path in xml or (self.is_active(dom) and path in self.live_xml(dom)):
+                users.append(name)
+        return users
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _call(self, what, func, *args):
+        try:
+            return func(*args)
+        except libvirt.libvirtError as err:
+            raise self._wrap(what, err) from None
+
+    def _wrap(self, what, err):
+        code = _error_code(err)
+        if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC):
+            return LibvirtUnavailable('lost the connection to libvirt at %s while trying to %s: %s'
+                                      % (self.uri, what, err.get_error_message()), uri=self.uri)
+        return KvmioError('libvirt refused to %s: %s' % (what, err.get_error_message()), libvirt_error_code=code)

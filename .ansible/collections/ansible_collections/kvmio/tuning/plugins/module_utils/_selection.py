@@ -1,0 +1,45 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Selecting domains by names and glob patterns (``domains``/``exclude`` options)."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from ._errors import DomainNotFound
+
+SELECTION_ARGUMENT_SPEC = {
+    'domains': {'type': 'list', 'elements': 'str', 'default': ['*']},
+    'exclude': {'type': 'list', 'elements': 'str', 'default': []},
+}
+
+_GLOB_CHARS = frozenset('*?[')
+
+
+def is_glob(pattern):
+    return any(char in _GLOB_CHARS for char in pattern)
+
+
+def matches(name, pattern):
+    return fnmatch.fnmatchcase(name, pattern) if is_glob(pattern) else name == pattern
+
+
+def select_names(available, patterns, exclude=(), what='domain', where=''):
+    """Names from ``available`` matched by ``patterns`` and by none of ``exclude``, sorted.
+
+    A pattern without glob characters names one thing; if it does not exist, that is an error
+    (a typo must not silently tune nothing). Globs may match nothing.
+    """
+    available = list(available)
+    missing = [p for p in patterns if not is_glob(p) and p not in available]
+    if missing:
+        raise DomainNotFound('%s %s not found%s: %s' % (
+            what, 'is' if len(missing) == 1 else 'are', where, ', '.join("'%s'" % m for m in missing)),
+            missing=missing)
+    chosen = [n for n in available if any(matches(n, p) for p in patterns)]
+    return sorted(n for n in chosen if not any(matches(n, p) for p in exclude))

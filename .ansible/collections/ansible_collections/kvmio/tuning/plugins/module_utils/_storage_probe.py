@@ -1,0 +1,188 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Storage probes: does O_DIRECT work for an image and its backing chain, on which filesystem.
+
+QEMU opens an image with O_DIRECT for cache=none/directsync and io=native; filesystems such as
+ZFS before 2.3, ramfs and many FUSE filesystems refuse that open, and the domain then does not
+start. The probe does what QEMU does: open each file of the chain with O_DIRECT and read one
+aligned block. It reads qcow2 headers itself (no qemu-img process per disk) to follow backing files.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import struct
+from dataclasses import asdict, dataclass
+
+# Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
+SHARED_FILESYSTEMS = frozenset((
+    'nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'ceph', 'fuse.glusterfs', 'glusterfs', 'gfs2', 'ocfs2',
+    'gpfs', 'lustre', 'beegfs', 'fuse.quobyte', 'virtiofs', 'fuse.virtiofs', '9p', 'afs',
+))
+QCOW2_MAGIC = b'QFI\xfb'
+_BLOCK = 4096
+_MAX_CHAIN = 64
+
+
+@dataclass(frozen=True)
+class StorageFacts:
+    """What the probe learnt about one disk source. ``odirect`` is None when it could not tell."""
+
+    path: str
+    kind: str                  # file | block | missing | unreadable
+    fstype: str | None = None
+    mountpoint: str | None = None
+    odirect: bool | None = None
+    shared: bool | None = None
+    image_format: str | None = None   # qcow2 | raw (by magic), None when not read
+    chain: tuple = ()                  # every file QEMU opens, the image first
+    detail: str = ''                   # why odirect is False or None
+
+    def as_dict(self):
+        facts = asdict(self)
+        facts['chain'] = list(self.chain)
+        return facts
+
+
+def _unescape_mount_field(field):
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == '\\' and len(field[i + 1:i + 4]) == 3 and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return ''.join(out)
+
+
+def read_mounts(mountinfo='/proc/self/mountinfo'):
+    """[(mountpoint, fstype)], longest mountpoints first."""
+    mounts = []
+    try:
+        with open(mountinfo, encoding='utf-8', errors='replace') as handle:
+            for line in handle:
+                left, _sep, right = line.partition(' - ')
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mounts.append((_unescape_mount_field(fields[4]), right.split()[0]))
+    except OSError:
+        return []
+    mounts.sort(key=lambda m: len(m[0]), reverse=True)
+    return mounts
+
+
+def filesystem_of(path, mounts):
+    """(mountpoint, fstype) of the mount holding ``path`` (already resolved), or (None, None)."""
+    for mountpoint, fstype in mounts:
+        if path == mountpoint or path.startswith(mountpoint.rstrip('/') + '/') or mountpoint == '/':
+            return mountpoint, fstype
+    return None, None
+
+
+def qcow2_backing_file(path, header):
+    """The absolute backing file named in a qcow2 header, or None."""
+    if len(header) < 20 or header[:4] != QCOW2_MAGIC:
+        return None
+    offset, size = struct.unpack('>QI', header[8:20])
+    if not offset or not size or size > 4096:
+        return None
+    with open(path, 'rb') as handle:
+        handle.seek(offset)
+        name = handle.read(size).decode('utf-8', errors='surrogateescape')
+    if name.startswith(('json:', 'nbd:', 'rbd:', 'gluster:', 'iscsi:', 'http:', 'https:')):
+        return name
+    return name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+
+
+def probe_odirect(path):
+    """(True, '') if an O_DIRECT open and an aligned read work; (False, why) if refused;
+    (None, why) if the probe could not tell (permissions, missing file)."""
+    flags = os.O_RDONLY | getattr(os, 'O_DIRECT', 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.EINVAL:
+            return False, 'open with O_DIRECT refused (EINVAL)'
+        return None, 'cannot open %s: %s' % (path, err.strerror)
+    try:
+        buf = mmap.mmap(-1, _BLOCK)      # page-aligned, as O_DIRECT needs
+        try:
+            os.preadv(fd, [buf], 0)
+        except OSError as err:
+            if err.errno == errno.EINVAL:
+                return False, 'aligned O_DIRECT read refused (EINVAL)'
+            return None, 'cannot read %s: %s' % (path, err.strerror)
+        finally:
+            buf.close()
+    finally:
+        os.close(fd)
+    return True, ''
+
+
+class StorageProber:
+    """Probes disk sources once per module run (many domains share directories and bases)."""
+
+    def __init__(self, mounts=None):
+        self.mounts = read_mounts() if mounts is None else mounts
+        self._cache = {}
+
+    def facts(self, path):
+        if path not in self._cache:
+            self._cache[path] = self._probe(path)
+        return self._cache[path]
+
+    def _probe(self, path):
+        real = os.path.realpath(path)
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            return StorageFacts(path=path, kind='missing', detail='%s does not exist on this host' % path)
+        except OSError as err:
+            return StorageFacts(path=path, kind='unreadable', detail='cannot stat %s: %s' % (path, err.strerror))
+        mountpoint, fstype = filesystem_of(real, self.mounts)
+        if stat.S_ISBLK(st.st_mode):
+            ok, why = probe_odirect(real)
+            return StorageFacts(path=path, kind='block', fstype='block device', mountpoint=None, odirect=ok,
+                                shared=False, image_format=None, chain=(real,), detail=why)
+        chain, image_format, detail, odirect = [], None, '', True
+        current = real
+        while current and len(chain) < _MAX_CHAIN:
+            if current in chain:
+                return StorageFacts(path, 'file', fstype, mountpoint, None, fstype in SHARED_FILESYSTEMS,
+                                    image_format, tuple(chain), 'backing chain loops at %s' % current)
+            if not os.path.exists(current):
+                return StorageFacts(path, 'file', fstype, mountpoint, None, fstype in SHARED_FILESYSTEMS,
+                                    image_format, tuple(chain), 'backing file %s is missing' % current)
+            chain.append(current)
+            ok, why = probe_odirect(current)
+            if ok is not True and odirect is not False:
+                odirect, detail = ok, why
+                if ok is False:
+                    _mp, chain_fs = filesystem_of(current, self.mounts)
+                    detail = '%s on %s: %s' % (current, chain_fs, why)
+            try:
+                with open(current, 'rb') as handle:
+                    header = handle.read(512)
+                backing = qcow2_backing_file(current, header)
+            except OSError as err:
+                return StorageFacts(path, 'file', fstype, mountpoint, None, fstype in SHARED_FILESYSTEMS,
+                                    image_format, tuple(chain), 'cannot read %s: %s' % (current, err.strerror))
+            if image_format is None:
+                image_format = 'qcow2' if header[:4] == QCOW2_MAGIC else 'raw'
+            if backing and ':' in backing.split('/')[0]:
+                break   # a network backing file: not ours to probe
+            current = os.path.realpath(backing) if backing else None
+        return StorageFacts(path=path, kind='file', fstype=fstype, mountpoint=mountpoint, odirect=odirect,
+                            shared=fstype in SHARED_FILESYSTEMS, image_format=image_format, chain=tuple(chain),
+                            detail=detail)

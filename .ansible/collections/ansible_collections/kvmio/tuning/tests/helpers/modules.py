@@ -1,0 +1,48 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Runs modules in-process, as Ansible would run them on a host."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+
+class ModuleResult(dict):
+    @property
+    def failed(self):
+        return bool(self.get('failed'))
+
+    @property
+    def warning_messages(self):
+        """Warning texts (ansible-core 2.19 returns them as structured summaries)."""
+        texts = []
+        for warning in self.get('warnings', []):
+            if isinstance(warning, dict):
+                warning = warning.get('event', warning).get('msg', str(warning))
+            texts.append(warning)
+        return texts
+
+
+def run_module(module, args, check_mode=False, diff=False):
+    """Runs a module's main() with ``args`` the way Ansible passes them; returns its result dict."""
+    from ansible.module_utils.testing import patch_module_args
+
+    params = dict(args)
+    params['_ansible_check_mode'] = check_mode
+    params['_ansible_diff'] = diff
+    out = io.StringIO()
+    with patch_module_args(params), contextlib.redirect_stdout(out):
+        try:
+            module.main()
+        except SystemExit:
+            pass
+    text = out.getvalue()
+    try:
+        return ModuleResult(json.loads(text[text.index('{'):]))
+    except ValueError:
+        raise AssertionError('module printed no JSON result: %r' % text) from None
+
+

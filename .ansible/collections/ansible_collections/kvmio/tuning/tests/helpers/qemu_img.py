@@ -1,0 +1,28 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Test-side helpers around the real qemu-img binary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+
+def create(path, size='16M', fmt='qcow2', preallocation=None, backing=None):
+    args = ['qemu-img', 'create', '-q', '-f', fmt]
+    if preallocation:
+        args += ['-o', 'preallocation=%s' % preallocation]
+    if backing:
+        args += ['-b', backing, '-F', 'qcow2']
+    args += [path]
+    if size:
+        args.append(size)
+    subprocess.run(args, check=True)
+    return path
+
+
+def info(path):
+    out = subprocess.run(['qemu-img', 'info', '-U', '--output=json', path], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)

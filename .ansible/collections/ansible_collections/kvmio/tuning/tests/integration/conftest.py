@@ -1,0 +1,31 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Integration fixtures: each test runs on the embedded driver and on libvirtd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+
+@pytest.fixture(params=[pytest.param('embed', marks=pytest.mark.embed), 'system'])
+def libvirt_env(request, image_dir):
+    """(uri, DomainFactory) on the embedded driver or on qemu:///system."""
+    factory = request.getfixturevalue('embed_domains' if request.param == 'embed' else 'system_domains')
+    os.chmod(image_dir, 0o755)    # QEMU runs as libvirt-qemu under libvirtd
+    uri = request.getfixturevalue('embed_uri') if request.param == 'embed' else 'qemu:///system'
+    return uri, factory
+
+
+@pytest.fixture
+def ramfs_dir():
+    """A ramfs mount: it refuses O_DIRECT like ZFS before 2.3 and many FUSE filesystems do."""
+    path = tempfile.mkdtemp(prefix='kvmio-ramfs-', dir='/var/tmp')
+    subprocess.run(['mount', '-t', 'ramfs', '-o', 'mode=755', 'ramfs', path], check=True)
+    yield path
+    subprocess.run(['umount', '-l', path], check=False)
+    os.rmdir(path)
