@@ -45,7 +45,7 @@ sanity: collection
 	if [ -x $(SHARED_TOOLS)/ansible-test-offline-pip ]; then $(SHARED_TOOLS)/ansible-test-offline-pip $(BIN)/python; fi
 	# The installed copy lies inside this checkout's (ignored) tree: give it a repository of its own
 	# so ansible-test lists its files.
-	cd $(INSTALLED) && rm -rf .git && git init -q && git add -A && $(BIN)/ansible-test sanity --local --python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
+	cd $(INSTALLED) && rm -rf .git .ansible && git init -q && echo .ansible/ > .git/info/exclude && git add -A && $(BIN)/ansible-test sanity --local --python $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
 
 lint: venv
 	$(BIN)/ansible-lint --profile production

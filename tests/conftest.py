@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.join(REPO, 'tests'))
 from helpers import domain_xml, embed, qemu_img  # noqa: E402  pylint: disable=wrong-import-position
 
 
-
 # --- libvirt ---------------------------------------------------------------------------------
 
 class DomainFactory:

@@ -44,5 +44,3 @@ def run_module(module, args, check_mode=False, diff=False):
         return ModuleResult(json.loads(text[text.index('{'):]))
     except ValueError:
         raise AssertionError('module printed no JSON result: %r' % text) from None
-
-
