@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How long one kvm_disk_tune call takes for a whole host, beside a virt-xml loop doing the same edit.
+
+Defines N domains with 2 thin qcow2 disks each on libvirt's embedded driver, then times:
+- kvm_disk_tune over all of them (changed run, then no-op run), as Ansible runs it: a process of its own;
+- `virt-xml DOMAIN --edit all --disk cache=none,io=native,discard=unmap --define`, one process per
+  domain, on the first --virt-xml-sample domains of a second, identical set (per-domain time).
+
+Usage: .venv/bin/python benchmarks/bench_kvm_disk_tune.py [--sizes 50 500] [--virt-xml-sample 50]
+Prints a table and writes benchmarks/results/kvm_disk_tune.json. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'tests'))
+
+from helpers import embed  # noqa: E402  pylint: disable=wrong-import-position
+
+DEFINE_SCRIPT = textwrap.dedent('''
+    import libvirt, subprocess, sys
+    root, count, images, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    libvirt.virEventRegisterDefaultImpl()
+    conn = libvirt.open('qemu:///embed?root=' + root)
+    for i in range(count):
+        name = '%s%04d' % (prefix, i)
+        disks = ''
+        for dev in ('vda', 'vdb'):
+            path = '%s/%s-%s.qcow2' % (images, name, dev)
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path, '16M'], check=True)
+            disks += ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                      "<source file='%s'/><target dev='%s' bus='virtio'/></disk>" % (path, dev))
+        conn.defineXML("<domain type='qemu'><name>%s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+                       "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>%s"
+                       "<memballoon model='none'/></devices></domain>" % (name, disks))
+''')
+
+
+def collection_path():
+    link_root = tempfile.mkdtemp(prefix='kvmio-bench-import-')
+    os.makedirs(os.path.join(link_root, 'ansible_collections', 'kvmio'))
+    os.symlink(REPO, os.path.join(link_root, 'ansible_collections', 'kvmio', 'tuning'))
+    return link_root
+
+
+def run_module(pythonpath, root, args):
+    args = dict(args, uri='qemu:///embed?root=' + root, _ansible_check_mode=False, _ansible_diff=False)
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, '-m', 'ansible_collections.kvmio.tuning.plugins.modules.kvm_disk_tune',
+                           handle.name], capture_output=True, text=True, check=False,
+                          env=dict(os.environ, PYTHONPATH=pythonpath))
+    elapsed = time.perf_counter() - start
+    os.unlink(handle.name)
+    result = json.loads(proc.stdout[proc.stdout.index('{'):])
+    if result.get('failed'):
+        raise SystemExit('kvm_disk_tune failed: %s' % result.get('msg'))
+    return elapsed, result
+
+
+def virt_xml_loop(root, names):
+    start = time.perf_counter()
+    for name in names:
+        subprocess.run(['virt-xml', '--connect', 'qemu:///embed?root=' + root, name, '--edit', 'all', '--disk',
+                        'cache=none,io=native,discard=unmap', '--define', '--quiet'], check=True,
+                       capture_output=True)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', type=int, nargs='+', default=[50, 500])
+    parser.add_argument('--virt-xml-sample', type=int, default=50)
+    opts = parser.parse_args()
+    pythonpath = collection_path()
+    rows = []
+    for size in opts.sizes:
+        work = tempfile.mkdtemp(prefix='kvmio-bench-', dir='/var/tmp')
+        root = embed.make_root()
+        images = os.path.join(work, 'images')
+        os.makedirs(images)
+        try:
+            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(size), images, 'bench'], check=True)
+            backups = os.path.join(work, 'backups')
+            args = {'cache': 'none', 'io': 'native', 'discard': 'unmap', 'backup_dir': backups}
+            changed_s, first = run_module(pythonpath, root, args)
+            noop_s, second = run_module(pythonpath, root, args)
+            sample = min(size, opts.virt_xml_sample)
+            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(sample), images, 'vx'], check=True)
+            vx_s = virt_xml_loop(root, ['vx%04d' % i for i in range(sample)])
+            rows.append({'domains': size, 'disks': 2 * size, 'module_changed_s': round(changed_s, 3),
+                         'module_noop_s': round(noop_s, 3), 'changed_domains': sum(d['changed'] for d in first['domains']),
+                         'noop_changed': second['changed'], 'virt_xml_sample': sample, 'virt_xml_s': round(vx_s, 3),
+                         'virt_xml_per_domain_s': round(vx_s / sample, 4),
+                         'module_per_domain_s': round(changed_s / size, 5),
+                         'speedup_per_domain': round((vx_s / sample) / (changed_s / size), 1)})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
+    print('%8s %11s %9s %8s %16s %16s %8s' % ('domains', 'changed(s)', 'noop(s)', 'noop ok', 'virt-xml/dom(s)',
+                                             'module/dom(s)', 'speedup'))
+    for row in rows:
+        print('%8d %11.3f %9.3f %8s %16.4f %16.5f %7.1fx' % (
+            row['domains'], row['module_changed_s'], row['module_noop_s'], not row['noop_changed'],
+            row['virt_xml_per_domain_s'], row['module_per_domain_s'], row['speedup_per_domain']))
+    os.makedirs(os.path.join(REPO, 'benchmarks', 'results'), exist_ok=True)
+    with open(os.path.join(REPO, 'benchmarks', 'results', 'kvm_disk_tune.json'), 'w', encoding='utf-8') as handle:
+        json.dump(rows, handle, indent=2)
+
+
+if __name__ == '__main__':
+    main()
