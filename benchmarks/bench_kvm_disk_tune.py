@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How long one kvm_disk_tune call takes for a whole host, beside a virt-xml loop doing the same edit.
 
-Defines N domains with 2 thin qcow2 disks each on libvirt's embedded driver, then times:
+Defines N domains with 2 thin qcow2 disks each on libvirtd (qemu:///system; virt-xml cannot use the
+embedded driver: it registers no event loop), then times:
 - kvm_disk_tune over all of them (changed run, then no-op run), as Ansible runs it: a process of its own;
 - `virt-xml DOMAIN --edit all --disk cache=none,io=native,discard=unmap --define`, one process per
   domain, on the first --virt-xml-sample domains of a second, identical set (per-domain time).
@@ -26,15 +27,18 @@ import textwrap
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'tests'))
-
-from helpers import embed  # noqa: E402  pylint: disable=wrong-import-position
+UNDEFINE_SCRIPT = textwrap.dedent('''
+    import libvirt, sys
+    conn = libvirt.open(sys.argv[1])
+    for dom in conn.listAllDomains():
+        if dom.name().startswith(('kvmio-bench-', 'kvmio-vx-')):
+            dom.undefine()
+''')
 
 DEFINE_SCRIPT = textwrap.dedent('''
     import libvirt, subprocess, sys
-    root, count, images, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    libvirt.virEventRegisterDefaultImpl()
-    conn = libvirt.open('qemu:///embed?root=' + root)
+    uri, count, images, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    conn = libvirt.open(uri)
     for i in range(count):
         name = '%s%04d' % (prefix, i)
         disks = ''
@@ -57,7 +61,7 @@ def collection_path():
 
 
 def run_module(pythonpath, root, args):
-    args = dict(args, uri='qemu:///embed?root=' + root, _ansible_check_mode=False, _ansible_diff=False)
+    args = dict(args, uri=root, _ansible_check_mode=False, _ansible_diff=False)
     with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
     start = time.perf_counter()
@@ -75,7 +79,7 @@ def run_module(pythonpath, root, args):
 def virt_xml_loop(root, names):
     start = time.perf_counter()
     for name in names:
-        subprocess.run(['virt-xml', '--connect', 'qemu:///embed?root=' + root, name, '--edit', 'all', '--disk',
+        subprocess.run(['virt-xml', '--connect', root, name, '--edit', 'all', '--disk',
                         'cache=none,io=native,discard=unmap', '--define', '--quiet'], check=True,
                        capture_output=True)
     return time.perf_counter() - start
@@ -85,23 +89,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[50, 500])
     parser.add_argument('--virt-xml-sample', type=int, default=50)
+    parser.add_argument('--uri', default='qemu:///system')
     opts = parser.parse_args()
     pythonpath = collection_path()
     rows = []
     for size in opts.sizes:
         work = tempfile.mkdtemp(prefix='kvmio-bench-', dir='/var/tmp')
-        root = embed.make_root()
+        root = opts.uri
         images = os.path.join(work, 'images')
         os.makedirs(images)
         try:
-            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(size), images, 'bench'], check=True)
+            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(size), images, 'kvmio-bench-'], check=True)
             backups = os.path.join(work, 'backups')
-            args = {'cache': 'none', 'io': 'native', 'discard': 'unmap', 'backup_dir': backups}
+            args = {'domains': ['kvmio-bench-*'], 'cache': 'none', 'io': 'native', 'discard': 'unmap', 'backup_dir': backups}
             changed_s, first = run_module(pythonpath, root, args)
             noop_s, second = run_module(pythonpath, root, args)
             sample = min(size, opts.virt_xml_sample)
-            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(sample), images, 'vx'], check=True)
-            vx_s = virt_xml_loop(root, ['vx%04d' % i for i in range(sample)])
+            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(sample), images, 'kvmio-vx-'], check=True)
+            vx_s = virt_xml_loop(root, ['kvmio-vx-%04d' % i for i in range(sample)])
             rows.append({'domains': size, 'disks': 2 * size, 'module_changed_s': round(changed_s, 3),
                          'module_noop_s': round(noop_s, 3), 'changed_domains': sum(d['changed'] for d in first['domains']),
                          'noop_changed': second['changed'], 'virt_xml_sample': sample, 'virt_xml_s': round(vx_s, 3),
@@ -110,7 +115,7 @@ def main():
                          'speedup_per_domain': round((vx_s / sample) / (changed_s / size), 1)})
         finally:
             shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run([sys.executable, '-c', UNDEFINE_SCRIPT, root], check=False)
     print('%8s %11s %9s %8s %16s %16s %8s' % ('domains', 'changed(s)', 'noop(s)', 'noop ok', 'virt-xml/dom(s)',
                                              'module/dom(s)', 'speedup'))
     for row in rows:

@@ -60,7 +60,7 @@ def parse_domain(text, origin='domain XML'):
 
 def to_text(root):
     """Serialises a tree (or element) as text, without an XML declaration."""
-    return etree.tostring(root, encoding='unicode')
+    return etree.tostring(root, encoding='unicode', with_tail=False)
 
 
 def canonical(text_or_root):

@@ -160,16 +160,6 @@ class LibvirtClient:
         except libvirt.libvirtError:
             return None
 
-    def domains_using_path(self, path, names=None):
-        """Names of defined domains whose inactive or live XML mention ``path`` as a disk source."""
-        users = []
-        for name in names if names is not None else self.persistent_domain_names():
-            dom = self.lookup(name)
-            xml = self.inactive_xml(dom)
-            if path in xml or (self.is_active(dom) and path in self.live_xml(dom)):
-                users.append(name)
-        return users
-
     # --- helpers ------------------------------------------------------------------------------
 
     def _call(self, what, func, *args):

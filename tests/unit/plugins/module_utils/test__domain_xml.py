@@ -1,0 +1,65 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Whitespace-preserving edits and round trips of domain XML."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical, make_child, parse_domain, \
+    remove_child, set_attr, to_text
+from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
+
+DOC = """<domain type='kvm'>
+  <name>web01</name>
+  <!-- owner: team-a -->
+  <metadata>
+    <app:info xmlns:app="urn:example:app"><app:tier>gold</app:tier></app:info>
+  </metadata>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/img/web01.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>"""
+
+
+def test_round_trip_keeps_comments_and_foreign_metadata():
+    text = to_text(parse_domain(DOC))
+    assert '<!-- owner: team-a -->' in text
+    assert '<app:info xmlns:app="urn:example:app"><app:tier>gold</app:tier></app:info>' in text
+    assert canonical(text) == canonical(DOC)
+
+
+def test_inserted_and_removed_children_keep_the_indentation():
+    root = parse_domain(DOC)
+    disk = root.find('devices/disk')
+    driver = make_child(disk, 'driver', {'name': 'qemu', 'cache': 'none'}, index=0)
+    make_child(disk, 'address', {'type': 'pci'})
+    assert to_text(disk) == ('<disk type="file" device="disk">\n      <driver name="qemu" cache="none"/>\n'
+                             '      <source file="/img/web01.qcow2"/>\n      <target dev="vda" bus="virtio"/>\n'
+                             '      <address type="pci"/>\n    </disk>')
+    remove_child(disk, disk.find('address'))
+    remove_child(disk, driver)
+    assert to_text(disk) == ('<disk type="file" device="disk">\n      <source file="/img/web01.qcow2"/>\n'
+                             '      <target dev="vda" bus="virtio"/>\n    </disk>')
+
+
+def test_set_attr_reports_changes():
+    root = parse_domain(DOC)
+    target = root.find('devices/disk/target')
+    assert set_attr(target, 'bus', 'virtio') is False
+    assert set_attr(target, 'bus', 'scsi') is True
+    assert set_attr(target, 'removable', None) is False
+
+
+@pytest.mark.parametrize('text, message', [
+    ('<domain><name>x</name>', 'the XML of x is not well-formed XML: '),
+    ('<network/>', 'the XML of x has root element <network>, expected <domain>'),
+])
+def test_parse_errors_name_the_origin(text, message):
+    with pytest.raises(KvmioError) as err:
+        parse_domain(text, 'the XML of x')
+    assert err.value.msg.startswith(message)
