@@ -169,13 +169,13 @@ class DiskTuneRun:
     def _run_libvirt(self):
         params = self.params
         with LibvirtClient(params['uri']) as client:
-            names = select_names(client.persistent_domain_names(), params['domains'], params['exclude'],
-                                 where=' at %s' % params['uri'])
+            handles = client.persistent_domains()
+            names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
             literal = [p for p in self.overrides if not is_glob(p) and p not in names]
             if literal:
                 raise PlanError('overrides name domains that are not selected or not defined: %s'
                                 % ', '.join(literal))
-            doms = {name: client.lookup(name) for name in names}
+            doms = {name: handles[name] for name in names}
             xmls = {name: client.inactive_xml(doms[name]) for name in names}
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
@@ -213,8 +213,7 @@ class DiskTuneRun:
                                      'it); not overwriting that change. Run again to plan on the new XML.'
                                      % plan.name, domain=plan.name)
                 backups.append(write_backup(self.params['backup_dir'], plan.name, plan.source))
-                client.define(plan.after, plan.name)
-                stored = client.inactive_xml(client.lookup(plan.name))
+                stored = client.inactive_xml(client.define(plan.after, plan.name))
             except KvmioError as err:
                 err.details.update(defined=done, backups=backups, failed_domain=plan.name)
                 if done:

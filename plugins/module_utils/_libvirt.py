@@ -118,9 +118,13 @@ class LibvirtClient:
 
     # --- domains ------------------------------------------------------------------------------
 
-    def persistent_domain_names(self):
+    def persistent_domains(self):
+        """{name: domain handle} of every persistent domain, in one call (no lookup per name)."""
         flags = libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
-        return sorted(dom.name() for dom in self._call('list domains', self.conn.listAllDomains, flags))
+        return {dom.name(): dom for dom in self._call('list domains', self.conn.listAllDomains, flags)}
+
+    def persistent_domain_names(self):
+        return sorted(self.persistent_domains())
 
     def lookup(self, name):
         try:
