@@ -30,6 +30,7 @@ DETECT_ZEROES_CHOICES = ('off', 'on', 'unmap', 'auto', 'keep')
 BUS_CHOICES = ('keep', 'virtio', 'scsi')
 
 ODIRECT_CACHES = frozenset(('none', 'directsync'))
+# The <disk><driver> attributes this collection owns, as libvirt names them.
 SETTINGS = ('cache', 'io', 'discard', 'detect_zeroes')
 # Buses whose emulated device passes discard (TRIM/UNMAP) to the image.
 DISCARD_BUSES = frozenset(('scsi', 'sata', 'ide'))

@@ -28,9 +28,6 @@ else:
 
 LXML_REQUIREMENT = 'lxml (Debian/Ubuntu: python3-lxml, RHEL: python3-lxml)'
 
-# The <disk><driver> attributes this collection owns, as libvirt names them.
-DISK_DRIVER_SETTINGS = ('cache', 'io', 'discard', 'detect_zeroes')
-
 
 def require_lxml():
     if etree is None:
@@ -167,18 +164,3 @@ def set_attr(el, name, value):
         return False
     el.set(name, value)
     return True
-
-
-def child_or_new(parent, tag, index=None):
-    found = parent.find(tag)
-    if found is not None:
-        return found, False
-    return make_child(parent, tag, index=index), True
-
-
-def prune_if_empty(parent, child):
-    """Drops ``child`` when it has no attributes and no children left."""
-    if child is not None and not child.attrib and len(child) == 0 and not (child.text or '').strip():
-        remove_child(parent, child)
-        return True
-    return False

@@ -17,8 +17,8 @@ import pytest
 from lxml import etree
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._disk_plan import TunePolicy, plan_domain
-from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskSettings
-from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import DISK_DRIVER_SETTINGS, canonical
+from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import SETTINGS, DiskSettings
+from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical
 from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import StorageFacts
 from ansible_collections.kvmio.tuning.plugins.module_utils._support import HostSupport
 from helpers.corpus import CORPUS, corpus_documents
@@ -67,7 +67,7 @@ def _disk_without_owned(disk):
     disk = copy.deepcopy(disk)
     driver = disk.find('driver')
     if driver is not None:
-        for key in DISK_DRIVER_SETTINGS:
+        for key in SETTINGS:
             driver.attrib.pop(key, None)
         if not driver.attrib and len(driver) == 0:
             disk.remove(driver)
