@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ._bus_convert import CONVERTIBLE_FROM, BusConversion, _controllers, _drive_controller
 from ._disk_policy import SETTINGS, DiskInfo, DiskSettings, Guards, decide_disk
 from ._support import HostSupport
-from ._domain_xml import (canonical, domain_name, domain_type, make_child, parse_domain, set_attr, to_text,
+from ._domain_xml import (domain_name, domain_type, make_child, parse_domain, same_document, set_attr, to_text,
                           vcpu_count)
 
 TUNABLE_DOMAIN_TYPES = frozenset(('qemu', 'kvm'))
@@ -233,5 +233,5 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         plan.changes = []
         return plan
     plan.after = to_text(root)
-    plan.changed = canonical(plan.after) != canonical(before)
+    plan.changed = not same_document(plan.after, before)
     return plan

@@ -21,7 +21,7 @@ from ._backup import write_atomic, write_backup
 from ._disk_plan import DiskRule, TunePolicy, local_source_paths, plan_domain, volume_sources
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
     DiskSettings, Guards
-from ._domain_xml import canonical, parse_domain, to_text
+from ._domain_xml import parse_domain, same_document, to_text
 from ._errors import ApplyError, KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
@@ -208,7 +208,7 @@ class DiskTuneRun:
             try:
                 # Someone may have edited the domain since we read it: never overwrite that.
                 now = client.inactive_xml(doms[plan.name])
-                if canonical(now) != canonical(plan.source):
+                if not same_document(now, plan.source):
                     raise ApplyError('domain %s changed since this run read it (another tool or run edited '
                                      'it); not overwriting that change. Run again to plan on the new XML.'
                                      % plan.name, domain=plan.name)
@@ -219,7 +219,7 @@ class DiskTuneRun:
                 if done:
                     err.msg += ' (already defined before this failure: %s; their backups are listed)' % ', '.join(done)
                 raise
-            plan.changed = canonical(stored) != canonical(plan.source)
+            plan.changed = not same_document(stored, plan.source)
             plan.after = to_text(parse_domain(stored, 'the stored XML of domain %s' % plan.name))
             done.append(plan.name)
 

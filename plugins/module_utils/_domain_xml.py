@@ -72,6 +72,11 @@ def canonical(text_or_root):
     return etree.tostring(root, method='c14n2', strip_text=True).decode('utf-8')
 
 
+def same_document(text_a, text_b):
+    """Whether two serialisations hold the same document; skips canonicalising identical text."""
+    return text_a == text_b or canonical(text_a) == canonical(text_b)
+
+
 def domain_name(root):
     return (root.findtext('name') or '').strip()
 
