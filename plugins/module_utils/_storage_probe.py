@@ -156,14 +156,18 @@ class StorageProber:
             return StorageFacts(path=path, kind='block', fstype='block device', mountpoint=None, odirect=ok,
                                 shared=False, image_format=None, chain=(real,), detail=why)
         chain, image_format, detail, odirect = [], None, '', True
+
+        def file_facts(odirect, detail):
+            return StorageFacts(path=path, kind='file', fstype=fstype, mountpoint=mountpoint, odirect=odirect,
+                                shared=fstype in SHARED_FILESYSTEMS, image_format=image_format,
+                                chain=tuple(chain), detail=detail)
+
         current = real
         while current and len(chain) < _MAX_CHAIN:
             if current in chain:
-                return StorageFacts(path, 'file', fstype, mountpoint, None, fstype in SHARED_FILESYSTEMS,
-                                    image_format, tuple(chain), 'backing chain loops at %s' % current)
+                return file_facts(None, 'backing chain loops at %s' % current)
             if not os.path.exists(current):
-                return StorageFacts(path, 'file', fstype, mountpoint, None, fstype in SHARED_FILESYSTEMS,
-                                    image_format, tuple(chain), 'backing file %s is missing' % current)
+                return file_facts(None, 'backing file %s is missing' % current)
             chain.append(current)
             ok, why = probe_odirect(current)
             if ok is not True and odirect is not False:
@@ -176,13 +180,10 @@ class StorageProber:
                     header = handle.read(512)
                 backing = qcow2_backing_file(current, header)
             except OSError as err:
-                return StorageFacts(path, 'file', fstype, mountpoint, None, fstype in SHARED_FILESYSTEMS,
-                                    image_format, tuple(chain), 'cannot read %s: %s' % (current, err.strerror))
+                return file_facts(None, 'cannot read %s: %s' % (current, err.strerror))
             if image_format is None:
                 image_format = 'qcow2' if header[:4] == QCOW2_MAGIC else 'raw'
             if backing and ':' in backing.split('/')[0]:
                 break   # a network backing file: not ours to probe
             current = os.path.realpath(backing) if backing else None
-        return StorageFacts(path=path, kind='file', fstype=fstype, mountpoint=mountpoint, odirect=odirect,
-                            shared=fstype in SHARED_FILESYSTEMS, image_format=image_format, chain=tuple(chain),
-                            detail=detail)
+        return file_facts(odirect, detail)

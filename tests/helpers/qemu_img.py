@@ -9,12 +9,12 @@ import json
 import subprocess
 
 
-def create(path, size='16M', fmt='qcow2', preallocation=None, backing=None):
+def create(path, size='16M', fmt='qcow2', preallocation=None, backing=None, backing_format='qcow2'):
     args = ['qemu-img', 'create', '-q', '-f', fmt]
     if preallocation:
         args += ['-o', 'preallocation=%s' % preallocation]
     if backing:
-        args += ['-b', backing, '-F', 'qcow2']
+        args += ['-b', backing, '-F', backing_format]
     args += [path]
     if size:
         args.append(size)
