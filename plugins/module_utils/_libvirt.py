@@ -123,6 +123,10 @@ class LibvirtClient:
         flags = libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
         return {dom.name(): dom for dom in self._call('list domains', self.conn.listAllDomains, flags)}
 
+    def all_domains(self):
+        """Every domain libvirt knows, persistent or transient, running or not."""
+        return self._call('list domains', self.conn.listAllDomains, 0)
+
     def persistent_domain_names(self):
         return sorted(self.persistent_domains())
 

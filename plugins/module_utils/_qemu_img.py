@@ -99,3 +99,36 @@ class QemuImg:
         if size is not None:
             args.append(size)
         self._run('create %s' % path, *args)
+
+    def resize(self, path, size, preallocation=None):
+        args = ['resize', '-q'] + (['--preallocation=%s' % preallocation] if preallocation else []) + ['--', path, size]
+        self._run('resize %s' % path, *args)
+
+    def convert(self, src, src_format, dst, options=None, backing_file=None, backing_format=None):
+        """Writes ``src`` as a new qcow2 ``dst`` with ``options``; keeps a backing chain with ``backing_file``."""
+        args = ['convert', '-q', '-f', src_format, '-O', 'qcow2']
+        opts = dict(options or {})
+        if backing_file:
+            args += ['-B', backing_file]
+            opts['backing_fmt'] = backing_format or 'qcow2'
+        text = ','.join('%s=%s' % (k, v) for k, v in sorted(opts.items()) if v is not None)
+        if text:
+            args += ['-o', text]
+        self._run('convert %s' % src, *(args + ['--', src, dst]))
+
+    def compare(self, first, second, first_format=None, second_format='qcow2'):
+        """True when both images show the guest the same content (``qemu-img compare``)."""
+        args = ['compare', '-q'] + (['-f', first_format] if first_format else []) + ['-F', second_format]
+        rc, out, err = self.run_command([self.binary] + args + ['--', first, second])
+        if rc in (0, 1):
+            return rc == 0
+        raise QemuImgError('qemu-img failed to compare %s with %s: %s' % (first, second, (err or out).strip()))
+
+    def lock_holder_error(self, path):
+        """The error qemu-img gives when another process (a running QEMU) holds the image's write
+        lock, or '' when the image is free. Reading without -U takes the shared lock QEMU would."""
+        rc, out, err = self.run_command([self.binary, 'info', '--output=json', '--', path])
+        text = (err or out or '').strip()
+        if rc != 0 and 'lock' in text:
+            return text
+        return ''
