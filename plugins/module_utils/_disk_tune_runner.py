@@ -18,11 +18,12 @@ import os
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ._backup import write_atomic, write_backup
+from ._define import define_plans
 from ._disk_plan import DiskRule, TunePolicy, local_source_paths, plan_domain, volume_sources
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
     DiskSettings, Guards
-from ._domain_xml import parse_domain, same_document, to_text
-from ._errors import ApplyError, KvmioError, PlanError
+from ._domain_xml import parse_domain
+from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_names
@@ -199,29 +200,8 @@ class DiskTuneRun:
             active = {p.name for p in plans if p.changed and client.is_active(doms[p.name])}
             backups = []
             if not self.module.check_mode:
-                self._apply(client, doms, [p for p in plans if p.changed], backups)
+                backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
         return self._result(plans, active, backups)
-
-    def _apply(self, client, doms, plans, backups):
-        done = []
-        for plan in plans:
-            try:
-                # Someone may have edited the domain since we read it: never overwrite that.
-                now = client.inactive_xml(doms[plan.name])
-                if not same_document(now, plan.source):
-                    raise ApplyError('domain %s changed since this run read it (another tool or run edited '
-                                     'it); not overwriting that change. Run again to plan on the new XML.'
-                                     % plan.name, domain=plan.name)
-                backups.append(write_backup(self.params['backup_dir'], plan.name, plan.source))
-                stored = client.inactive_xml(client.define(plan.after, plan.name))
-            except KvmioError as err:
-                err.details.update(defined=done, backups=backups, failed_domain=plan.name)
-                if done:
-                    err.msg += ' (already defined before this failure: %s; their backups are listed)' % ', '.join(done)
-                raise
-            plan.changed = not same_document(stored, plan.source)
-            plan.after = to_text(parse_domain(stored, 'the stored XML of domain %s' % plan.name))
-            done.append(plan.name)
 
     # --- file mode ------------------------------------------------------------------------
 

@@ -1,0 +1,217 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Iothreads, their assignment to disks and controllers, and ``<cputune>``/``<numatune>`` pins
+in domain XML. Pure: (domain XML, wanted) -> DomainPlan, as the disk-policy transform.
+
+Owned nodes: ``<iothreads>``, ``<iothreadids>``, ``<cputune>`` children ``vcpupin``,
+``emulatorpin`` and ``iothreadpin``, ``<numatune><memory>``, and the ``iothread`` attribute of
+virtio-blk disk drivers and virtio-scsi controller drivers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._cpuset import format_cpuset, parse_cpuset
+from ._disk_plan import DomainPlan
+from ._domain_xml import domain_name, domain_type, make_child, parse_domain, remove_child, same_document, \
+    set_attr, to_text, vcpu_count
+
+TUNABLE_DOMAIN_TYPES = frozenset(('qemu', 'kvm'))
+
+
+@dataclass(frozen=True)
+class CpuTune:
+    """What to set; None leaves that part alone."""
+
+    iothreads: int | None = None
+    disk_iothreads: dict = field(default_factory=dict)     # target dev -> iothread id
+    vcpus: dict | None = None                               # vcpu -> frozenset
+    emulator: frozenset | None = None
+    iothread_pins: dict | None = None                       # iothread id -> frozenset
+    numa_node: int | None = None
+    numa_mode: str | None = None                            # preferred | strict | None (leave)
+
+
+def iothread_users(root):
+    """Elements that can run in an iothread, in document order: virtio-blk disks, virtio-scsi controllers."""
+    users = []
+    for device in root.find('devices') if root.find('devices') is not None else ():
+        if device.tag == 'disk':
+            target = device.find('target')
+            if target is not None and target.get('bus') == 'virtio' and device.get('device', 'disk') == 'disk':
+                users.append(device)
+        elif device.tag == 'controller' and device.get('type') == 'scsi' and device.get('model') == 'virtio-scsi':
+            users.append(device)
+    return users
+
+
+def current_iothreads(root):
+    text = (root.findtext('iothreads') or '').strip()
+    return int(text) if text.isdigit() else 0
+
+
+def current_vcpu_pins(root):
+    pins = {}
+    for pin in root.findall('cputune/vcpupin'):
+        try:
+            pins[int(pin.get('vcpu'))] = frozenset(parse_cpuset(pin.get('cpuset')))
+        except (TypeError, ValueError):
+            continue
+    return pins
+
+
+def memory_node(root):
+    """The single NUMA node the domain's memory is bound to, or None."""
+    memory = root.find('numatune/memory')
+    if memory is None or not memory.get('nodeset'):
+        return None
+    nodes = parse_cpuset(memory.get('nodeset'), 'numatune nodeset')
+    return next(iter(nodes)) if len(nodes) == 1 else None
+
+
+def _label(el):
+    if el.tag == 'disk':
+        return 'disk %s' % el.find('target').get('dev')
+    return 'controller scsi %s' % el.get('index', '0')
+
+
+def _set_child_text(root, tag, text, after=('vcpu',)):
+    el = root.find(tag)
+    old = el.text.strip() if el is not None and el.text else None
+    if el is None:
+        index = None
+        for anchor in after:
+            found = root.find(anchor)
+            if found is not None:
+                index = list(root).index(found) + 1
+                break
+        el = make_child(root, tag, index=index)
+    el.text = text
+    return old
+
+
+def _apply_iothreads(root, tune, plan):
+    wanted = tune.iothreads
+    old = current_iothreads(root)
+    if wanted != old:
+        _set_child_text(root, 'iothreads', str(wanted))
+        plan.changes.append({'item': 'iothreads', 'before': old or None, 'after': wanted})
+    ids = root.find('iothreadids')
+    if ids is not None:
+        have = {int(i.get('id')): i for i in ids.findall('iothread') if (i.get('id') or '').isdigit()}
+        for number, el in have.items():
+            if number > wanted:
+                remove_child(ids, el)
+        for number in range(1, wanted + 1):
+            if number not in have:
+                make_child(ids, 'iothread', {'id': number})
+    users = iothread_users(root)
+    for position, el in enumerate(users):
+        target = el.find('target')
+        dev = target.get('dev') if target is not None else None
+        wanted_id = tune.disk_iothreads.get(dev) if dev else None
+        if wanted_id is None:
+            wanted_id = (position % wanted) + 1 if wanted else None
+        driver = el.find('driver')
+        before = driver.get('iothread') if driver is not None else None
+        if wanted_id is None:
+            continue
+        if driver is None:
+            driver = make_child(el, 'driver', index=0)
+        if set_attr(driver, 'iothread', wanted_id):
+            plan.changes.append({'item': '%s iothread' % _label(el), 'before': before, 'after': str(wanted_id),
+                                 'live': False})
+
+
+def _cputune(root):
+    el = root.find('cputune')
+    if el is None:
+        anchor = root.find('iothreadids') if root.find('iothreadids') is not None else root.find('iothreads')
+        if anchor is None:
+            anchor = root.find('vcpu')
+        el = make_child(root, 'cputune', index=(list(root).index(anchor) + 1) if anchor is not None else None)
+    return el
+
+
+def _set_pin(cputune, tag, key, number, cpus, plan, item):
+    wanted = format_cpuset(cpus)
+    existing = [p for p in cputune.findall(tag) if key is None or p.get(key) == str(number)]
+    before = existing[0].get('cpuset') if existing else None
+    for extra in existing[1:]:
+        remove_child(cputune, extra)
+    if existing:
+        pin = existing[0]
+    else:
+        attrs = {key: number} if key else {}
+        attrs['cpuset'] = wanted
+        pin = make_child(cputune, tag, attrs)
+    if before is not None and before == wanted:
+        return
+    pin.set('cpuset', wanted)
+    if before is None or parse_cpuset(before) != set(cpus):
+        plan.changes.append({'item': item, 'before': before, 'after': wanted})
+
+
+def _apply_pins(root, tune, plan):
+    if tune.vcpus is None and tune.emulator is None and tune.iothread_pins is None:
+        return
+    cputune = _cputune(root)
+    if tune.vcpus is not None:
+        count = vcpu_count(root) or 0
+        for pin in cputune.findall('vcpupin'):
+            if not (pin.get('vcpu') or '').isdigit() or int(pin.get('vcpu')) >= count:
+                remove_child(cputune, pin)
+        for vcpu, cpus in sorted(tune.vcpus.items()):
+            _set_pin(cputune, 'vcpupin', 'vcpu', vcpu, cpus, plan, 'vcpu %d pin' % vcpu)
+    if tune.emulator is not None:
+        _set_pin(cputune, 'emulatorpin', None, None, tune.emulator, plan, 'emulator pin')
+    if tune.iothread_pins is not None:
+        count = tune.iothreads if tune.iothreads is not None else current_iothreads(root)
+        for pin in cputune.findall('iothreadpin'):
+            if not (pin.get('iothread') or '').isdigit() or int(pin.get('iothread')) > count:
+                remove_child(cputune, pin)
+        for number, cpus in sorted(tune.iothread_pins.items()):
+            if number <= count:
+                _set_pin(cputune, 'iothreadpin', 'iothread', number, cpus, plan, 'iothread %d pin' % number)
+
+
+def _apply_numatune(root, tune, plan):
+    if tune.numa_node is None or tune.numa_mode is None:
+        return
+    numatune = root.find('numatune')
+    if numatune is None:
+        numatune = make_child(root, 'numatune', index=list(root).index(root.find('cputune')) + 1
+                              if root.find('cputune') is not None else None)
+    memory = numatune.find('memory')
+    before = None if memory is None else '%s:%s' % (memory.get('mode', 'strict'), memory.get('nodeset'))
+    if memory is None:
+        memory = make_child(numatune, 'memory', index=0)
+    set_attr(memory, 'placement', None)
+    set_attr(memory, 'mode', tune.numa_mode)
+    set_attr(memory, 'nodeset', tune.numa_node)
+    after = '%s:%s' % (tune.numa_mode, tune.numa_node)
+    if before != after:
+        plan.changes.append({'item': 'numatune memory', 'before': before, 'after': after, 'live': False})
+
+
+def plan_cputune(xml_text, tune, origin=None):
+    """Plans ``tune`` for one domain; changes list items with their before/after values."""
+    root = parse_domain(xml_text, origin or 'domain XML')
+    before = to_text(root)
+    plan = DomainPlan(name=domain_name(root), before=before, after=before, source=xml_text)
+    if domain_type(root) not in TUNABLE_DOMAIN_TYPES:
+        plan.warnings.append("%s: domain type '%s' is not QEMU/KVM; left alone" % (plan.name, domain_type(root)))
+        return plan
+    if tune.iothreads is not None:
+        _apply_iothreads(root, tune, plan)
+    _apply_pins(root, tune, plan)
+    _apply_numatune(root, tune, plan)
+    plan.after = to_text(root)
+    plan.changed = not same_document(plan.after, before)
+    return plan

@@ -1,0 +1,40 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Defining planned domain XML safely: re-check, back up, define, re-read. Shared by every module
+that redefines domains, so each of them keeps the same guarantees."""
+
+from __future__ import annotations
+
+from ._backup import write_backup
+from ._domain_xml import parse_domain, same_document, to_text
+from ._errors import ApplyError, KvmioError
+
+
+def define_plans(client, doms, plans, backup_dir):
+    """Defines each changed plan; returns the backup files written. Updates ``plan.changed`` and
+    ``plan.after`` from what libvirt stored. On failure, the error lists what was already done."""
+    backups, done = [], []
+    for plan in plans:
+        try:
+            # Someone may have edited the domain since we read it: never overwrite that.
+            now = client.inactive_xml(doms[plan.name])
+            if not same_document(now, plan.source):
+                raise ApplyError('domain %s changed since this run read it (another tool or run edited '
+                                 'it); not overwriting that change. Run again to plan on the new XML.'
+                                 % plan.name, domain=plan.name)
+            backups.append(write_backup(backup_dir, plan.name, plan.source))
+            stored = client.inactive_xml(client.define(plan.after, plan.name))
+        except KvmioError as err:
+            err.details.update(defined=done, backups=backups, failed_domain=plan.name)
+            if done:
+                err.msg += ' (already defined before this failure: %s; their backups are listed)' % ', '.join(done)
+            raise
+        plan.changed = not same_document(stored, plan.source)
+        plan.after = to_text(parse_domain(stored, 'the stored XML of domain %s' % plan.name))
+        done.append(plan.name)
+    return backups
