@@ -71,6 +71,7 @@ class LibvirtClient:
                 exception=LIBVIRT_IMPORT_ERROR)
         self.uri = uri
         self.conn = None
+        self._cpu_count = None
 
     def __enter__(self):
         self.open()
@@ -115,6 +116,48 @@ class LibvirtClient:
 
     def capabilities_xml(self):
         return self.conn.getCapabilities()
+
+    def cpu_map(self):
+        """(number of host CPUs, set of online CPUs)."""
+        count, online, _online_count = self._call('read the host CPU map', self.conn.getCPUMap)
+        return count, {cpu for cpu, up in enumerate(online) if up}
+
+    # --- live pinning (running domains) ---------------------------------------------------------
+
+    @staticmethod
+    def _cpus(cpumap):
+        return frozenset(cpu for cpu, on in enumerate(cpumap) if on)
+
+    def live_pins(self, dom):
+        """{'vcpus': {n: cpus}, 'emulator': cpus, 'iothreads': {id: cpus}} of a running domain."""
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+        name = dom.name()
+        vcpus = self._call('read the vCPU pins of %s' % name, dom.vcpuPinInfo, live)
+        emulator = self._call('read the emulator pin of %s' % name, dom.emulatorPinInfo, live)
+        threads = self._call('read the iothreads of %s' % name, dom.ioThreadInfo, live) or []
+        return {'vcpus': {n: self._cpus(m) for n, m in enumerate(vcpus)}, 'emulator': self._cpus(emulator),
+                'iothreads': {int(t[0]): self._cpus(t[1]) for t in threads}}
+
+    def _cpumap(self, cpus):
+        if self._cpu_count is None:
+            self._cpu_count = self.cpu_map()[0]
+        return tuple(cpu in cpus for cpu in range(self._cpu_count))
+
+    def pin_vcpu_live(self, dom, vcpu, cpus):
+        self._call('pin vCPU %d of %s' % (vcpu, dom.name()), dom.pinVcpuFlags, vcpu, self._cpumap(cpus),
+                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def pin_emulator_live(self, dom, cpus):
+        self._call('pin the emulator of %s' % dom.name(), dom.pinEmulator, self._cpumap(cpus),
+                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def add_iothread_live(self, dom, number):
+        self._call('add iothread %d to %s' % (number, dom.name()), dom.addIOThread, number,
+                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def pin_iothread_live(self, dom, number, cpus):
+        self._call('pin iothread %d of %s' % (number, dom.name()), dom.pinIOThread, number, self._cpumap(cpus),
+                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
     # --- domains ------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ class DomainNeed:
     iothreads: int = 0
     memory_node: int | None = None
     current_vcpu_pins: dict = field(default_factory=dict)     # vcpu -> frozenset of CPUs
+    fixed: bool = False        # not ours to move (not selected): its valid pins only occupy CPUs
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def allocate(topology, needs, policy):
             if kept:
                 placements[need.name] = kept
     for need in ordered:
-        if need.name in placements:
+        if need.name in placements or need.fixed:
             continue
         placement, why = allocator.place(need)
         if placement is None:

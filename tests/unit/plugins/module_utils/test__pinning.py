@@ -113,7 +113,7 @@ def test_adding_a_domain_never_moves_the_others():
     assert_sound(topology, second, policy)
     removed = [DomainNeed(n.name, n.vcpus, n.iothreads, current_vcpu_pins=second[n.name].vcpus)
                for n in again if n.name != 'vm010']
-    third, _ = allocate(topology, removed, policy)
+    third, _unplaced = allocate(topology, removed, policy)
     assert all(third[n.name].vcpus == second[n.name].vcpus for n in removed)
 
 
@@ -122,21 +122,21 @@ def test_memory_node_is_honoured_and_refused_when_full():
     policy = PinPolicy()
     placements, unplaced = allocate(topology, [DomainNeed('db', vcpus=3, memory_node=1)], policy)
     assert placements['db'].node == 1 and used_by(placements['db']) <= set(topology.cells[1])
-    _, unplaced = allocate(topology, [DomainNeed('big', vcpus=4, memory_node=1)], policy)
+    _placements, unplaced = allocate(topology, [DomainNeed('big', vcpus=4, memory_node=1)], policy)
     assert unplaced == {'big': '4 vCPUs do not fit on node 1 (free vCPU CPUs per node: 0: 3, 1: 3)'}
 
 
 def test_offline_cpus_are_never_used():
     topology = synthetic(nodes=2, cores_per_node=8, offline=range(4, 12))
-    placements, _ = allocate(topology, [DomainNeed('vm%d' % i, vcpus=2) for i in range(20)], PinPolicy())
+    placements, _unplaced = allocate(topology, [DomainNeed('vm%d' % i, vcpus=2) for i in range(20)], PinPolicy())
     for placement in placements.values():
         assert not (used_by(placement) | placement.emulator) & set(range(4, 12))
 
 
 def test_smt_avoid_leaves_siblings_idle_and_share_fills_them():
     topology = synthetic(nodes=1, cores_per_node=4)            # cores {0,4} {1,5} {2,6} {3,7}
-    avoid, _ = allocate(topology, [DomainNeed('a', vcpus=2)], PinPolicy(smt='avoid'))
-    share, _ = allocate(topology, [DomainNeed('a', vcpus=2)], PinPolicy(smt='share'))
+    avoid, _unplaced = allocate(topology, [DomainNeed('a', vcpus=2)], PinPolicy(smt='avoid'))
+    share, _unplaced = allocate(topology, [DomainNeed('a', vcpus=2)], PinPolicy(smt='share'))
     assert used_by(avoid['a']) == {1, 2} and avoid['a'].emulator == {0, 4}
     assert used_by(share['a']) == {1, 5}
 

@@ -1,0 +1,221 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""iothread_pin's flow: read every domain of the host, allocate CPUs host-wide (pure), plan each
+domain's XML (pure), define the changed ones, then pin running domains live."""
+
+from __future__ import annotations
+
+from ._cpuset import format_cpuset, parse_cpuset
+from ._cputune_xml import CpuTune, current_iothreads, current_vcpu_pins, iothread_users, memory_node, \
+    plan_cputune
+from ._define import define_plans
+from ._disk_tune_runner import DEFAULT_BACKUP_DIR
+from ._domain_xml import parse_domain, vcpu_count
+from ._errors import PlanError
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._pinning import DomainNeed, PinPolicy, allocate
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_names
+from ._topology import topology_from_capabilities
+
+PIN_KEYS = ('vcpu_pinning', 'emulator_pinning', 'iothread_pinning')
+
+
+def argument_spec():
+    spec = dict(LIBVIRT_ARGUMENT_SPEC)
+    spec.update(SELECTION_ARGUMENT_SPEC)
+    spec.update({
+        'iothreads': {'type': 'str', 'default': 'auto'},
+        'max_iothreads': {'type': 'int', 'default': 4},
+        'disk_iothreads': {'type': 'dict', 'default': {}},
+        'vcpu_pinning': {'type': 'str', 'default': 'none'},
+        'emulator_pinning': {'type': 'str', 'default': 'none'},
+        'iothread_pinning': {'type': 'str', 'default': 'none'},
+        'pinning_mode': {'type': 'str', 'choices': ['dedicated', 'shared'], 'default': 'dedicated'},
+        'smt': {'type': 'str', 'choices': ['share', 'avoid'], 'default': 'share'},
+        'reserved_cpus': {'type': 'str'},
+        'housekeeping_cpus': {'type': 'str'},
+        'numatune': {'type': 'str', 'choices': ['none', 'preferred', 'strict'], 'default': 'none'},
+        'live': {'type': 'bool', 'default': True},
+        'fail_on_unplaced': {'type': 'bool', 'default': False},
+        'overrides': {'type': 'dict', 'default': {}},
+        'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
+    })
+    return spec
+
+
+def _iothread_count(value, root, cap, name):
+    if value in (None, 'keep'):
+        return None
+    if value == 'auto':
+        users = len(iothread_users(root))
+        return min(users, cap) if users else None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise PlanError("%s: iothreads must be a number, 'auto' or 'keep', not '%s'" % (name, value))
+    return number
+
+
+class IothreadPinRun:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.overrides = dict(self.params['overrides'])
+
+    def _setting(self, name, key):
+        value = self.params[key]
+        for pattern, entry in self.overrides.items():
+            if matches(name, pattern) and isinstance(entry, dict) and entry.get(key) is not None:
+                value = entry[key]
+        return value
+
+    def _explicit(self, topology, name, key):
+        value = self._setting(name, key)
+        if value in ('none', 'auto'):
+            return value
+        cpus = frozenset(parse_cpuset(value, '%s: %s' % (name, key)))
+        topology.check_cpus(cpus, '%s: %s %s' % (name, key, value))
+        return cpus
+
+    def run(self):
+        params = self.params
+        with LibvirtClient(params['uri']) as client:
+            handles = client.persistent_domains()
+            names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
+            literal = [p for p in self.overrides if not is_glob(p) and p not in names]
+            if literal:
+                raise PlanError('overrides name domains that are not selected or not defined: %s' % ', '.join(literal))
+            names = [n for n in names if not any(matches(n, p) and (e or {}).get('skip')
+                                                 for p, e in self.overrides.items())]
+            _count, online = client.cpu_map()
+            topology = topology_from_capabilities(client.capabilities_xml(), online)
+            xmls = {name: client.inactive_xml(dom) for name, dom in handles.items()}
+            roots = {name: parse_domain(text, 'the XML of domain %s' % name) for name, text in xmls.items()}
+            reserved = frozenset(parse_cpuset(params['reserved_cpus'], 'reserved_cpus')) if params['reserved_cpus'] \
+                else frozenset()
+            topology.check_cpus(reserved, 'reserved_cpus')
+            housekeeping = None
+            if params['housekeeping_cpus']:
+                housekeeping = frozenset(parse_cpuset(params['housekeeping_cpus'], 'housekeeping_cpus'))
+                topology.check_cpus(housekeeping, 'housekeeping_cpus')
+            explicit = {name: {key: self._explicit(topology, name, key) for key in PIN_KEYS} for name in names}
+            counts = {name: _iothread_count(self._setting(name, 'iothreads'), roots[name], params['max_iothreads'],
+                                            name) for name in names}
+            placements, unplaced = {}, {}
+            if any(v == 'auto' for pins in explicit.values() for v in pins.values()):
+                needs = [DomainNeed(name, vcpus=vcpu_count(root) or 1,
+                                    iothreads=counts.get(name) if counts.get(name) is not None
+                                    else current_iothreads(root),
+                                    memory_node=memory_node(root), current_vcpu_pins=current_vcpu_pins(root),
+                                    fixed=name not in names)
+                         for name, root in roots.items()]
+                policy = PinPolicy(mode=params['pinning_mode'], smt=params['smt'], reserved=reserved,
+                                   housekeeping=housekeeping)
+                placements, unplaced = allocate(topology, needs, policy)
+                unplaced = {n: why for n, why in unplaced.items() if n in names}
+            if unplaced:
+                message = '; '.join('%s: %s' % kv for kv in sorted(unplaced.items()))
+                if params['fail_on_unplaced']:
+                    raise PlanError('could not place every domain, nothing was changed: %s' % message,
+                                    unplaced=unplaced)
+                self.module.warn('not pinned (they do not fit): %s' % message)
+            plans, tunes = [], {}
+            for name in names:
+                tunes[name] = self._tune(name, roots[name], counts[name], explicit[name], placements.get(name))
+                plans.append(plan_cputune(xmls[name], tunes[name], 'the XML of domain %s' % name))
+            errors = [e for p in plans for e in p.errors]
+            if errors:
+                raise PlanError('; '.join(errors) + '. Nothing was changed.')
+            active = {name for name in names if client.is_active(handles[name])}
+            backups = []
+            if not self.module.check_mode:
+                backups = define_plans(client, handles, [p for p in plans if p.changed], params['backup_dir'])
+            live = {}
+            if params['live']:
+                for name in sorted(active):
+                    live[name] = self._apply_live(client, handles[name], tunes[name])
+        return self._result(plans, tunes, placements, unplaced, active, live, backups)
+
+    def _tune(self, name, root, count, explicit, placement):
+        def pick(key, auto_value):
+            value = explicit[key]
+            if value == 'none':
+                return None
+            if value == 'auto':
+                return auto_value if placement is not None else None
+            return value
+        vcpus = vcpu_count(root) or 1
+        threads = count if count is not None else current_iothreads(root)
+        vcpu_value = pick('vcpu_pinning', placement.vcpus if placement else None)
+        if isinstance(vcpu_value, frozenset):
+            vcpu_value = {i: vcpu_value for i in range(vcpus)}
+        io_value = pick('iothread_pinning', placement.emulator if placement else None)
+        io_value = {i: io_value for i in range(1, threads + 1)} if io_value is not None else None
+        numa = self.params['numatune']
+        return CpuTune(iothreads=count, disk_iothreads=dict(self._setting(name, 'disk_iothreads') or {}),
+                       vcpus=vcpu_value, emulator=pick('emulator_pinning', placement.emulator if placement else None),
+                       iothread_pins=io_value, numa_node=placement.node if placement else None,
+                       numa_mode=None if numa == 'none' else numa)
+
+    def _apply_live(self, client, dom, tune):
+        """Pins and iothreads a running domain can take now; returns what changed (or would)."""
+        done = []
+        current = client.live_pins(dom)
+        check = self.module.check_mode
+        if tune.iothreads:
+            for number in range(1, tune.iothreads + 1):
+                if number not in current['iothreads']:
+                    done.append({'item': 'iothread %d' % number, 'before': None, 'after': 'added'})
+                    if not check:
+                        client.add_iothread_live(dom, number)
+            if not check:
+                current = client.live_pins(dom)
+        for vcpu, cpus in sorted((tune.vcpus or {}).items()):
+            if vcpu in current['vcpus'] and current['vcpus'][vcpu] != cpus:
+                done.append({'item': 'vcpu %d pin' % vcpu, 'before': format_cpuset(current['vcpus'][vcpu]),
+                             'after': format_cpuset(cpus)})
+                if not check:
+                    client.pin_vcpu_live(dom, vcpu, cpus)
+        if tune.emulator is not None and current['emulator'] != tune.emulator:
+            done.append({'item': 'emulator pin', 'before': format_cpuset(current['emulator']),
+                         'after': format_cpuset(tune.emulator)})
+            if not check:
+                client.pin_emulator_live(dom, tune.emulator)
+        for number, cpus in sorted((tune.iothread_pins or {}).items()):
+            have = current['iothreads'].get(number)
+            if (have is not None or check) and have != cpus:
+                done.append({'item': 'iothread %d pin' % number, 'before': format_cpuset(have) if have else None,
+                             'after': format_cpuset(cpus)})
+                if not check and have is not None:
+                    client.pin_iothread_live(dom, number, cpus)
+        return done
+
+    def _result(self, plans, tunes, placements, unplaced, active, live, backups):
+        for plan in plans:
+            for warning in plan.warnings:
+                self.module.warn(warning)
+        domains = []
+        for plan in plans:
+            config_only = [c for c in plan.changes if c.get('live') is False]
+            restart = plan.changed and plan.name in active and (bool(config_only) or not self.params['live'])
+            placement = placements.get(plan.name)
+            domains.append({'name': plan.name, 'changed': plan.changed or bool(live.get(plan.name)),
+                            'active': plan.name in active, 'config_changes': plan.changes if plan.changed else [],
+                            'live_changes': live.get(plan.name, []), 'restart_required': restart,
+                            'placement': placement.as_dict() if placement else None,
+                            'iothreads': tunes[plan.name].iothreads})
+        result = {'changed': any(d['changed'] for d in domains), 'domains': domains,
+                  'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
+                  'unplaced': unplaced, 'backups': backups}
+        if self.module._diff:
+            result['diff'] = [{'before': p.before, 'after': p.after,
+                               'before_header': '%s (inactive XML, before)' % p.name,
+                               'after_header': '%s (inactive XML, after)' % p.name} for p in plans if p.changed]
+        return result
