@@ -163,7 +163,7 @@ def _apply_pins(root, tune, plan):
         return
     cputune = _cputune(root)
     if tune.vcpus is not None:
-        count = vcpu_count(root) or 0
+        count = vcpu_count(root) or 1      # libvirt's default is one vCPU
         for pin in cputune.findall('vcpupin'):
             if not (pin.get('vcpu') or '').isdigit() or int(pin.get('vcpu')) >= count:
                 remove_child(cputune, pin)
