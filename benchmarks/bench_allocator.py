@@ -22,24 +22,11 @@ LINK = tempfile.mkdtemp(prefix='kvmio-bench-import-')
 os.makedirs(os.path.join(LINK, 'ansible_collections', 'kvmio'))
 os.symlink(REPO, os.path.join(LINK, 'ansible_collections', 'kvmio', 'tuning'))
 sys.path.insert(0, LINK)
+sys.path.insert(0, os.path.join(REPO, 'tests'))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.kvmio.tuning.plugins.module_utils._pinning import DomainNeed, PinPolicy, allocate  # noqa: E402
-from ansible_collections.kvmio.tuning.plugins.module_utils._topology import HostTopology  # noqa: E402
-
-
-def host(nodes=8, cores_per_node=16, threads=2):
-    total = nodes * cores_per_node
-    cells, siblings = {}, {}
-    for node in range(nodes):
-        cells[node] = []
-        for core in range(node * cores_per_node, (node + 1) * cores_per_node):
-            group = frozenset(t * total + core for t in range(threads))
-            for cpu in group:
-                cells[node].append(cpu)
-                siblings[cpu] = group
-        cells[node].sort()
-    return HostTopology(cells, siblings, {c for cpus in cells.values() for c in cpus})
+from helpers.topology import synthetic_host  # noqa: E402
 
 
 def timed(func, repeat):
@@ -56,7 +43,7 @@ def main():
     parser.add_argument('--domains', type=int, default=200)
     parser.add_argument('--repeat', type=int, default=20)
     opts = parser.parse_args()
-    topology = host()
+    topology = synthetic_host(nodes=8, cores_per_node=16)
     policy = PinPolicy(reserved=frozenset({0, 128}))
     needs = [DomainNeed('vm%03d' % i, vcpus=1 + i % 2, iothreads=1) for i in range(opts.domains)]
     best, median, (placements, unplaced) = timed(lambda: allocate(topology, needs, policy), opts.repeat)

@@ -26,7 +26,7 @@ from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_names
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
 from ._storage_probe import StorageProber
 
 DEFAULT_BACKUP_DIR = '/var/lib/kvmio/backups'
@@ -171,11 +171,7 @@ class DiskTuneRun:
         params = self.params
         with LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
-            names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
-            literal = [p for p in self.overrides if not is_glob(p) and p not in names]
-            if literal:
-                raise PlanError('overrides name domains that are not selected or not defined: %s'
-                                % ', '.join(literal))
+            names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
             xmls = {name: client.inactive_xml(doms[name]) for name in names}
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}

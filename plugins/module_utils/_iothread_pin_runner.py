@@ -19,7 +19,7 @@ from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._pinning import DomainNeed, PinPolicy, allocate
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_names
+from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides
 from ._topology import topology_from_capabilities
 
 PIN_KEYS = ('vcpu_pinning', 'emulator_pinning', 'iothread_pinning')
@@ -88,10 +88,7 @@ class IothreadPinRun:
         params = self.params
         with LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
-            names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
-            literal = [p for p in self.overrides if not is_glob(p) and p not in names]
-            if literal:
-                raise PlanError('overrides name domains that are not selected or not defined: %s' % ', '.join(literal))
+            names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             names = [n for n in names if not any(matches(n, p) and (e or {}).get('skip')
                                                  for p, e in self.overrides.items())]
             _count, online = client.cpu_map()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from ._errors import DomainNotFound
+from ._errors import DomainNotFound, PlanError
 
 SELECTION_ARGUMENT_SPEC = {
     'domains': {'type': 'list', 'elements': 'str', 'default': ['*']},
@@ -43,3 +43,13 @@ def select_names(available, patterns, exclude=(), what='domain', where=''):
             missing=missing)
     chosen = [n for n in available if any(matches(n, p) for p in patterns)]
     return sorted(n for n in chosen if not any(matches(n, p) for p in exclude))
+
+
+def select_with_overrides(available, params, overrides, where=''):
+    """``select_names`` for the ``domains``/``exclude`` options, then a check that every override
+    keyed by a literal name targets a selected domain (a typo there must not pass silently)."""
+    names = select_names(available, params['domains'], params['exclude'], where=where)
+    literal = [p for p in overrides if not is_glob(p) and p not in names]
+    if literal:
+        raise PlanError('overrides name domains that are not selected or not defined: %s' % ', '.join(literal))
+    return names

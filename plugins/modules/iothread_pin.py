@@ -29,14 +29,7 @@ author:
 extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - kvmio.tuning._libvirt.SELECTION
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - kvmio.tuning._attributes
 options:
   iothreads:
     description:
@@ -199,19 +192,12 @@ diff:
   elements: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
+from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module
 from ansible_collections.kvmio.tuning.plugins.module_utils._iothread_pin_runner import IothreadPinRun, argument_spec
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = IothreadPinRun(module).run()
-    except KvmioError as err:
-        module.fail_json(msg=err.msg, **err.details)
-    module.exit_json(**result)
+    run_module(IothreadPinRun, argument_spec())
 
 
 if __name__ == '__main__':

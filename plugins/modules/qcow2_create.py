@@ -26,14 +26,7 @@ author:
 extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - ansible.builtin.files
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - kvmio.tuning._attributes
 options:
   path:
     description: Path of the image.
@@ -199,19 +192,12 @@ cleaned:
   sample: []
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
+from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module
 from ansible_collections.kvmio.tuning.plugins.module_utils._qcow2_runner import Qcow2Run, argument_spec
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, add_file_common_args=True)
-    try:
-        result = Qcow2Run(module).run()
-    except KvmioError as err:
-        module.fail_json(msg=err.msg, **err.details)
-    module.exit_json(**result)
+    run_module(Qcow2Run, argument_spec(), add_file_common_args=True)
 
 
 if __name__ == '__main__':

@@ -12,9 +12,9 @@ import pytest
 from ansible_collections.kvmio.tuning.plugins.module_utils._cpuset import format_cpuset, parse_cpuset
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
 from ansible_collections.kvmio.tuning.plugins.module_utils._pinning import DomainNeed, PinPolicy, allocate
-from ansible_collections.kvmio.tuning.plugins.module_utils._topology import HostTopology, \
-    topology_from_capabilities
+from ansible_collections.kvmio.tuning.plugins.module_utils._topology import topology_from_capabilities
 from helpers.corpus import CORPUS
+from helpers.topology import synthetic_host
 
 CAPS = os.path.join(CORPUS, 'capabilities')
 
@@ -25,22 +25,6 @@ def caps(name):
         pytest.skip('no capabilities corpus at %s' % CAPS)
     with open(path, encoding='utf-8') as handle:
         return topology_from_capabilities(handle.read())
-
-
-def synthetic(nodes, cores_per_node, threads=2, offline=()):
-    """A host shaped like the corpus ones: thread t of core c is CPU t * total_cores + c (Linux numbering)."""
-    total = nodes * cores_per_node
-    cells, siblings = {}, {}
-    for node in range(nodes):
-        cells[node] = []
-        for core in range(node * cores_per_node, (node + 1) * cores_per_node):
-            threads_of = frozenset(t * total + core for t in range(threads))
-            for cpu in threads_of:
-                cells[node].append(cpu)
-                siblings[cpu] = threads_of
-        cells[node].sort()
-    every = {c for cpus in cells.values() for c in cpus}
-    return HostTopology(cells=cells, siblings=siblings, online=every - set(offline))
 
 
 def used_by(placement):
@@ -98,7 +82,7 @@ def test_fill_real_hosts_without_overlap(name, smt):
 
 
 def test_adding_a_domain_never_moves_the_others():
-    topology = synthetic(nodes=8, cores_per_node=16)          # 256 CPUs, 8 nodes, SMT 2
+    topology = synthetic_host(nodes=8, cores_per_node=16)          # 256 CPUs, 8 nodes, SMT 2
     policy = PinPolicy(reserved=frozenset({0, 128}))
     needs = [DomainNeed('vm%03d' % i, vcpus=(i % 6) + 1, iothreads=2) for i in range(50)]
     first, unplaced = allocate(topology, needs, policy)
@@ -118,7 +102,7 @@ def test_adding_a_domain_never_moves_the_others():
 
 
 def test_memory_node_is_honoured_and_refused_when_full():
-    topology = synthetic(nodes=2, cores_per_node=4, threads=1)
+    topology = synthetic_host(nodes=2, cores_per_node=4, threads=1)
     policy = PinPolicy()
     placements, unplaced = allocate(topology, [DomainNeed('db', vcpus=3, memory_node=1)], policy)
     assert placements['db'].node == 1 and used_by(placements['db']) <= set(topology.cells[1])
@@ -127,14 +111,14 @@ def test_memory_node_is_honoured_and_refused_when_full():
 
 
 def test_offline_cpus_are_never_used():
-    topology = synthetic(nodes=2, cores_per_node=8, offline=range(4, 12))
+    topology = synthetic_host(nodes=2, cores_per_node=8, offline=range(4, 12))
     placements, _unplaced = allocate(topology, [DomainNeed('vm%d' % i, vcpus=2) for i in range(20)], PinPolicy())
     for placement in placements.values():
         assert not (used_by(placement) | placement.emulator) & set(range(4, 12))
 
 
 def test_smt_avoid_leaves_siblings_idle_and_share_fills_them():
-    topology = synthetic(nodes=1, cores_per_node=4)            # cores {0,4} {1,5} {2,6} {3,7}
+    topology = synthetic_host(nodes=1, cores_per_node=4)            # cores {0,4} {1,5} {2,6} {3,7}
     avoid, _unplaced = allocate(topology, [DomainNeed('a', vcpus=2)], PinPolicy(smt='avoid'))
     share, _unplaced = allocate(topology, [DomainNeed('a', vcpus=2)], PinPolicy(smt='share'))
     assert used_by(avoid['a']) == {1, 2} and avoid['a'].emulator == {0, 4}
@@ -142,7 +126,7 @@ def test_smt_avoid_leaves_siblings_idle_and_share_fills_them():
 
 
 def test_shared_mode_floats_vcpus_over_the_node_pool():
-    topology = synthetic(nodes=2, cores_per_node=4, threads=1)
+    topology = synthetic_host(nodes=2, cores_per_node=4, threads=1)
     placements, unplaced = allocate(topology, [DomainNeed('a', vcpus=2), DomainNeed('b', vcpus=3)],
                                     PinPolicy(mode='shared'))
     assert not unplaced
