@@ -49,6 +49,7 @@ sanity: collection
 
 lint: venv
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
 
 pytest: collection services
 	$(BIN)/pytest $(PYTEST_ARGS) tests

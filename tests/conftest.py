@@ -22,6 +22,7 @@ _LINK_ROOT = tempfile.mkdtemp(prefix='kvmio-import-')
 os.makedirs(os.path.join(_LINK_ROOT, 'ansible_collections', 'kvmio'))
 os.symlink(REPO, os.path.join(_LINK_ROOT, 'ansible_collections', 'kvmio', 'tuning'))
 sys.path.insert(0, _LINK_ROOT)
+os.environ['KVMIO_TEST_COLLECTIONS'] = _LINK_ROOT     # for ansible-playbook runs of this checkout
 
 sys.path.insert(0, os.path.join(REPO, 'tests'))
 

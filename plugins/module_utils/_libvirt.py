@@ -192,6 +192,23 @@ class LibvirtClient:
     def is_active(self, dom):
         return bool(self._call('read the state of domain %s' % dom.name(), dom.isActive))
 
+    def state(self, dom):
+        """'running', 'shutoff', 'paused', ... from virDomainGetState."""
+        names = {getattr(libvirt, 'VIR_DOMAIN_%s' % k.upper()): k for k in
+                 ('nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended')}
+        code = self._call('read the state of domain %s' % dom.name(), dom.state)[0]
+        return names.get(code, str(code))
+
+    def shutdown(self, dom):
+        """Asks the guest to power off (ACPI power button); returns at once."""
+        self._call('shut down domain %s' % dom.name(), dom.shutdown)
+
+    def destroy(self, dom):
+        self._call('power off domain %s' % dom.name(), dom.destroy)
+
+    def start(self, dom):
+        self._call('start domain %s' % dom.name(), dom.create)
+
     def define(self, xml, name=None):
         try:
             return self.conn.defineXML(xml)

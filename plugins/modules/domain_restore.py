@@ -1,0 +1,97 @@
+#!/usr/bin/python
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: domain_restore
+short_description: Put back the domain XML that kvmio.tuning modules backed up before a redefine
+version_added: 0.1.0
+description:
+  - Restores the inactive XML of libvirt domains from the backups that M(kvmio.tuning.kvm_disk_tune)
+    and M(kvmio.tuning.iothread_pin) write before every define.
+  - Give the backup files a run returned (RV(kvmio.tuning.kvm_disk_tune#module:backups)) to undo that
+    run, or domain names to restore each one's latest (or earliest) backup in O(backup_dir).
+  - A domain whose XML already equals its backup is left alone, so a second run reports
+    C(changed=false). The XML being replaced is itself saved under O(backup_dir)C(/before-restore/).
+  - Running domains get the restored configuration at their next boot; they are listed in
+    RV(restart_required).
+author:
+  - kvmio.tuning maintainers (@kvmio)
+extends_documentation_fragment:
+  - kvmio.tuning._libvirt
+  - kvmio.tuning._attributes
+options:
+  backups:
+    description: Backup files to restore, at most one per domain.
+    type: list
+    elements: path
+    default: []
+  domains:
+    description: Domains whose backup in O(backup_dir) to restore (those not already named by O(backups)).
+    type: list
+    elements: str
+    default: []
+  backup_dir:
+    description: Where the modules wrote their backups.
+    type: path
+    default: /var/lib/kvmio/backups
+  which:
+    description: With O(domains), restore the V(latest) backup (undo the last change) or the V(earliest) (the state before any tuning).
+    type: str
+    choices: [latest, earliest]
+    default: latest
+seealso:
+  - module: kvmio.tuning.kvm_disk_tune
+'''
+
+EXAMPLES = r'''
+- name: Undo exactly what one tuning run changed
+  kvmio.tuning.domain_restore:
+    backups: "{{ tuned.backups }}"
+
+- name: Put two domains back as they were before any tuning
+  kvmio.tuning.domain_restore:
+    domains: [web01, web02]
+    which: earliest
+'''
+
+RETURN = r'''
+changed:
+  description: Whether any domain's XML was restored (in check mode, would be).
+  returned: always
+  type: bool
+domains:
+  description: Each domain with C(changed) and the backup file it was compared with (C(restored_from)).
+  returned: always
+  type: list
+  elements: dict
+restart_required:
+  description: Running domains whose configuration was restored; it applies at their next boot.
+  returned: always
+  type: list
+  elements: str
+backups:
+  description: Files holding the XML each domain had before the restore.
+  returned: always
+  type: list
+  elements: str
+diff:
+  description: Before/after XML of each restored domain.
+  returned: when diff mode is on
+  type: list
+  elements: dict
+'''
+
+from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module
+from ansible_collections.kvmio.tuning.plugins.module_utils._restore_runner import RestoreRun, argument_spec
+
+
+def main():
+    run_module(RestoreRun, argument_spec())
+
+
+if __name__ == '__main__':
+    main()
