@@ -41,3 +41,14 @@ options:
     elements: str
     default: []
 '''
+
+    LOCK = r'''
+options:
+  lock_timeout:
+    description:
+      - Seconds to wait for another kvmio.tuning run working on the same libvirt URI (or, for
+        M(kvmio.tuning.qcow2_create), the same image) to finish. Runs on one host take turns, so no
+        run overwrites another's changes; past the timeout the module fails and changes nothing.
+    type: int
+    default: 300
+'''

@@ -26,6 +26,7 @@ from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
 from ._storage_probe import StorageProber
 
@@ -74,6 +75,7 @@ def argument_spec():
         'overrides': {'type': 'dict', 'default': {}},
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
+    spec.update(LOCK_ARGUMENT_SPEC)
     return spec
 
 
@@ -169,7 +171,7 @@ class DiskTuneRun:
 
     def _run_libvirt(self):
         params = self.params
-        with LibvirtClient(params['uri']) as client:
+        with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}

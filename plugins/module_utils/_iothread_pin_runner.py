@@ -18,6 +18,7 @@ from ._disk_tune_runner import DEFAULT_BACKUP_DIR
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._pinning import DomainNeed, PinPolicy, allocate
 from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides
 from ._topology import topology_from_capabilities
@@ -45,6 +46,7 @@ def argument_spec():
         'overrides': {'type': 'dict', 'default': {}},
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
+    spec.update(LOCK_ARGUMENT_SPEC)
     return spec
 
 
@@ -86,7 +88,7 @@ class IothreadPinRun:
 
     def run(self):
         params = self.params
-        with LibvirtClient(params['uri']) as client:
+        with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             names = [n for n in names if not any(matches(n, p) and (e or {}).get('skip')

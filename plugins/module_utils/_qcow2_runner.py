@@ -27,6 +27,7 @@ from ._errors import ApplyError, KvmioError, LibvirtUnavailable, PlanError
 from ._image_plan import PREALLOCATION_CHOICES, WantedImage, human_size, image_facts, parse_size, plan_image, \
     validate_wanted
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._qemu_img import QemuImg, module_runner
 from ._storage_probe import StorageProber
 
@@ -47,7 +48,9 @@ def argument_spec():
         'resize': {'type': 'str', 'choices': ['keep', 'grow'], 'default': 'keep'},
         'convert': {'type': 'bool', 'default': False},
         'force': {'type': 'bool', 'default': False},
+        'allowed_roots': {'type': 'list', 'elements': 'path', 'default': []},
     })
+    spec.update(LOCK_ARGUMENT_SPEC)
     return spec
 
 
@@ -152,6 +155,20 @@ class Qcow2Run:
     # --- the run ----------------------------------------------------------------------------
 
     def run(self):
+        with HostLock(os.path.realpath(self.path), self.params['lock_timeout']):
+            return self._run()
+
+    def _check_allowed_roots(self):
+        roots = [os.path.realpath(r) for r in self.params['allowed_roots']]
+        if not roots:
+            return
+        real = os.path.realpath(self.path)       # symlinks out of a root count as outside
+        if not any(real == r or real.startswith(r.rstrip('/') + '/') for r in roots):
+            raise PlanError('%s (resolving to %s) is outside allowed_roots (%s); nothing was done'
+                            % (self.path, real, ', '.join(roots)))
+
+    def _run(self):
+        self._check_allowed_roots()
         if os.path.isdir(self.path):
             raise PlanError('%s is a directory, not an image file' % self.path)
         if not self.module.check_mode:

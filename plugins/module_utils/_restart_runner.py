@@ -13,6 +13,7 @@ import time
 
 from ._errors import ApplyError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._selection import select_names
 
 
@@ -25,6 +26,7 @@ def argument_spec():
         'start_timeout': {'type': 'int', 'default': 60},
         'force_off': {'type': 'bool', 'default': False},
     })
+    spec.update(LOCK_ARGUMENT_SPEC)
     return spec
 
 
@@ -49,7 +51,7 @@ class RestartRun:
         if params['batch_size'] < 1:
             raise ApplyError('batch_size must be 1 or more, not %d' % params['batch_size'])
         result = {'changed': False, 'restarted': [], 'skipped': [], 'forced_off': []}
-        with LibvirtClient(params['uri']) as client:
+        with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_names(handles, params['domains'])
             running = [n for n in names if client.state(handles[n]) == 'running']

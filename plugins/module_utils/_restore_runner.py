@@ -18,6 +18,7 @@ from ._disk_tune_runner import DEFAULT_BACKUP_DIR
 from ._domain_xml import domain_name, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 
 _BACKUP_RE = re.compile(r'^(?P<name>.+)\.(?P<stamp>\d{8}T\d{6}\.\d{6})Z\.xml$')
 
@@ -30,6 +31,7 @@ def argument_spec():
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
         'which': {'type': 'str', 'choices': ['latest', 'earliest'], 'default': 'latest'},
     })
+    spec.update(LOCK_ARGUMENT_SPEC)
     return spec
 
 
@@ -84,7 +86,7 @@ class RestoreRun:
 
     def run(self):
         chosen = self._chosen()
-        with LibvirtClient(self.params['uri']) as client:
+        with HostLock(self.params['uri'], self.params['lock_timeout']), LibvirtClient(self.params['uri']) as client:
             handles = client.persistent_domains()
             missing = sorted(set(chosen) - set(handles))
             if missing:

@@ -22,6 +22,7 @@ author:
 extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - kvmio.tuning._attributes
+  - kvmio.tuning._libvirt.LOCK
 attributes:
   diff_mode:
     support: none

@@ -23,6 +23,7 @@ author:
 extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - kvmio.tuning._attributes
+  - kvmio.tuning._libvirt.LOCK
 options:
   backups:
     description: Backup files to restore, at most one per domain.

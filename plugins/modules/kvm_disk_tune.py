@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - kvmio.tuning._libvirt.SELECTION
   - kvmio.tuning._attributes
+  - kvmio.tuning._libvirt.LOCK
 options:
   xml_path:
     description:

@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - ansible.builtin.files
   - kvmio.tuning._attributes
+  - kvmio.tuning._libvirt.LOCK
 options:
   path:
     description: Path of the image.
@@ -98,6 +99,13 @@ options:
     description: With O(state=absent), remove an image even if a defined (not running) domain uses it, or if libvirt cannot be asked.
     type: bool
     default: false
+  allowed_roots:
+    description:
+      - Directories the image must live in (after resolving symlinks). Empty allows any path.
+      - A path outside them, or a symlink that leads outside, fails before anything is touched.
+    type: list
+    elements: path
+    default: []
 notes:
   - O(uri) is used only to name the domains that use the image in error messages and, with
     O(state=absent), to refuse removing a disk of a defined domain.

@@ -44,3 +44,32 @@ def run_module(module, args, check_mode=False, diff=False):
         return ModuleResult(json.loads(text[text.index('{'):]))
     except ValueError:
         raise AssertionError('module printed no JSON result: %r' % text) from None
+
+
+def start_module_process(module_name, args):
+    """Starts a module as Ansible does on a host: its own Python process reading an args file.
+    Returns (Popen, args file); read the result with ``finish_module_process``."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    handle = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False)
+    with handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
+    env = dict(os.environ, PYTHONPATH=os.environ['KVMIO_TEST_COLLECTIONS'])
+    proc = subprocess.Popen([sys.executable, '-m', 'ansible_collections.kvmio.tuning.plugins.modules.' + module_name,
+                             handle.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    return proc, handle.name
+
+
+def finish_module_process(proc, args_file, timeout=300):
+    import os
+
+    out, err = proc.communicate(timeout=timeout)
+    os.unlink(args_file)
+    try:
+        return ModuleResult(json.loads(out[out.index('{'):]))
+    except ValueError:
+        raise AssertionError('module printed no JSON (rc %s): %r %r' % (proc.returncode, out[-2000:], err[-2000:])) from None
