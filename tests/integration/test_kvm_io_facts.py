@@ -1,0 +1,58 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kvm_io_facts on real domains built to show each finding, then after tuning."""
+
+from __future__ import annotations
+
+import libvirt
+
+from ansible_collections.kvmio.tuning.plugins.modules import iothread_pin, kvm_disk_tune, kvm_io_facts
+from helpers import domain_xml as dx
+from helpers import qemu_img
+from helpers.modules import run_module
+
+URI = 'qemu:///system'
+
+
+def codes(result, subject):
+    return sorted(f['code'] for f in result['findings'] if f['subject'] == subject)
+
+
+def test_each_finding_on_real_domains_and_none_after_tuning(system_domains, tmp_path, ramfs_dir, backup_dir):
+    factory = system_domains
+    prefix = factory.name('audit')
+    thin = factory.image(prefix + '-thin.qcow2')
+    prealloc = factory.image(prefix + '-pre.qcow2', preallocation='metadata')
+    on_ramfs = qemu_img.create(ramfs_dir + '/r.qcow2', '16M')
+    factory.define(dx.domain(prefix + '-legacy', [dx.disk(thin, 'hda', 'ide')]))
+    factory.define(dx.domain(prefix + '-broken', [dx.disk(on_ramfs, 'vda', 'virtio', cache='none', io='native')]))
+    factory.define(dx.domain(prefix + '-wt', [dx.disk(prealloc, 'vda', 'virtio', cache='writethrough', io='threads')]))
+    pinned_a = dx.domain(prefix + '-pa', [dx.disk(factory.image(prefix + '-a.qcow2', preallocation='metadata'),
+                                                 'vda', 'virtio', cache='none', io='native')])
+    factory.define(pinned_a.replace('</vcpu>', '</vcpu>\n  <cputune><vcpupin vcpu="0" cpuset="1"/></cputune>'))
+    pinned_b = dx.domain(prefix + '-pb', [dx.disk(factory.image(prefix + '-b.qcow2', preallocation='metadata'),
+                                                 'vda', 'virtio', cache='none', io='native')])
+    factory.define(pinned_b.replace('</vcpu>', '</vcpu>\n  <iothreads>1</iothreads>\n  <cputune><vcpupin vcpu="0" '
+                                    'cpuset="1"/><iothreadpin iothread="1" cpuset="0"/></cputune>'))
+    facts = run_module(kvm_io_facts, {'uri': URI, 'domains': [prefix + '-*']}, check_mode=True)
+    assert not facts.failed and facts['changed'] is False, facts
+    assert codes(facts, prefix + '-legacy/hda') == ['emulated_bus', 'no_discard', 'thin_qcow2', 'writethrough']
+    assert codes(facts, prefix + '-broken/vda') == ['no_discard', 'odirect_refused', 'thin_qcow2']
+    assert codes(facts, prefix + '-wt/vda') == ['no_discard', 'writethrough']
+    assert codes(facts, prefix + '-pa') == ['pins_overlap'] and codes(facts, prefix + '-pb') == ['pins_overlap']
+    broken = next(f for f in facts['findings'] if f['code'] == 'odirect_refused')
+    assert broken['severity'] == 'critical' and broken['fix'] == 'kvm_disk_tune cache=writeback io=io_uring'
+    assert facts['findings'][0]['severity'] == 'critical'
+    assert facts['summary']['critical'] == 1
+    legacy = next(d for d in facts['domains'] if d['name'] == prefix + '-legacy')
+    assert legacy['disks'][0]['image']['preallocation'] == 'off' and legacy['disks'][0]['storage']['odirect']
+
+    # Tune what the audit found and audit again: the disk findings the tuning owns are gone.
+    run_module(kvm_disk_tune, {'uri': URI, 'domains': [prefix + '-*'], 'discard': 'unmap', 'bus': 'scsi',
+                               'convert_boot_disk': True, 'backup_dir': backup_dir})
+    run_module(iothread_pin, {'uri': URI, 'domains': [prefix + '-pb'], 'vcpu_pinning': '1', 'backup_dir': backup_dir})
+    after = run_module(kvm_io_facts, {'uri': URI, 'domains': [prefix + '-*']})
+    remaining = sorted({f['code'] for f in after['findings']})
+    assert remaining == ['pins_overlap', 'thin_qcow2'], after['findings']
+    assert after['summary']['critical'] == 0 and after['summary']['high'] == 0
