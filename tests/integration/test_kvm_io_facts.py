@@ -28,11 +28,11 @@ def test_each_finding_on_real_domains_and_none_after_tuning(system_domains, tmp_
     factory.define(dx.domain(prefix + '-legacy', [dx.disk(thin, 'hda', 'ide')]))
     factory.define(dx.domain(prefix + '-broken', [dx.disk(on_ramfs, 'vda', 'virtio', cache='none', io='native')]))
     factory.define(dx.domain(prefix + '-wt', [dx.disk(prealloc, 'vda', 'virtio', cache='writethrough', io='threads')]))
-    pinned_a = dx.domain(prefix + '-pa', [dx.disk(factory.image(prefix + '-a.qcow2', preallocation='metadata'),
-                                                 'vda', 'virtio', cache='none', io='native')])
+    image_a = factory.image(prefix + '-a.qcow2', preallocation='metadata')
+    pinned_a = dx.domain(prefix + '-pa', [dx.disk(image_a, 'vda', 'virtio', cache='none', io='native')])
     factory.define(pinned_a.replace('</vcpu>', '</vcpu>\n  <cputune><vcpupin vcpu="0" cpuset="1"/></cputune>'))
-    pinned_b = dx.domain(prefix + '-pb', [dx.disk(factory.image(prefix + '-b.qcow2', preallocation='metadata'),
-                                                 'vda', 'virtio', cache='none', io='native')])
+    image_b = factory.image(prefix + '-b.qcow2', preallocation='metadata')
+    pinned_b = dx.domain(prefix + '-pb', [dx.disk(image_b, 'vda', 'virtio', cache='none', io='native')])
     factory.define(pinned_b.replace('</vcpu>', '</vcpu>\n  <iothreads>1</iothreads>\n  <cputune><vcpupin vcpu="0" '
                                     'cpuset="1"/><iothreadpin iothread="1" cpuset="0"/></cputune>'))
     facts = run_module(kvm_io_facts, {'uri': URI, 'domains': [prefix + '-*']}, check_mode=True)
