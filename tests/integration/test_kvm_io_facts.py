@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import libvirt
-
 from ansible_collections.kvmio.tuning.plugins.modules import iothread_pin, kvm_disk_tune, kvm_io_facts
 from helpers import domain_xml as dx
 from helpers import qemu_img
