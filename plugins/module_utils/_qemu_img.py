@@ -20,6 +20,7 @@ import subprocess
 from ._errors import QemuImgError
 
 _VERSION_RE = re.compile(r'qemu-img version (\d+)\.(\d+)\.(\d+)')
+_BENCH_RE = re.compile(r'Run completed in ([0-9.]+) seconds')
 
 
 def module_runner(module):
@@ -132,3 +133,14 @@ class QemuImg:
         if rc != 0 and 'lock' in text:
             return text
         return ''
+
+    def bench(self, path, fmt, cache, aio, count, depth, block_size, step, write):
+        """Seconds ``qemu-img bench`` takes for ``count`` requests of ``block_size`` bytes."""
+        args = ['bench', '-f', fmt, '-t', cache, '-i', aio, '-c', count, '-d', depth, '-s', block_size, '-S', step]
+        if write:
+            args.append('-w')
+        out = self._run('benchmark %s' % path, *(args + ['--', path]))
+        match = _BENCH_RE.search(out)
+        if not match:
+            raise QemuImgError('cannot read the time from qemu-img bench: %r' % out[-200:])
+        return float(match.group(1))

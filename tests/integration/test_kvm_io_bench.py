@@ -1,0 +1,48 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""kvm_io_bench on a small count (a test, not a benchmark): real qemu-img bench, scratch files cleaned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ansible_collections.kvmio.tuning.plugins.modules import kvm_io_bench
+from helpers.modules import run_module
+
+
+def test_small_bench_on_ext4_and_cleanup(tmp_path):
+    result = run_module(kvm_io_bench, {'path': str(tmp_path), 'count': 200, 'size': '32M'})
+    assert not result.failed, result
+    assert result['odirect'] is True
+    assert {(r['cache'], r['preallocation'], r['workload']) for r in result['results']} == {
+        (c, p, w) for c in ('writethrough', 'writeback', 'none', 'directsync') for p in ('off', 'metadata')
+        for w in ('write', 'read')}
+    assert all(r['iops'] > 0 for r in result['results'])
+    assert result['recommendation']['cache'] in ('writeback', 'none', 'directsync')
+    assert os.listdir(tmp_path) == [], 'scratch files are removed'
+
+
+def test_storage_without_odirect_skips_those_caches(ramfs_dir):
+    result = run_module(kvm_io_bench, {'path': ramfs_dir, 'count': 100, 'size': '16M', 'workloads': ['write']})
+    assert not result.failed, result
+    assert result['odirect'] is False and result['filesystem'] == 'ramfs'
+    assert {r['cache'] for r in result['results']} == {'writethrough', 'writeback'}
+    assert any(s.startswith('cache=none: O_DIRECT does not work here') for s in result['skipped'])
+    assert result['recommendation']['cache'] == 'writeback'
+    assert os.listdir(ramfs_dir) == []
+
+
+def test_refuses_without_free_space_and_honours_the_time_limit(tmp_path):
+    small = tmp_path / 'small'
+    small.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', str(small)], check=True)
+    try:
+        refused = run_module(kvm_io_bench, {'path': str(small), 'count': 100, 'size': '64M'})
+        assert refused.failed and refused['msg'].startswith('only 8M free in %s' % small)
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(['umount', str(small)], check=True)
+    limited = run_module(kvm_io_bench, {'path': str(tmp_path), 'count': 100, 'size': '16M', 'time_limit': 0})
+    assert limited['results'] == [] and all('time_limit of 0 s reached' in s for s in limited['skipped'])
