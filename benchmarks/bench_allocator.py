@@ -38,15 +38,16 @@ def timed(func, repeat):
     return min(times), statistics.median(times), result
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--domains', type=int, default=200)
     parser.add_argument('--repeat', type=int, default=20)
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     topology = synthetic_host(nodes=8, cores_per_node=16)
     policy = PinPolicy(reserved=frozenset({0, 128}))
     needs = [DomainNeed('vm%03d' % i, vcpus=1 + i % 2, iothreads=1) for i in range(opts.domains)]
     best, median, (placements, unplaced) = timed(lambda: allocate(topology, needs, policy), opts.repeat)
+    fresh = median
     print('%d domains on %d CPUs / %d nodes: fresh plan best %.1f ms, median %.1f ms (%d placed, %d unplaced)'
           % (opts.domains, len(topology.cpus), len(topology.cells), best * 1000, median * 1000, len(placements),
              len(unplaced)))
@@ -54,6 +55,8 @@ def main():
             for n in needs if n.name in placements]
     best, median, _ = timed(lambda: allocate(topology, kept, policy), opts.repeat)
     print('re-plan keeping every pin: best %.1f ms, median %.1f ms' % (best * 1000, median * 1000))
+    return {'domains': opts.domains, 'cpus': len(topology.cpus), 'nodes': len(topology.cells),
+            'fresh_ms': round(fresh * 1000, 2), 'replan_ms': round(median * 1000, 2), 'placed': len(placements)}
 
 
 if __name__ == '__main__':

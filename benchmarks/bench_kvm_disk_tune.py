@@ -31,7 +31,7 @@ UNDEFINE_SCRIPT = textwrap.dedent('''
     import libvirt, sys
     conn = libvirt.open(sys.argv[1])
     for dom in conn.listAllDomains():
-        if dom.name().startswith(('kvmio-bench-', 'kvmio-vx-')):
+        if dom.name().startswith(('kvmio-bench-', 'kvmio-vx-')):  # also kvmio-vx-bare-
             dom.undefine()
 ''')
 
@@ -76,6 +76,28 @@ def run_module(pythonpath, root, args):
     return elapsed, result
 
 
+BARE_LOOP = textwrap.dedent('''
+    # The floor any tool pays: read, edit (lxml) and define each domain, nothing else.
+    import libvirt, sys, time
+    from lxml import etree
+    uri, names = sys.argv[1], sys.argv[2:]
+    start = time.perf_counter()
+    conn = libvirt.open(uri)
+    for name in names:
+        dom = conn.lookupByName(name)
+        root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE).encode())
+        for driver in root.findall('devices/disk/driver'):
+            driver.set('cache', 'none'); driver.set('io', 'native'); driver.set('discard', 'unmap')
+        conn.defineXML(etree.tostring(root, encoding='unicode'))
+    print(time.perf_counter() - start)
+''')
+
+
+def bare_loop(root, names):
+    out = subprocess.run([sys.executable, '-c', BARE_LOOP, root] + names, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def virt_xml_loop(root, names):
     start = time.perf_counter()
     for name in names:
@@ -85,12 +107,12 @@ def virt_xml_loop(root, names):
     return time.perf_counter() - start
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[50, 500])
     parser.add_argument('--virt-xml-sample', type=int, default=50)
     parser.add_argument('--uri', default='qemu:///system')
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     pythonpath = collection_path()
     rows = []
     for size in opts.sizes:
@@ -107,24 +129,29 @@ def main():
             sample = min(size, opts.virt_xml_sample)
             subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(sample), images, 'kvmio-vx-'], check=True)
             vx_s = virt_xml_loop(root, ['kvmio-vx-%04d' % i for i in range(sample)])
+            subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(size), images, 'kvmio-vx-bare-'], check=True)
+            bare_s = bare_loop(root, ['kvmio-vx-bare-%04d' % i for i in range(size)])
             rows.append({'domains': size, 'disks': 2 * size, 'module_changed_s': round(changed_s, 3),
                          'module_noop_s': round(noop_s, 3), 'changed_domains': sum(d['changed'] for d in first['domains']),
                          'noop_changed': second['changed'], 'virt_xml_sample': sample, 'virt_xml_s': round(vx_s, 3),
                          'virt_xml_per_domain_s': round(vx_s / sample, 4),
                          'module_per_domain_s': round(changed_s / size, 5),
-                         'speedup_per_domain': round((vx_s / sample) / (changed_s / size), 1)})
+                         'speedup_per_domain': round((vx_s / sample) / (changed_s / size), 1),
+                         'bare_loop_s': round(bare_s, 3), 'bare_per_domain_s': round(bare_s / size, 5)})
         finally:
             shutil.rmtree(work, ignore_errors=True)
             subprocess.run([sys.executable, '-c', UNDEFINE_SCRIPT, root], check=False)
-    print('%8s %11s %9s %8s %16s %16s %8s' % ('domains', 'changed(s)', 'noop(s)', 'noop ok', 'virt-xml/dom(s)',
-                                             'module/dom(s)', 'speedup'))
+    print('%8s %11s %9s %8s %16s %16s %8s %15s' % ('domains', 'changed(s)', 'noop(s)', 'noop ok', 'virt-xml/dom(s)',
+                                                  'module/dom(s)', 'speedup', 'bare loop/dom(s)'))
     for row in rows:
-        print('%8d %11.3f %9.3f %8s %16.4f %16.5f %7.1fx' % (
+        print('%8d %11.3f %9.3f %8s %16.4f %16.5f %7.1fx %15.5f' % (
             row['domains'], row['module_changed_s'], row['module_noop_s'], not row['noop_changed'],
-            row['virt_xml_per_domain_s'], row['module_per_domain_s'], row['speedup_per_domain']))
+            row['virt_xml_per_domain_s'], row['module_per_domain_s'], row['speedup_per_domain'],
+            row['bare_per_domain_s']))
     os.makedirs(os.path.join(REPO, 'benchmarks', 'results'), exist_ok=True)
     with open(os.path.join(REPO, 'benchmarks', 'results', 'kvm_disk_tune.json'), 'w', encoding='utf-8') as handle:
         json.dump(rows, handle, indent=2)
+    return rows
 
 
 if __name__ == '__main__':

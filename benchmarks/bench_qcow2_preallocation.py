@@ -35,12 +35,12 @@ def bench(path, fmt, cache, aio, count, depth):
     return float(re.search(r'Run completed in ([0-9.]+) seconds', out).group(1))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dir', default='/var/tmp')
     parser.add_argument('--count', type=int, default=20000)
     parser.add_argument('--depth', type=int, default=16)
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     size = str(opts.count * 64 * 1024 + (64 << 20))
     rows = []
     with tempfile.TemporaryDirectory(prefix='kvmio-bench-', dir=opts.dir) as work:
@@ -71,8 +71,8 @@ def main():
     os.makedirs(os.path.join(REPO, 'benchmarks', 'results'), exist_ok=True)
     with open(os.path.join(REPO, 'benchmarks', 'results', 'qcow2_preallocation.json'), 'w', encoding='utf-8') as out:
         json.dump(rows, out, indent=2)
-    return 0
+    return rows
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

@@ -1,0 +1,141 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""The fleet report: kvm_io_facts (and kvm_io_bench) results of many hosts -> JSON, Markdown, HTML.
+
+Pure and self-contained: the HTML page has its charts as inline SVG, no scripts, no external files.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+SEVERITIES = ('critical', 'high', 'medium', 'low')
+COLOURS = {'critical': '#b3261e', 'high': '#e8710a', 'medium': '#f9ab00', 'low': '#1a73e8',
+           'before': '#9aa0a6', 'after': '#188038', 'bar': '#1a73e8'}
+# Findings that mean a disk is not yet on the collection's policy.
+POLICY_FINDINGS = frozenset(('writethrough', 'odirect_refused', 'native_without_odirect', 'emulated_bus', 'no_discard'))
+
+
+def coverage(facts):
+    """(disks on policy, tunable disks) of one host's kvm_io_facts result."""
+    total = covered = 0
+    for domain in facts.get('domains', []):
+        for disk in domain.get('disks', []):
+            if disk.get('device', 'disk') != 'disk' or not disk.get('source'):
+                continue
+            total += 1
+            if not POLICY_FINDINGS & set(disk.get('findings', [])):
+                covered += 1
+    return covered, total
+
+
+def build_report(hosts, before=None, bench=None):
+    """``hosts``: {host: kvm_io_facts result}; ``before``: an earlier report's JSON; ``bench``: {host: kvm_io_bench}."""
+    report = {'hosts': {}, 'totals': {s: 0 for s in SEVERITIES}}
+    for name in sorted(hosts):
+        facts = hosts[name]
+        covered, total = coverage(facts)
+        summary = facts.get('summary', {})
+        entry = {'domains': len(facts.get('domains', [])), 'summary': {s: summary.get(s, 0) for s in SEVERITIES},
+                 'coverage': {'covered': covered, 'disks': total}, 'findings': facts.get('findings', [])}
+        previous = (before or {}).get('hosts', {}).get(name)
+        if previous:
+            entry['coverage_before'] = previous['coverage']
+        if bench and bench.get(name):
+            entry['bench'] = {'results': bench[name].get('results', []),
+                              'recommendation': bench[name].get('recommendation')}
+        report['hosts'][name] = entry
+        for severity in SEVERITIES:
+            report['totals'][severity] += entry['summary'][severity]
+    return report
+
+
+def to_markdown(report):
+    lines = ['# KVM disk I/O fleet report', '', '| host | domains | disks on policy | %s |' % ' | '.join(SEVERITIES),
+             '|---|---|---|%s' % ('---|' * len(SEVERITIES))]
+    for name, entry in report['hosts'].items():
+        cov = entry['coverage']
+        before = entry.get('coverage_before')
+        cover = '%d/%d' % (cov['covered'], cov['disks'])
+        if before:
+            cover += ' (before: %d/%d)' % (before['covered'], before['disks'])
+        counts = ' | '.join(str(entry['summary'][s]) for s in SEVERITIES)
+        lines.append('| %s | %d | %s | %s |' % (name, entry['domains'], cover, counts))
+    lines += ['', '## Findings', '']
+    for name, entry in report['hosts'].items():
+        for finding in entry['findings']:
+            values = (finding['severity'], name, finding['subject'], finding['message'], finding['fix'])
+            lines.append('- **%s** %s `%s`: %s. Fix: `%s`' % values)
+    if not any(entry['findings'] for entry in report['hosts'].values()):
+        lines.append('None.')
+    for name, entry in report['hosts'].items():
+        if entry.get('bench'):
+            lines += ['', '## Benchmark on %s' % name, '', '| cache | io | preallocation | workload | IOPS | MB/s |',
+                      '|---|---|---|---|---|---|']
+            lines += ['| %(cache)s | %(io)s | %(preallocation)s | %(workload)s | %(iops)s | %(mb_per_s)s |' % r
+                      for r in entry['bench']['results']]
+    return '\n'.join(lines) + '\n'
+
+
+def _bars(rows, width=640, bar_height=18, label_width=230, unit=''):
+    """Horizontal bar chart as inline SVG; ``rows``: [(label, value, colour)]."""
+    peak = max([value for _l, value, _c in rows] + [1])
+    height = len(rows) * (bar_height + 6) + 6
+    parts = ['<svg role="img" width="%d" height="%d" viewBox="0 0 %d %d">' % (width, height, width, height)]
+    for index, (label, value, colour) in enumerate(rows):
+        y = 6 + index * (bar_height + 6)
+        length = int((width - label_width - 70) * value / peak)
+        parts.append('<text x="0" y="%d" font-size="12">%s</text>' % (y + 13, escape(label)))
+        parts.append('<rect class="bar" x="%d" y="%d" width="%d" height="%d" fill="%s"/>'
+                     % (label_width, y, max(length, 1), bar_height, colour))
+        parts.append('<text x="%d" y="%d" font-size="12">%s%s</text>' % (label_width + length + 6, y + 13,
+                                                                         escape(str(value)), unit))
+    parts.append('</svg>')
+    return ''.join(parts)
+
+
+def to_html(report, title='KVM disk I/O fleet report'):
+    body = ['<h1>%s</h1>' % escape(title)]
+    totals = report['totals']
+    body.append('<p class="totals">%s</p>' % ' &middot; '.join(
+        '<span style="color:%s">%s: %d</span>' % (COLOURS[s], s, totals[s]) for s in SEVERITIES))
+    body.append('<h2>Findings per host</h2>')
+    rows = [('%s %s' % (name, severity), entry['summary'][severity], COLOURS[severity])
+            for name, entry in report['hosts'].items() for severity in SEVERITIES]
+    body.append(_bars(rows))
+    body.append('<h2>Disks on policy</h2>')
+    rows = []
+    for name, entry in report['hosts'].items():
+        cov = entry['coverage']
+        if entry.get('coverage_before'):
+            before = entry['coverage_before']
+            rows.append(('%s before' % name, _percent(before), COLOURS['before']))
+        rows.append(('%s now' % name, _percent(cov), COLOURS['after']))
+    body.append(_bars(rows, unit='%'))
+    for name, entry in report['hosts'].items():
+        if entry.get('bench'):
+            body.append('<h2>4K write IOPS on %s</h2>' % escape(name))
+            rows = [('%s/%s %s' % (r['cache'], r['io'], r['preallocation']), r['iops'] or 0, COLOURS['bar'])
+                    for r in entry['bench']['results'] if r['workload'] == 'write']
+            body.append(_bars(rows))
+    body.append('<h2>Findings</h2><table><tr><th>severity</th><th>host</th><th>subject</th><th>finding</th>'
+                '<th>fix</th></tr>')
+    for name, entry in report['hosts'].items():
+        for finding in entry['findings']:
+            body.append('<tr><td style="color:%s">%s</td><td>%s</td><td>%s</td><td>%s</td><td><code>%s</code></td>'
+                        '</tr>' % (COLOURS[finding['severity']], finding['severity'], escape(name),
+                                   escape(finding['subject']), escape(finding['message']), escape(finding['fix'])))
+    body.append('</table>')
+    style = ('body{font-family:sans-serif;margin:2em;color:#202124}table{border-collapse:collapse}'
+             'td,th{border:1px solid #dadce0;padding:4px 8px;font-size:13px;text-align:left}h2{margin-top:1.5em}')
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>%s</title><style>%s</style></head>'
+            '<body>%s</body></html>\n' % (escape(title), style, '\n'.join(body)))
+
+
+def _percent(cov):
+    return round(100 * cov['covered'] / cov['disks']) if cov['disks'] else 100
