@@ -42,6 +42,7 @@ def record_three_hosts(factory, backup_dir):
             bus = 'ide' if host == 'h3' and index == 0 else 'virtio'
             factory.define(dx.domain(name, [dx.disk(factory.image(name + '.qcow2'), 'hda' if bus == 'ide' else 'vda',
                                                     bus)]))
+
     def facts():
         return {host: run_module(kvm_io_facts, {'uri': URI, 'domains': ['%s-%s-*' % (prefix, host)]})
                 for host in ('h1', 'h2', 'h3')}
