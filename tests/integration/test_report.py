@@ -94,3 +94,19 @@ def test_audit_playbook_writes_the_three_reports(system_domains, tmp_path):
     assert data['hosts']['localhost']['domains'] == 1
     assert re.search(r'\| localhost \| 1 \| 0/1 \|', (out / 'report.md').read_text())
     assert (out / 'report.html').read_text().startswith('<!DOCTYPE html>')
+
+
+def test_bench_playbook_writes_a_report_with_benchmark_bars(system_domains, tmp_path):
+    name = system_domains.name('benchpb')
+    system_domains.define(dx.domain(name, [dx.disk(system_domains.image(name + '.qcow2'), 'vda', 'virtio')]))
+    out = tmp_path / 'report'
+    scratch = tmp_path / 'pool'
+    scratch.mkdir()
+    result = run_playbook('bench.yml', tmp_path, {'audit_domains': [name], 'kvmio_report_dir': str(out),
+                                                  'kvmio_bench_path': str(scratch), 'kvmio_bench_count': 100})
+    assert result['rc'] == 0, result['stdout'][-3000:]
+    data = json.loads((out / 'bench.json').read_text())
+    assert data['hosts']['localhost']['bench']['recommendation']['cache'] in ('writeback', 'none', 'directsync')
+    assert '## Benchmark on localhost' in (out / 'bench.md').read_text()
+    assert (out / 'bench.html').read_text().count('class="bar"') >= 8
+    assert os.listdir(scratch) == []
