@@ -34,8 +34,9 @@ from helpers import domain_xml, embed, qemu_img  # noqa: E402  pylint: disable=w
 class DomainFactory:
     """Defines domains with unique names on a connection and undefines them afterwards."""
 
-    def __init__(self, conn, image_dir):
+    def __init__(self, conn, image_dir, uri=None):
         self.conn = conn
+        self.uri = uri
         self.image_dir = image_dir
         self.names = []
 
@@ -57,6 +58,8 @@ class DomainFactory:
     def cleanup(self):
         import libvirt
 
+        if self.uri and not self.conn.isAlive():     # a test restarted libvirtd under us
+            self.conn = _open(self.uri)
         for name in self.names:
             try:
                 dom = self.conn.lookupByName(name)
@@ -140,7 +143,7 @@ def embed_domains(embed_conn, image_dir):
 
 @pytest.fixture
 def system_domains(system_conn, image_dir):
-    factory = DomainFactory(system_conn, image_dir)
+    factory = DomainFactory(system_conn, image_dir, 'qemu:///system')
     yield factory
     factory.cleanup()
 

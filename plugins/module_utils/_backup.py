@@ -23,7 +23,22 @@ def backup_name(domain, now=None):
     return '%s.%sZ.xml' % (safe, now.strftime('%Y%m%dT%H%M%S.%f'))
 
 
-def write_atomic(path, text, mode=0o600):
+def _syncfs(directory):
+    """Flushes the filesystem holding ``directory`` with one syncfs(2); False where unavailable."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, text, mode=0o600, durable=True):
     """Writes ``text`` to ``path`` through a temporary file in the same directory, then renames.
 
     A reader sees the old file or the new one, never half of one; a full disk leaves the old file.
@@ -34,7 +49,8 @@ def write_atomic(path, text, mode=0o600):
         with os.fdopen(fd, 'w', encoding='utf-8') as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -45,13 +61,32 @@ def write_atomic(path, text, mode=0o600):
         raise
 
 
-def write_backup(backup_dir, domain, xml_text):
-    """Saves a domain's XML (0600) and returns the file's path; raises ApplyError if it cannot."""
+def write_backup(backup_dir, domain, xml_text, durable=True):
+    """Saves a domain's XML (0600) and returns the file's path; raises ApplyError if it cannot.
+    With ``durable=False`` the caller must call ``sync_backups`` before relying on the file."""
     try:
         os.makedirs(backup_dir, mode=0o700, exist_ok=True)
         path = os.path.join(backup_dir, backup_name(domain))
-        write_atomic(path, xml_text if xml_text.endswith('\n') else xml_text + '\n', mode=0o600)
+        write_atomic(path, xml_text if xml_text.endswith('\n') else xml_text + '\n', mode=0o600, durable=durable)
     except OSError as err:
         raise ApplyError('cannot back up the XML of domain %s to %s (%s); nothing was defined for it'
                          % (domain, backup_dir, err.strerror or err), domain=domain) from None
     return path
+
+
+def sync_backups(backup_dir, paths):
+    """Makes written backups durable: one syncfs of their filesystem, else an fsync per file."""
+    if not paths:
+        return
+    try:
+        if _syncfs(backup_dir):
+            return
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as err:
+        raise ApplyError('cannot flush the backups in %s to disk (%s); nothing was defined'
+                         % (backup_dir, err.strerror or err)) from None

@@ -10,7 +10,7 @@ that redefines domains, so each of them keeps the same guarantees."""
 
 from __future__ import annotations
 
-from ._backup import write_backup
+from ._backup import sync_backups, write_backup
 from ._domain_xml import parse_domain, same_document, to_text
 from ._errors import ApplyError, KvmioError
 
@@ -18,7 +18,16 @@ from ._errors import ApplyError, KvmioError
 def define_plans(client, doms, plans, backup_dir):
     """Defines each changed plan; returns the backup files written. Updates ``plan.changed`` and
     ``plan.after`` from what libvirt stored. On failure, the error lists what was already done."""
+    # Every backup first, made durable with one filesystem flush: no define happens before all of
+    # them are on disk, and a backup that cannot be written stops the run before any define.
     backups, done = [], []
+    for plan in plans:
+        try:
+            backups.append(write_backup(backup_dir, plan.name, plan.source, durable=False))
+        except KvmioError as err:
+            err.details.update(defined=[], backups=backups, failed_domain=plan.name)
+            raise
+    sync_backups(backup_dir, backups)
     for plan in plans:
         try:
             # Someone may have edited the domain since we read it: never overwrite that.
@@ -27,7 +36,6 @@ def define_plans(client, doms, plans, backup_dir):
                 raise ApplyError('domain %s changed since this run read it (another tool or run edited '
                                  'it); not overwriting that change. Run again to plan on the new XML.'
                                  % plan.name, domain=plan.name)
-            backups.append(write_backup(backup_dir, plan.name, plan.source))
             stored = client.inactive_xml(client.define(plan.after, plan.name))
         except KvmioError as err:
             err.details.update(defined=done, backups=backups, failed_domain=plan.name)
@@ -35,6 +43,13 @@ def define_plans(client, doms, plans, backup_dir):
                 err.msg += ' (already defined before this failure: %s; their backups are listed)' % ', '.join(done)
             raise
         plan.changed = not same_document(stored, plan.source)
-        plan.after = to_text(parse_domain(stored, 'the stored XML of domain %s' % plan.name))
+        plan.after = stored         # libvirt's text; diff_entry() serialises it like ``before``
         done.append(plan.name)
     return backups
+
+
+def diff_entry(plan, after_header=None):
+    """A before/after diff of one plan, both sides serialised the same way (so only real changes show)."""
+    return {'before': plan.before, 'after': to_text(parse_domain(plan.after, 'the XML of domain %s' % plan.name)),
+            'before_header': '%s (inactive XML, before)' % plan.name,
+            'after_header': after_header or '%s (inactive XML, after)' % plan.name}

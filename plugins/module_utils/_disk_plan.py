@@ -155,10 +155,12 @@ def _apply_driver(disk, wanted):
             set_attr(driver, key, wanted[key])
 
 
-def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, origin=None):
-    """Plans ``policy`` for one domain. ``storage`` maps local paths to StorageFacts (None: not probed)."""
+def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, origin=None, root=None):
+    """Plans ``policy`` for one domain. ``storage`` maps local paths to StorageFacts (None: not probed).
+    ``root``: ``xml_text`` already parsed, which the plan then edits (saves a parse per domain)."""
     host = host or HostSupport()
-    root = parse_domain(xml_text, origin or 'domain XML')
+    if root is None:
+        root = parse_domain(xml_text, origin or 'domain XML')
     before = to_text(root)
     plan = DomainPlan(name=domain_name(root), before=before, after=before, source=xml_text)
     devices = root.find('devices')
@@ -209,13 +211,11 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         info = disk_info(disk, volume_paths)
         report = {'target': info.target, 'device': info.device, 'source': info.path or (
             '%s:%s' % (info.protocol, disk.find('source').get('name', '')) if info.protocol else None),
-            'before': before_report, 'reasons': {}, 'storage': None, 'skipped': ''}
+            'before': before_report, 'reasons': {}, 'skipped': ''}
         if skip:
             report['skipped'] = 'skip=true in a disks override'
         else:
             facts = storage.get(info.path) if (storage is not None and info.path) else None
-            if facts is not None:
-                report['storage'] = facts.as_dict()
             decision = decide_disk(info, settings, facts, host, policy.guards)
             report['skipped'] = decision.skipped
             report['reasons'] = decision.reasons

@@ -18,7 +18,7 @@ import os
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ._backup import write_atomic, write_backup
-from ._define import define_plans
+from ._define import define_plans, diff_entry
 from ._disk_plan import DiskRule, TunePolicy, local_source_paths, plan_domain, volume_sources
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
     DiskSettings, Guards
@@ -192,7 +192,7 @@ class DiskTuneRun:
                     continue
                 storage = _storage(self.prober, local_source_paths(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
-                                         origin='the XML of domain %s' % name))
+                                         origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
             _check_literal_rules(plans, params, self.overrides)
             active = {p.name for p in plans if p.changed and client.is_active(doms[p.name])}
@@ -243,9 +243,9 @@ class DiskTuneRun:
                          'changes': p.changes if p.changed else [], 'disks': p.disks} for p in plans],
             'restart_required': sorted(p.name for p in changed_plans if p.name in active),
             'backups': backups,
+            # Probe facts once per storage path (many disks share bases and directories).
+            'storage': self.prober.all_facts() if self.prober is not None else {},
         }
         if self.module._diff:
-            result['diff'] = [{'before': p.before, 'after': p.after,
-                               'before_header': '%s (inactive XML, before)' % p.name,
-                               'after_header': '%s (inactive XML, after)' % p.name} for p in changed_plans]
+            result['diff'] = [diff_entry(p) for p in changed_plans]
         return result

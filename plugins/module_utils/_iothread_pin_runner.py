@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._cpuset import format_cpuset, parse_cpuset
 from ._cputune_xml import CpuTune, current_iothreads, current_vcpu_pins, iothread_users, memory_node, \
     plan_cputune
-from ._define import define_plans
+from ._define import define_plans, diff_entry
 from ._disk_tune_runner import DEFAULT_BACKUP_DIR
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
@@ -214,7 +214,5 @@ class IothreadPinRun:
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
                   'unplaced': unplaced, 'backups': backups}
         if self.module._diff:
-            result['diff'] = [{'before': p.before, 'after': p.after,
-                               'before_header': '%s (inactive XML, before)' % p.name,
-                               'after_header': '%s (inactive XML, after)' % p.name} for p in plans if p.changed]
+            result['diff'] = [diff_entry(p) for p in plans if p.changed]
         return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from ._define import define_plans
+from ._define import define_plans, diff_entry
 from ._disk_plan import DomainPlan
 from ._disk_tune_runner import DEFAULT_BACKUP_DIR
 from ._domain_xml import domain_name, parse_domain, same_document, to_text
@@ -109,8 +109,6 @@ class RestoreRun:
                   'domains': [{'name': p.name, 'changed': p.changed, 'restored_from': sources[p.name]} for p in plans],
                   'restart_required': sorted(active), 'backups': backups}
         if self.module._diff:
-            result['diff'] = [{'before': p.before, 'after': to_text(parse_domain(p.after)),
-                               'before_header': '%s (inactive XML, now)' % p.name,
-                               'after_header': '%s (restored from %s)' % (p.name, sources[p.name])}
-                              for p in plans if p.changed]
+            result['diff'] = [dict(diff_entry(p, '%s (restored from %s)' % (p.name, sources[p.name])),
+                                   before_header='%s (inactive XML, now)' % p.name) for p in plans if p.changed]
         return result

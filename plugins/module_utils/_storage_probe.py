@@ -108,26 +108,32 @@ def qcow2_backing_file(path, header):
 def probe_odirect(path):
     """(True, '') if an O_DIRECT open and an aligned read work; (False, why) if refused;
     (None, why) if the probe could not tell (permissions, missing file)."""
+    ok, why, _header = _read_direct(path)
+    return ok, why
+
+
+def _read_direct(path):
+    """``probe_odirect`` plus the first 512 bytes it read (the image header), or None."""
     flags = os.O_RDONLY | getattr(os, 'O_DIRECT', 0)
     try:
         fd = os.open(path, flags)
     except OSError as err:
         if err.errno == errno.EINVAL:
-            return False, 'open with O_DIRECT refused (EINVAL)'
-        return None, 'cannot open %s: %s' % (path, err.strerror)
+            return False, 'open with O_DIRECT refused (EINVAL)', None
+        return None, 'cannot open %s: %s' % (path, err.strerror), None
     try:
         buf = mmap.mmap(-1, _BLOCK)      # page-aligned, as O_DIRECT needs
         try:
-            os.preadv(fd, [buf], 0)
+            got = os.preadv(fd, [buf], 0)
         except OSError as err:
             if err.errno == errno.EINVAL:
-                return False, 'aligned O_DIRECT read refused (EINVAL)'
-            return None, 'cannot read %s: %s' % (path, err.strerror)
-        finally:
-            buf.close()
+                return False, 'aligned O_DIRECT read refused (EINVAL)', None
+            return None, 'cannot read %s: %s' % (path, err.strerror), None
+        header = buf[:min(got, 512)]
+        buf.close()
     finally:
         os.close(fd)
-    return True, ''
+    return True, '', header
 
 
 class StorageProber:
@@ -136,6 +142,10 @@ class StorageProber:
     def __init__(self, mounts=None):
         self.mounts = read_mounts() if mounts is None else mounts
         self._cache = {}
+
+    def all_facts(self):
+        """{path: facts dict} of every source probed so far."""
+        return {path: facts.as_dict() for path, facts in self._cache.items()}
 
     def facts(self, path):
         if path not in self._cache:
@@ -169,15 +179,16 @@ class StorageProber:
             if not os.path.exists(current):
                 return file_facts(None, 'backing file %s is missing' % current)
             chain.append(current)
-            ok, why = probe_odirect(current)
+            ok, why, header = _read_direct(current)
             if ok is not True and odirect is not False:
                 odirect, detail = ok, why
                 if ok is False:
                     _mp, chain_fs = filesystem_of(current, self.mounts)
                     detail = '%s on %s: %s' % (current, chain_fs, why)
             try:
-                with open(current, 'rb') as handle:
-                    header = handle.read(512)
+                if header is None:          # no O_DIRECT here: read the header the ordinary way
+                    with open(current, 'rb') as handle:
+                        header = handle.read(512)
                 backing = qcow2_backing_file(current, header)
             except OSError as err:
                 return file_facts(None, 'cannot read %s: %s' % (current, err.strerror))

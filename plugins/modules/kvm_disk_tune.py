@@ -258,9 +258,9 @@ domains:
       sample: [{disk: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4"}]
     disks:
       description: >-
-        Every disk with its settings before and after (C(cache), C(io), C(discard), C(detect_zeroes),
-        C(bus), C(target)), the reason of each decision, the storage probe facts (C(fstype),
-        C(odirect), C(chain), C(shared), C(detail)) and, for disks left alone, why.
+        Every disk with its C(source), its settings before and after (C(cache), C(io), C(discard),
+        C(detect_zeroes), C(bus), C(target)), the reason of each decision and, for disks left alone,
+        why. The probe facts of each source are in RV(storage).
       type: list
       elements: dict
 restart_required:
@@ -269,6 +269,14 @@ restart_required:
   type: list
   elements: str
   sample: [web01]
+storage:
+  description: >-
+    Probe facts of every disk source, keyed by path (C(kind), C(fstype), C(mountpoint), C(odirect),
+    C(shared), C(image_format), C(chain) - every file of the backing chain - and C(detail), why
+    O_DIRECT was refused or could not be checked). Empty with O(probe_storage=false).
+  returned: always
+  type: dict
+  sample: {/var/lib/libvirt/images/web01.qcow2: {kind: file, fstype: ext4, odirect: true, shared: false}}
 backups:
   description: Files holding each redefined domain's original XML, written before the define.
   returned: always

@@ -194,7 +194,7 @@ def test_storage_without_odirect(system_domains, backup_dir, ramfs_dir):
     fixed = tune('qemu:///system', backup_dir, domains=[name])
     assert not fixed.failed, fixed
     assert drivers(dom)['vda']['cache'] == 'writeback' and drivers(dom)['vda']['io'] in ('io_uring', 'threads')
-    storage = fixed['domains'][0]['disks'][0]['storage']
+    storage = fixed['storage'][image]
     assert storage['fstype'] == 'ramfs' and storage['odirect'] is False
     dom.create()
     try:

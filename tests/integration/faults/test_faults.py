@@ -53,16 +53,23 @@ def test_libvirtd_killed_in_the_middle_of_a_batch(system_domains, tmp_path):
     backups = tmp_path / 'backups'
     args = {'uri': URI, 'domains': [prefix + '-*'], 'cache': 'writeback', 'io': 'threads',
             'backup_dir': str(backups), 'probe_storage': False}
+    started = time.time()
     proc, args_file = start_module_process('kvm_disk_tune', args)
+    # Kill libvirtd once it has stored a few of the new definitions (its config files change).
+    configs = ['/etc/libvirt/qemu/%s.xml' % name for name in originals]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (backups.exists() and len(os.listdir(backups)) >= 3):
-        time.sleep(0.005)
+    while time.monotonic() < deadline:
+        stored = sum(1 for c in configs if os.path.exists(c) and os.stat(c).st_mtime > started + 0.0)
+        if stored >= 3:
+            break
+        time.sleep(0.002)
     subprocess.run(['pkill', '-KILL', '-x', 'libvirtd'], check=False)
     result = finish_module_process(proc, args_file)
     subprocess.run([os.path.join(REPO, 'tools', 'start-libvirt')], check=True)
     assert result.failed, 'the run must notice that libvirt went away'
     assert 'libvirt' in result['msg'] and ('lost the connection' in result['msg'] or 'refused' in result['msg'])
     assert set(result['defined']) <= set(originals) and len(result['backups']) >= len(result['defined'])
+    assert 0 < len(result['defined']) < len(originals), 'the kill landed in the middle of the batch'
     conn = libvirt.open(URI)
     try:
         states = {}
@@ -201,7 +208,7 @@ def test_hostile_domain_names_and_image_paths(system_domains, tmp_path, hostile)
     result = run_module(kvm_disk_tune, {'uri': URI, 'domains': [name], 'backup_dir': str(tmp_path / 'b')})
     assert not result.failed, result
     disk = result['domains'][0]['disks'][0]
-    assert disk['storage']['chain'] == [os.path.realpath(image)] and disk['after']['cache'] == 'none'
+    assert result['storage'][link]['chain'] == [os.path.realpath(image)] and disk['after']['cache'] == 'none'
     assert os.path.basename(result['backups'][0]).startswith(name + '.')
     assert not os.path.exists('pwned') and not (tmp_path / 'pwned').exists()
     assert run_module(kvm_disk_tune, {'uri': URI, 'domains': [name], 'backup_dir': str(tmp_path / 'b')})['changed'] \
