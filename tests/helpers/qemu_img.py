@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
+import tempfile
 
 
 def create(path, size='16M', fmt='qcow2', preallocation=None, backing=None, backing_format='qcow2'):
@@ -26,3 +29,12 @@ def info(path):
     out = subprocess.run(['qemu-img', 'info', '-U', '--output=json', path], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def guest_sha256(path):
+    """Checksum of what the guest sees (the raw content), whatever the image format."""
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = os.path.join(scratch, 'content.raw')
+        subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', str(path), raw], check=True)
+        with open(raw, 'rb') as handle:
+            return hashlib.sha256(handle.read()).hexdigest()

@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -27,15 +25,6 @@ def image(path, check=False, diff=False, **options):
 
 def allocated_kib(path):
     return os.stat(path).st_blocks // 2
-
-
-def guest_sha256(path):
-    """Checksum of what the guest sees (the raw content), whatever the image format."""
-    with tempfile.TemporaryDirectory() as scratch:
-        raw = os.path.join(scratch, 'content.raw')
-        subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', str(path), raw], check=True)
-        with open(raw, 'rb') as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
 
 
 @pytest.mark.parametrize('mode, state, min_kib, max_kib', [
@@ -91,15 +80,15 @@ def test_convert_keeps_the_guest_data_and_the_original(tmp_path, fmt):
     path = tmp_path / 'data.img'
     qemu_img.create(str(path), '8M', fmt=fmt)
     write_pattern(path, fmt)
-    checksum = guest_sha256(path)
+    checksum = qemu_img.guest_sha256(path)
     os.chmod(path, 0o600)
     result = image(path, convert=True, diff=True)
     assert not result.failed, result
     assert result['changed'] and result['action'] == 'converted'
     info = qemu_img.info(str(path))
     assert info['format'] == 'qcow2' and result['image']['preallocation'] == 'metadata'
-    assert guest_sha256(path) == checksum
-    assert guest_sha256(result['backup_file']) == checksum
+    assert qemu_img.guest_sha256(path) == checksum
+    assert qemu_img.guest_sha256(result['backup_file']) == checksum
     assert qemu_img.info(result['backup_file'])['format'] == fmt
     assert oct(os.stat(path).st_mode & 0o777) == '0o600'
     assert [f for f in os.listdir(tmp_path) if '.kvmio-' in f] == []
@@ -146,7 +135,7 @@ def test_killed_conversion_leaves_the_original_and_the_next_run_cleans_up(tmp_pa
     path = tmp_path / 'victim.qcow2'
     qemu_img.create(str(path), '8M')
     write_pattern(path)
-    checksum = guest_sha256(path)
+    checksum = qemu_img.guest_sha256(path)
     dead = subprocess.Popen(['true'])
     dead.wait()
     leftover = tmp_path / ('.victim.qcow2.kvmio-%d.tmp' % dead.pid)     # as a SIGKILLed run leaves it
@@ -154,7 +143,7 @@ def test_killed_conversion_leaves_the_original_and_the_next_run_cleans_up(tmp_pa
     result = image(path, convert=True)
     assert not result.failed, result
     assert result['cleaned'] == [str(leftover)] and not leftover.exists()
-    assert guest_sha256(path) == checksum
+    assert qemu_img.guest_sha256(path) == checksum
 
 
 @pytest.mark.parametrize('setup, options, message', [

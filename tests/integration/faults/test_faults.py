@@ -6,11 +6,9 @@ a domain edited under the module's feet, hostile names and paths. Nothing may be
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
 import libvirt
@@ -117,20 +115,12 @@ def test_no_define_without_a_backup(system_domains, tmp_path, make_unwritable):
     assert dom.XMLDesc(INACTIVE) == original
 
 
-def guest_sha256(path):
-    with tempfile.TemporaryDirectory() as scratch:
-        raw = os.path.join(scratch, 'content.raw')
-        subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', str(path), raw], check=True)
-        with open(raw, 'rb') as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-
-
 def test_convert_killed_midway_leaves_the_original_and_the_next_run_completes(tmp_path):
     path = tmp_path / 'big.qcow2'
     qemu_img.create(str(path), '1G')
     subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 768M', str(path)], check=True,
                    capture_output=True)
-    checksum = guest_sha256(path)
+    checksum = qemu_img.guest_sha256(path)
     proc, args_file = start_module_process('qcow2_create', {'path': str(path), 'convert': True,
                                                             'preallocation': 'full'})
     deadline = time.monotonic() + 60
@@ -142,11 +132,11 @@ def test_convert_killed_midway_leaves_the_original_and_the_next_run_completes(tm
     os.unlink(args_file)
     leftovers = [f for f in os.listdir(tmp_path) if '.kvmio-' in f]
     assert leftovers, 'the kill came while the temporary copy was being written'
-    assert qemu_img.info(str(path))['format'] == 'qcow2' and guest_sha256(path) == checksum
+    assert qemu_img.info(str(path))['format'] == 'qcow2' and qemu_img.guest_sha256(path) == checksum
     result = run_module(qcow2_create, {'path': str(path), 'convert': True, 'preallocation': 'metadata'})
     assert not result.failed, result
     assert result['cleaned'] == [str(tmp_path / leftovers[0])]
-    assert guest_sha256(path) == checksum and result['action'] == 'converted'
+    assert qemu_img.guest_sha256(path) == checksum and result['action'] == 'converted'
     assert [f for f in os.listdir(tmp_path) if '.kvmio-' in f] == []
 
 
