@@ -58,8 +58,11 @@ class DomainFactory:
     def cleanup(self):
         import libvirt
 
-        if self.uri and not self.conn.isAlive():     # a test restarted libvirtd under us
-            self.conn = _open(self.uri)
+        if self.uri:
+            try:
+                self.conn.getLibVersion()
+            except libvirt.libvirtError:        # a test restarted libvirtd under us
+                self.conn = _open(self.uri)
         for name in self.names:
             try:
                 dom = self.conn.lookupByName(name)
