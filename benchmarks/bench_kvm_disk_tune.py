@@ -6,7 +6,10 @@
 
 Defines N domains with 2 thin qcow2 disks each on libvirtd (qemu:///system; virt-xml cannot use the
 embedded driver: it registers no event loop), then times:
-- kvm_disk_tune over all of them (changed run, then no-op run), as Ansible runs it: a process of its own;
+- kvm_disk_tune over all of them (changed run, then no-op run), as Ansible runs it on a hypervisor: a
+  process of its own under the host's Python (--python, default /usr/bin/python3 with Debian's
+  python3-libvirt and python3-lxml), with ansible-core's module_utils beside it as AnsiballZ ships them
+  (AnsiballZ's own transfer and unpacking are not counted: they are one per task, not per domain);
 - `virt-xml DOMAIN --edit all --disk cache=none,io=native,discard=unmap --define`, one process per
   domain, on the first --virt-xml-sample domains of a second, identical set (per-domain time).
 
@@ -54,18 +57,31 @@ DEFINE_SCRIPT = textwrap.dedent('''
 
 
 def collection_path():
+    """A PYTHONPATH holding this collection and ansible-core's ``ansible`` package, nothing else, so
+    the module imports libvirt and lxml from the interpreter's own packages, as on a hypervisor."""
+    import ansible
     link_root = tempfile.mkdtemp(prefix='kvmio-bench-import-')
     os.makedirs(os.path.join(link_root, 'ansible_collections', 'kvmio'))
     os.symlink(REPO, os.path.join(link_root, 'ansible_collections', 'kvmio', 'tuning'))
+    os.symlink(os.path.dirname(ansible.__file__), os.path.join(link_root, 'ansible'))
     return link_root
 
 
-def run_module(pythonpath, root, args):
+def host_python(requested):
+    """The interpreter to run the module with: the requested one if it has libvirt and lxml."""
+    probe = subprocess.run([requested, '-c', 'import libvirt, lxml.etree'], capture_output=True, check=False)
+    if probe.returncode:
+        print('%s lacks libvirt or lxml; running the module with %s' % (requested, sys.executable))
+        return sys.executable
+    return requested
+
+
+def run_module(python, pythonpath, root, args):
     args = dict(args, uri=root, _ansible_check_mode=False, _ansible_diff=False)
     with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, '-m', 'ansible_collections.kvmio.tuning.plugins.modules.kvm_disk_tune',
+    proc = subprocess.run([python, '-m', 'ansible_collections.kvmio.tuning.plugins.modules.kvm_disk_tune',
                            handle.name], capture_output=True, text=True, check=False,
                           env=dict(os.environ, PYTHONPATH=pythonpath))
     elapsed = time.perf_counter() - start
@@ -93,8 +109,8 @@ BARE_LOOP = textwrap.dedent('''
 ''')
 
 
-def bare_loop(root, names):
-    out = subprocess.run([sys.executable, '-c', BARE_LOOP, root] + names, capture_output=True, text=True, check=True)
+def bare_loop(python, root, names):
+    out = subprocess.run([python, '-c', BARE_LOOP, root] + names, capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
@@ -112,8 +128,10 @@ def main(argv=None):
     parser.add_argument('--sizes', type=int, nargs='+', default=[50, 500])
     parser.add_argument('--virt-xml-sample', type=int, default=50)
     parser.add_argument('--uri', default='qemu:///system')
+    parser.add_argument('--python', default='/usr/bin/python3', help="the hypervisor's Python that runs the module")
     opts = parser.parse_args(argv)
     pythonpath = collection_path()
+    python = host_python(opts.python)
     rows = []
     for size in opts.sizes:
         work = tempfile.mkdtemp(prefix='kvmio-bench-', dir='/var/tmp')
@@ -121,17 +139,19 @@ def main(argv=None):
         images = os.path.join(work, 'images')
         os.makedirs(images)
         try:
+            # Leftovers of an interrupted run would clash with the names defined here.
+            subprocess.run([sys.executable, '-c', UNDEFINE_SCRIPT, root], check=True)
             subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(size), images, 'kvmio-bench-'], check=True)
             backups = os.path.join(work, 'backups')
             args = {'domains': ['kvmio-bench-*'], 'cache': 'none', 'io': 'native', 'discard': 'unmap', 'backup_dir': backups}
-            changed_s, first = run_module(pythonpath, root, args)
-            noop_s, second = run_module(pythonpath, root, args)
+            changed_s, first = run_module(python, pythonpath, root, args)
+            noop_s, second = run_module(python, pythonpath, root, args)
             sample = min(size, opts.virt_xml_sample)
             subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(sample), images, 'kvmio-vx-'], check=True)
             vx_s = virt_xml_loop(root, ['kvmio-vx-%04d' % i for i in range(sample)])
             subprocess.run([sys.executable, '-c', DEFINE_SCRIPT, root, str(size), images, 'kvmio-vx-bare-'], check=True)
-            bare_s = bare_loop(root, ['kvmio-vx-bare-%04d' % i for i in range(size)])
-            rows.append({'domains': size, 'disks': 2 * size, 'module_changed_s': round(changed_s, 3),
+            bare_s = bare_loop(python, root, ['kvmio-vx-bare-%04d' % i for i in range(size)])
+            rows.append({'domains': size, 'disks': 2 * size, 'python': python, 'module_changed_s': round(changed_s, 3),
                          'module_noop_s': round(noop_s, 3), 'changed_domains': sum(d['changed'] for d in first['domains']),
                          'noop_changed': second['changed'], 'virt_xml_sample': sample, 'virt_xml_s': round(vx_s, 3),
                          'virt_xml_per_domain_s': round(vx_s / sample, 4),

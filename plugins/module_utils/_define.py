@@ -10,9 +10,12 @@ that redefines domains, so each of them keeps the same guarantees."""
 
 from __future__ import annotations
 
+import threading
+
 from ._backup import sync_backups, write_backup
 from ._domain_xml import parse_domain, same_document, to_text
 from ._errors import ApplyError, KvmioError
+from ._parallel import map_threads
 
 
 def define_plans(client, doms, plans, backup_dir):
@@ -20,7 +23,7 @@ def define_plans(client, doms, plans, backup_dir):
     ``plan.after`` from what libvirt stored. On failure, the error lists what was already done."""
     # Every backup first, made durable with one filesystem flush: no define happens before all of
     # them are on disk, and a backup that cannot be written stops the run before any define.
-    backups, done = [], []
+    backups = []
     for plan in plans:
         try:
             backups.append(write_backup(backup_dir, plan.name, plan.source, durable=False))
@@ -28,7 +31,13 @@ def define_plans(client, doms, plans, backup_dir):
             err.details.update(defined=[], backups=backups, failed_domain=plan.name)
             raise
     sync_backups(backup_dir, backups)
-    for plan in plans:
+    # Defines overlap (see _parallel); the first failure stops every define not yet begun.
+    stop = threading.Event()
+    done = set()
+
+    def define_one(plan):
+        if stop.is_set():
+            return None
         try:
             # Someone may have edited the domain since we read it: never overwrite that.
             now = client.inactive_xml(doms[plan.name])
@@ -38,13 +47,21 @@ def define_plans(client, doms, plans, backup_dir):
                                  % plan.name, domain=plan.name)
             stored = client.inactive_xml(client.define(plan.after, plan.name))
         except KvmioError as err:
-            err.details.update(defined=done, backups=backups, failed_domain=plan.name)
-            if done:
-                err.msg += ' (already defined before this failure: %s; their backups are listed)' % ', '.join(done)
-            raise
+            stop.set()
+            return err
         plan.changed = not same_document(stored, plan.source)
         plan.after = stored         # libvirt's text; diff_entry() serialises it like ``before``
-        done.append(plan.name)
+        done.add(plan.name)
+        return None
+
+    failures = [(plan, err) for plan, err in zip(plans, map_threads(define_one, plans)) if err is not None]
+    if failures:
+        plan, err = failures[0]
+        defined = [p.name for p in plans if p.name in done]
+        err.details.update(defined=defined, backups=backups, failed_domain=plan.name)
+        if defined:
+            err.msg += ' (defined by this run before it stopped: %s; their backups are listed)' % ', '.join(defined)
+        raise err
     return backups
 
 

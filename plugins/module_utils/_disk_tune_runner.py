@@ -175,7 +175,7 @@ class DiskTuneRun:
             handles = client.persistent_domains()
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
-            xmls = {name: client.inactive_xml(doms[name]) for name in names}
+            xmls = client.inactive_xmls(doms)
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
             for root in roots.values():
@@ -195,7 +195,7 @@ class DiskTuneRun:
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
             _check_literal_rules(plans, params, self.overrides)
-            active = {p.name for p in plans if p.changed and client.is_active(doms[p.name])}
+            active = client.active_names() if any(p.changed for p in plans) else set()
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])

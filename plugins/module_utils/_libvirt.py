@@ -15,6 +15,7 @@ import traceback
 from ansible.module_utils.basic import env_fallback
 
 from ._errors import DomainNotFound, KvmioError, LibvirtUnavailable
+from ._parallel import map_threads
 
 try:
     import libvirt
@@ -185,6 +186,16 @@ class LibvirtClient:
         # SECURE keeps graphics passwords: a redefine from XML without them would drop them.
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
         return self._call('read the XML of domain %s' % dom.name(), dom.XMLDesc, flags)
+
+    def inactive_xmls(self, doms):
+        """{name: inactive XML} of many domains, read with overlapping calls."""
+        names = list(doms)
+        return dict(zip(names, map_threads(lambda name: self.inactive_xml(doms[name]), names)))
+
+    def active_names(self):
+        """Names of the running (and paused) domains, in one call."""
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        return {dom.name() for dom in self._call('list running domains', self.conn.listAllDomains, flags)}
 
     def live_xml(self, dom):
         return self._call('read the live XML of domain %s' % dom.name(), dom.XMLDesc, libvirt.VIR_DOMAIN_XML_SECURE)

@@ -180,6 +180,35 @@ def test_a_domain_edited_between_plan_and_define_is_not_overwritten(system_domai
         assert 'edited by hand' in now and "cache='writeback'" not in now
 
 
+def test_overlapping_defines_stop_at_an_edited_domain_and_say_what_they_did(system_domains, tmp_path):
+    # Defines overlap (4 at a time): the edited domain stops every define not yet begun; the error
+    # lists exactly the domains that were defined, and every other domain keeps its XML.
+    prefix = system_domains.name('overlap')
+    doms = many_domains(system_domains, 24, prefix)
+    edited_name = doms[9].name()
+    policy = TunePolicy(settings=DiskSettings(cache='writeback', io='keep'))
+    with LibvirtClient(URI) as client:
+        handles = {d.name(): client.lookup(d.name()) for d in doms}
+        plans = [plan_domain(client.inactive_xml(handles[n]), policy) for n in sorted(handles)]
+        originals = {p.name: canonical(p.source) for p in plans}
+        edited = plans[9].source.replace('<memory unit', '<description>edited by hand</description>\n  <memory unit', 1)
+        client.define(edited, edited_name)
+        with pytest.raises(ApplyError) as err:
+            define_plans(client, handles, plans, str(tmp_path / 'b'))
+        details = err.value.details
+        assert details['failed_domain'] == edited_name and edited_name not in details['defined']
+        assert len(details['backups']) == len(plans), 'every backup is written before the first define'
+        for name in handles:
+            now = canonical(client.inactive_xml(client.lookup(name)))
+            if name == edited_name:
+                assert 'edited by hand' in now and 'cache="writeback"' not in now
+            elif name in details['defined']:
+                assert 'cache="writeback"' in now, name
+            else:
+                assert now == originals[name], '%s was defined but not reported' % name
+        assert len(details['defined']) < len(plans) - 1, 'defines not yet begun were not started'
+
+
 HOSTILE_NAMES = ["vm with spaces", "quote'n\"dq", "ünïcødé-vm-ß", "semi;rm -rf ~;$(touch pwned)`id`"]
 
 
