@@ -64,8 +64,8 @@ class FactsRun:
         with LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
-            roots = {n: parse_domain(client.inactive_xml(handles[n]), 'the XML of domain %s' % n) for n in handles}
-            active = {n for n in names if client.is_active(handles[n])}
+            roots = {n: parse_domain(xml, 'the XML of domain %s' % n) for n, xml in client.inactive_xmls(handles).items()}
+            active = client.active_names()
             volume_paths = {}
             for name in names:
                 for key in volume_sources(roots[name]):

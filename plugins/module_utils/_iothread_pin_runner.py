@@ -95,7 +95,7 @@ class IothreadPinRun:
                                                  for p, e in self.overrides.items())]
             _count, online = client.cpu_map()
             topology = topology_from_capabilities(client.capabilities_xml(), online)
-            xmls = {name: client.inactive_xml(dom) for name, dom in handles.items()}
+            xmls = client.inactive_xmls(handles)
             roots = {name: parse_domain(text, 'the XML of domain %s' % name) for name, text in xmls.items()}
             reserved = frozenset(parse_cpuset(params['reserved_cpus'], 'reserved_cpus')) if params['reserved_cpus'] \
                 else frozenset()
@@ -132,7 +132,7 @@ class IothreadPinRun:
             errors = [e for p in plans for e in p.errors]
             if errors:
                 raise PlanError('; '.join(errors) + '. Nothing was changed.')
-            active = {name for name in names if client.is_active(handles[name])}
+            active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, handles, [p for p in plans if p.changed], params['backup_dir'])
