@@ -79,6 +79,17 @@ backups:
   returned: always
   type: list
   elements: str
+defined:
+  description: When a restore failed, the domains already restored by this run (RV(backups) holds what they had).
+  returned: on failure after the first restore
+  type: list
+  elements: str
+  sample: [web01]
+failed_domain:
+  description: The domain whose backup or restore failed.
+  returned: on failure
+  type: str
+  sample: web02
 diff:
   description: Before/after XML of each restored domain.
   returned: when diff mode is on

@@ -186,6 +186,15 @@ backups:
   returned: always
   type: list
   elements: str
+defined:
+  description: When a define failed, the domains this run had defined before it stopped.
+  returned: on failure after the first define
+  type: list
+  elements: str
+failed_domain:
+  description: When writing a backup or a define failed, the domain it failed on.
+  returned: on failure while backing up or defining
+  type: str
 diff:
   description: Before/after XML of each changed domain.
   returned: when diff mode is on

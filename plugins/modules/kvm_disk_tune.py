@@ -173,6 +173,10 @@ notes:
     V(auto) and keep their io mode; CD-ROMs, floppies, C(device=lun) passthrough and non-QEMU
     drivers are left alone. Domains whose type is not qemu or kvm are left alone."
   - The embedded driver URI (V(qemu:///embed?root=DIR)) allows one process at a time per root directory.
+  - Order of work, for all matching domains at once - read every inactive XML, plan, validate; write every
+    backup and flush it to disk; then define. Reads and defines run four at a time over the one connection.
+    If a define fails, no define that has not begun yet starts, and the error lists in RV(defined) exactly
+    the domains that were defined, with RV(backups).
 seealso:
   - module: kvmio.tuning.qcow2_create
   - name: libvirt domain XML, hard drives
@@ -283,6 +287,17 @@ backups:
   type: list
   elements: str
   sample: [/var/lib/kvmio/backups/web01.20261123T101500.123456Z.xml]
+defined:
+  description: When a define failed, the domains this run had defined before it stopped (their backups are in RV(backups)).
+  returned: on failure after the first define
+  type: list
+  elements: str
+  sample: [web01, web02]
+failed_domain:
+  description: When writing a backup or a define failed, the domain it failed on.
+  returned: on failure while backing up or defining
+  type: str
+  sample: web03
 diff:
   description: Before/after XML of each changed domain.
   returned: when diff mode is on
