@@ -50,6 +50,10 @@ def _start_event_loop():
         _EVENT_LOOP_STARTED.append(True)
 
 
+def _ignore_error(_context, _error):
+    return None
+
+
 def version_tuple(number):
     """libvirt encodes versions as major * 1,000,000 + minor * 1,000 + micro."""
     return (number // 1000000, (number // 1000) % 1000, number % 1000)
@@ -83,6 +87,9 @@ class LibvirtClient:
         return False
 
     def open(self):
+        # libvirt prints every error to stderr unless told otherwise; ours arrive as exceptions and are
+        # reported once, in the result.
+        libvirt.registerErrorHandler(_ignore_error, None)
         if self.uri.startswith(('qemu:///embed', 'qemu+unix:///embed')):
             _start_event_loop()
         try:

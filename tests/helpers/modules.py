@@ -70,6 +70,8 @@ def finish_module_process(proc, args_file, timeout=300):
     out, err = proc.communicate(timeout=timeout)
     os.unlink(args_file)
     try:
-        return ModuleResult(json.loads(out[out.index('{'):]))
+        result = ModuleResult(json.loads(out[out.index('{'):]))
     except ValueError:
         raise AssertionError('module printed no JSON (rc %s): %r %r' % (proc.returncode, out[-2000:], err[-2000:])) from None
+    result.stderr = err
+    return result

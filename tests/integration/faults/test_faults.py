@@ -85,9 +85,12 @@ def test_libvirtd_killed_in_the_middle_of_a_batch(system_domains, tmp_path):
 
 
 def test_libvirt_down_before_the_run_changes_nothing(tmp_path):
-    result = run_module(kvm_disk_tune, {'uri': 'qemu+unix:///system?socket=/run/kvmio-no-such.sock',
-                                        'backup_dir': str(tmp_path / 'b')})
-    assert result.failed and 'cannot connect to libvirt' in result['msg']
+    # A process of its own, as on a host: libvirt's message is in the result once, not also on stderr.
+    proc, args_file = start_module_process('kvm_disk_tune', {
+        'uri': 'qemu+unix:///system?socket=/run/kvmio-no-such.sock', 'backup_dir': str(tmp_path / 'b')})
+    result = finish_module_process(proc, args_file)
+    assert result.failed and 'cannot connect to libvirt' in result['msg'] and '/run/kvmio-no-such.sock' in result['msg']
+    assert result.stderr == ''
     assert not (tmp_path / 'b').exists()
 
 
