@@ -118,7 +118,7 @@ class BenchRun:
                         continue
                     seconds, count = self._measure(os.path.join(scratch, 'bench.qcow2'), size, cache, io,
                                                    prealloc, workload)
-                    write, block, _step = WORKLOADS[workload]
+                    block = WORKLOADS[workload][1]
                     result['results'].append({
                         'cache': cache, 'io': io, 'preallocation': prealloc, 'workload': workload, 'count': count,
                         'seconds': seconds, 'iops': round(count / seconds) if seconds else None,

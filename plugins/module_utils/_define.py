@@ -21,7 +21,7 @@ from ._parallel import map_threads
 def define_plans(client, doms, plans, backup_dir):
     """Defines each changed plan; returns the backup files written. Updates ``plan.changed`` and
     ``plan.after`` from what libvirt stored. On failure, the error lists what was already done."""
-    # Every backup first, made durable with one filesystem flush: no define happens before all of
+    # Every backup first, then all of them made durable (sync_backups): no define happens before all of
     # them are on disk, and a backup that cannot be written stops the run before any define.
     backups = []
     for plan in plans:

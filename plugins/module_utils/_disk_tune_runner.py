@@ -195,7 +195,7 @@ class DiskTuneRun:
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
             _check_literal_rules(plans, params, self.overrides)
-            active = client.active_names() if any(p.changed for p in plans) else set()
+            active = client.active_names()
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
