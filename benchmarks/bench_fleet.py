@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How long `playbooks/tune.yml` takes over a fleet: N hypervisors of D domains, cold and warm, over SSH.
+
+Builds N simulated hypervisors as molecule/fleet does (fleet_lab.py: one user, one session libvirtd
+and virtlogd each, reached over real SSH at 127.0.2.1..N through one sshd of the lab's own on port
+2232; users kvmio-bench-hv1..N, everything under /var/lib/kvmio-bench-fleet), gives each D domains of
+two thin qcow2 images, and runs `ansible-playbook kvmio.tuning.tune` (this checkout, not an installed
+copy) over them with the modules under each host's /usr/bin/python3 (Debian's python3-libvirt and
+python3-lxml):
+
+- images: every image listed (images_list), thin ones converted to preallocation=metadata
+  (images_convert: true);
+- disk policy `auto` with discard (cache=none/io=native where O_DIRECT works);
+- iothreads `auto` and vCPU, emulator and iothread pins `auto` (pinning_mode shared: all fit).
+
+cold = the first run (every image converted, every domain redefined twice); warm = the same run again
+(changes nothing). Each run starts without SSH connections (a fresh ControlPath directory, closed
+after), as an AWX job does. benchmarks/callback_plugins/kvmio_fleet_timing.py splits each host's
+time into connection, transfer, run and controller (see its docstring for how).
+
+Usage (as root, after `make test` or at least `make collection services`):
+
+    .venv/bin/python benchmarks/bench_fleet.py                        # N in 1 4 10, D in 10 100
+    .venv/bin/python benchmarks/bench_fleet.py --hosts 1 4 --domains 10 --warm-runs 2
+    .venv/bin/python benchmarks/bench_fleet.py --hosts 4 --domains 100 --variant no-pipelining \
+        --extra-vars '{"kvmio_tune_pipelining": false}' --phases warm
+
+Prints a table, writes benchmarks/results/fleet[-VARIANT].json, and removes everything it created
+(users, daemons, sshd, files) unless --keep. Not a test: nothing is asserted, but a warm run that
+changes something or a failed run is reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, HERE)
+
+from fleet_lab import FleetLab  # noqa: E402  pylint: disable=wrong-import-position
+
+POLICY = {
+    'disk_policy_name': 'auto',
+    'disk_policy_discard': True,
+    'cpu_pinning_iothreads': 'auto',
+    'cpu_pinning_vcpus': 'auto',
+    'cpu_pinning_emulator': 'auto',
+    'cpu_pinning_iothread_pins': 'auto',
+    'cpu_pinning_mode': 'shared',
+    'images_convert': True,
+}
+_RECAP = re.compile(r'^(hv\d+)\s+:\s+(.*)$', re.MULTILINE)
+
+
+def collection_root(source):
+    """ANSIBLE_COLLECTIONS_PATH holding ``source`` as kvmio.tuning (a link: that working tree is measured)."""
+    root = tempfile.mkdtemp(prefix='kvmio-bench-fleet-collections-')
+    os.makedirs(os.path.join(root, 'ansible_collections', 'kvmio'))
+    os.symlink(os.path.abspath(source), os.path.join(root, 'ansible_collections', 'kvmio', 'tuning'))
+    return root
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=True):
+    work = os.path.join(lab.root, 'runs', run_id)
+    os.makedirs(work)
+    inventory_path = os.path.join(work, 'inventory.json')
+    with open(inventory_path, 'w', encoding='utf-8') as handle:
+        json.dump(inventory, handle)
+    timing_path = os.path.join(work, 'timing.jsonl')
+    control_dir = os.path.join(lab.control_dir, run_id)
+    os.makedirs(control_dir, mode=0o700)
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get('PATH', ''),
+               ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false',
+               ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
+               ANSIBLE_FORKS=str(forks), ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir,
+               ANSIBLE_HOME=os.path.join(lab.root, 'ansible-home'), ANSIBLE_LOCAL_TEMP=os.path.join(work, 'tmp'),
+               ANSIBLE_RETRY_FILES_ENABLED='false')
+    for key in [k for k in env if k.startswith('ANSIBLE_') and k in ('ANSIBLE_CONFIG', 'ANSIBLE_PIPELINING',
+                                                                       'ANSIBLE_STRATEGY', 'ANSIBLE_SSH_ARGS')]:
+        del env[key]            # the playbook's own settings are measured, not the caller's
+    if timing:
+        env.update(ANSIBLE_CALLBACK_PLUGINS=os.path.join(HERE, 'callback_plugins'),
+                   ANSIBLE_CALLBACKS_ENABLED='kvmio_fleet_timing', KVMIO_FLEET_TIMING=timing_path)
+    argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, 'kvmio.tuning.tune',
+            '-e', json.dumps(extra_vars or {})]
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=work)
+    wall = time.perf_counter() - start
+    lab.close_masters(control_dir)
+    with open(os.path.join(work, 'output.log'), 'w', encoding='utf-8') as handle:
+        handle.write(proc.stdout + proc.stderr)
+    recap = {host: {k: int(v) for k, v in re.findall(r'(\w+)=(\d+)', counters)}
+             for host, counters in _RECAP.findall(proc.stdout)}
+    records = []
+    if timing and os.path.exists(timing_path):
+        with open(timing_path, encoding='utf-8') as handle:
+            records = [json.loads(line) for line in handle]
+    return {'rc': proc.returncode, 'wall_s': wall, 'recap': recap, 'records': records,
+            'tail': (proc.stdout + proc.stderr)[-3000:] if proc.returncode else ''}
+
+
+# --- the split -------------------------------------------------------------------------------------
+
+def split_exec(record):
+    """(connection, transfer, run) seconds of one command the connection plugin ran."""
+    wall = record['end'] - record['start']
+    if record['kind'] == 'put':
+        return 0.0, wall, 0.0
+    if 'T0' not in record or 'T2' not in record:
+        return wall, 0.0, 0.0
+    remote = record['T2'] - record['T0']
+    connection = max(0.0, wall - remote)
+    if record['kind'] == 'helper':
+        return connection, remote, 0.0
+    if record['piped'] and 'T1' in record:
+        return connection, record['T1'] - record['T0'], record['T2'] - record['T1']
+    return connection, 0.0, remote
+
+
+def host_split(records):
+    """Per host: tasks, module calls, payload, and the seconds of connection, transfer, run, controller."""
+    hosts = {}
+    for record in records:
+        hosts.setdefault(record.get('host', '?'), []).append(record)
+    result = {}
+    for host, recs in sorted(hosts.items()):
+        tasks = [r for r in recs if r['record'] == 'task']
+        execs = sorted((r for r in recs if r['record'] == 'exec'), key=lambda r: r['start'])
+        busy = sum(t['end'] - t['start'] for t in tasks)
+        totals = {'connection': 0.0, 'transfer': 0.0, 'run': 0.0}
+        by_action = {}
+        overheads = []
+        for record in execs:
+            connection, transfer, run = split_exec(record)
+            totals['connection'] += connection
+            totals['transfer'] += transfer
+            totals['run'] += run
+            overheads.append(connection)
+            entry = by_action.setdefault(record.get('action', '?'), {'calls': 0, 'connection': 0.0, 'transfer': 0.0,
+                                                                     'run': 0.0, 'payload_bytes': 0})
+            entry['calls'] += record['kind'] == 'module'
+            entry['connection'] += connection
+            entry['transfer'] += transfer
+            entry['run'] += run
+            entry['payload_bytes'] += record['bytes']
+        for task in tasks:
+            entry = by_action.setdefault(task['action'], {'calls': 0, 'connection': 0.0, 'transfer': 0.0, 'run': 0.0,
+                                                          'payload_bytes': 0})
+            entry['tasks'] = entry.get('tasks', 0) + 1
+            entry['task_s'] = entry.get('task_s', 0.0) + task['end'] - task['start']
+            entry['result_bytes'] = entry.get('result_bytes', 0) + task['result_bytes']
+        exec_wall = sum(r['end'] - r['start'] for r in execs)
+        handshake = 0.0
+        if len(overheads) > 1:
+            handshake = max(0.0, overheads[0] - statistics.median(overheads[1:]))
+        result[host] = {
+            'tasks': len(tasks), 'skipped': sum(t['status'] == 'skipped' for t in tasks),
+            'module_calls': sum(r['kind'] == 'module' for r in execs), 'commands': len(execs),
+            'payload_bytes': sum(r['bytes'] for r in execs),
+            'busy_s': busy, 'controller_s': max(0.0, busy - exec_wall), 'handshake_s': handshake,
+            'connection_s': totals['connection'], 'transfer_s': totals['transfer'], 'run_s': totals['run'],
+            'first_start': min(r['start'] for r in recs), 'last_end': max(r['end'] for r in recs),
+            'by_action': by_action,
+        }
+    return result
+
+
+def summarize(per_host):
+    keys = ('tasks', 'module_calls', 'busy_s', 'connection_s', 'handshake_s', 'transfer_s', 'run_s', 'controller_s',
+            'payload_bytes')
+    if not per_host:
+        return {}
+    mean = {k: statistics.mean(h[k] for h in per_host.values()) for k in keys}
+    mean['span_s'] = statistics.mean(h['last_end'] - h['first_start'] for h in per_host.values())
+    actions = sorted({a for h in per_host.values() for a in h['by_action']})
+    mean['by_action'] = {}
+    for action in actions:
+        entries = [h['by_action'].get(action, {}) for h in per_host.values()]
+        mean['by_action'][action] = {k: statistics.mean(e.get(k, 0) for e in entries)
+                                     for k in ('tasks', 'calls', 'task_s', 'connection', 'transfer', 'run',
+                                               'payload_bytes', 'result_bytes')}
+    return mean
+
+
+# --- the matrix ------------------------------------------------------------------------------------
+
+def measure(lab, opts, collections):
+    rows = []
+    max_hosts = max(opts.hosts)
+    lab.create(max_hosts)
+    run_number = 0
+    for domains in opts.domains:
+        for hosts in opts.hosts:
+            numbers = list(range(1, hosts + 1))
+            started = time.perf_counter()
+            lab.populate(numbers, domains)
+            os.sync()
+            setup_s = time.perf_counter() - started
+            host_vars = {n: {'images_list': [{'path': p, 'size': lab.image_size} for p in lab.images(n, domains)]}
+                         for n in numbers}
+            policy = dict(POLICY, **opts.group_vars)
+            inventory = lab.inventory(numbers, host_vars, policy)
+            forks = opts.forks or hosts
+            phases = [('cold', 1)] + [('warm', i + 1) for i in range(opts.warm_runs)]
+            if opts.phases == ['warm']:
+                # Warm only: one unmeasured run first brings the hosts to the tuned state.
+                run_number += 1
+                first = run_playbook(lab, 'r%03d-prime' % run_number, inventory, forks, collections, opts.extra_vars,
+                                     timing=False)
+                if first['rc']:
+                    raise SystemExit('the priming run failed: %s' % first['tail'])
+                phases = [('warm', i + 1) for i in range(opts.warm_runs)]
+            for phase, repeat in phases:
+                run_number += 1
+                run_id = 'r%03d-n%d-d%d-%s%d' % (run_number, hosts, domains, phase, repeat)
+                print('... %s' % run_id, flush=True)
+                outcome = run_playbook(lab, run_id, inventory, forks, collections, opts.extra_vars)
+                per_host = host_split(outcome['records'])
+                changed = {h: c.get('changed', 0) for h, c in outcome['recap'].items()}
+                failed = {h: c.get('failed', 0) + c.get('unreachable', 0) for h, c in outcome['recap'].items()}
+                row = {'variant': opts.variant, 'hosts': hosts, 'domains': domains, 'images_per_host': 2 * domains,
+                       'phase': phase, 'repeat': repeat, 'forks': forks, 'rc': outcome['rc'],
+                       'wall_s': outcome['wall_s'], 'changed': changed, 'failed': failed,
+                       'noop': all(v == 0 for v in changed.values()), 'setup_s': setup_s,
+                       'mean_per_host': summarize(per_host), 'per_host': per_host}
+                if outcome['rc']:
+                    row['output_tail'] = outcome['tail']
+                    print(outcome['tail'])
+                rows.append(row)
+                if opts.uninstrumented and phase == 'warm' and repeat == 1:
+                    run_number += 1
+                    bare = run_playbook(lab, 'r%03d-n%d-d%d-warm-bare' % (run_number, hosts, domains), inventory,
+                                        forks, collections, opts.extra_vars, timing=False)
+                    row['uninstrumented_wall_s'] = bare['wall_s']
+    add_conversion(rows)
+    return rows
+
+
+def add_conversion(rows):
+    """The images role's module run time cold minus warm: what converting the images cost per host."""
+    warm = {(r['hosts'], r['domains']): r for r in rows if r['phase'] == 'warm' and r['repeat'] == 1}
+    for row in rows:
+        other = warm.get((row['hosts'], row['domains']))
+        if row['phase'] != 'cold' or other is None:
+            continue
+        cold_run = row['mean_per_host'].get('by_action', {}).get('kvmio.tuning.qcow2_create', {}).get('run', 0.0)
+        warm_run = other['mean_per_host'].get('by_action', {}).get('kvmio.tuning.qcow2_create', {}).get('run', 0.0)
+        row['conversion_s_per_host'] = max(0.0, cold_run - warm_run)
+
+
+def print_table(rows):
+    header = ('%-6s %3s %4s %5s %3s %8s | %5s %5s %8s %8s %8s %8s %8s | %8s %9s %9s' % (
+        'phase', 'N', 'D', 'forks', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer(s)', 'run(s)',
+        'ctrl(s)', 'conv(s)', 'tune(KB)', 'pin(KB)'))
+    print(header)
+    print('-' * len(header))
+    for row in rows:
+        mean = row['mean_per_host']
+        actions = mean.get('by_action', {})
+        tune_kb = actions.get('kvmio.tuning.kvm_disk_tune', {}).get('result_bytes', 0) / 1024
+        pin_kb = actions.get('kvmio.tuning.iothread_pin', {}).get('result_bytes', 0) / 1024
+        conv = row.get('conversion_s_per_host')
+        ok = 'yes' if row['rc'] == 0 and (row['phase'] == 'cold' or row['noop']) else 'NO'
+        print('%-6s %3d %4d %5d %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f | %8s %9.1f %9.1f' % (
+            row['phase'], row['hosts'], row['domains'], row['forks'], ok, row['wall_s'], mean.get('tasks', 0),
+            mean.get('module_calls', 0), mean.get('busy_s', 0), mean.get('connection_s', 0),
+            mean.get('transfer_s', 0), mean.get('run_s', 0), mean.get('controller_s', 0),
+            '%.2f' % conv if conv is not None else '-', tune_kb, pin_kb))
+    print('per host (mean over hosts): tasks and module calls; host = sum of its task times = conn (ssh client, '
+          'session, first handshake) + xfer (payload to the host) + run (host Python and the module) + ctrl '
+          '(controller: templating, AnsiballZ, worker, results); conv = images module run cold - warm; '
+          'tune/pin = kvm_disk_tune / iothread_pin result size.')
+
+
+def print_actions(rows):
+    print('\nper module, per host (mean): calls, run (s), connection+transfer (s), task time (s), result (KB)')
+    for row in rows:
+        print('%s N=%d D=%d:' % (row['phase'], row['hosts'], row['domains']))
+        for action, entry in sorted(row['mean_per_host'].get('by_action', {}).items()):
+            print('  %-36s tasks %4.1f calls %5.1f run %7.3f conn+xfer %7.3f task %7.3f result %8.1f' % (
+                action, entry['tasks'], entry['calls'], entry['run'], entry['connection'] + entry['transfer'],
+                entry['task_s'], entry['result_bytes'] / 1024))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--hosts', type=int, nargs='+', default=[1, 4, 10])
+    parser.add_argument('--domains', type=int, nargs='+', default=[10, 100])
+    parser.add_argument('--forks', type=int, default=0, help='ansible forks (default: one per host)')
+    parser.add_argument('--warm-runs', type=int, default=1)
+    parser.add_argument('--phases', nargs='+', choices=['cold', 'warm'], default=['cold', 'warm'])
+    parser.add_argument('--image-size', default='64M')
+    parser.add_argument('--extra-vars', type=json.loads, default={}, help='JSON extra vars for every run')
+    parser.add_argument('--group-vars', type=json.loads, default={}, help='JSON inventory vars over the policy')
+    parser.add_argument('--variant', default='', help='label; results go to fleet-VARIANT.json')
+    parser.add_argument('--uninstrumented', action='store_true',
+                        help='also time the first warm run without the timing callback (its overhead)')
+    parser.add_argument('--collection', default=REPO,
+                        help='checkout of kvmio.tuning to measure (default: this one), e.g. `git archive` of another commit')
+    parser.add_argument('--keep', action='store_true', help='leave the lab up (tear it down with --teardown)')
+    parser.add_argument('--teardown', action='store_true', help='only remove a lab left by --keep')
+    opts = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit('run as root: the lab creates users, an sshd and their libvirt daemons')
+    lab = FleetLab(image_size=opts.image_size)
+    if opts.teardown:
+        lab.teardown()
+        return []
+    collections = collection_root(opts.collection)
+    try:
+        rows = measure(lab, opts, collections)
+    finally:
+        if not opts.keep:
+            lab.teardown()
+        shutil.rmtree(collections)     # removes the link, not the checkout it points to
+    print()
+    print_table(rows)
+    print_actions(rows)
+    load = os.getloadavg()
+    meta = {'variant': opts.variant, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            'cpus': os.cpu_count(), 'loadavg_at_end': load, 'argv': sys.argv[1:] if argv is None else argv,
+            'collection': os.path.abspath(opts.collection),
+            'commit': subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=opts.collection, capture_output=True,
+                                     text=True, check=False).stdout.strip()}
+    os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
+    path = os.path.join(HERE, 'results', 'fleet%s.json' % ('-' + opts.variant if opts.variant else ''))
+    with open(path, 'w', encoding='utf-8') as handle:
+        json.dump({'meta': meta, 'rows': rows}, handle, indent=1)
+    print('\nload average at the end: %.2f %.2f %.2f on %d CPUs; wrote %s' % (load + (os.cpu_count(), path)))
+    return rows
+
+
+if __name__ == '__main__':
+    main()
