@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How long `playbooks/tune.yml` takes over a fleet: N hypervisors of D domains, cold and warm, over SSH.
 
-Builds N simulated hypervisors as molecule/fleet does (fleet_lab.py: one user, one session libvirtd
+Builds N simulated hypervisors as molecule/fleet does (tests/helpers/fleet_lab.py: one user, one session libvirtd
 and virtlogd each, reached over real SSH at 127.0.2.1..N through one sshd of the lab's own on port
 2232; users kvmio-bench-hv1..N, everything under /var/lib/kvmio-bench-fleet), gives each D domains of
 two thin qcow2 images, and runs `ansible-playbook kvmio.tuning.tune` (this checkout, not an installed
@@ -18,7 +18,7 @@ python3-lxml):
 
 cold = the first run (every image converted, every domain redefined twice); warm = the same run again
 (changes nothing). Each run starts without SSH connections (a fresh ControlPath directory, closed
-after), as an AWX job does. benchmarks/callback_plugins/kvmio_fleet_timing.py splits each host's
+after), as an AWX job does. tests/helpers/callback_plugins/kvmio_fleet_timing.py splits each host's
 time into connection, transfer, run and controller (see its docstring for how).
 
 Usage (as root, after `make test` or at least `make collection services`):
@@ -50,9 +50,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BIN = os.path.dirname(sys.executable)
-sys.path.insert(0, HERE)
+# The lab and the timing callback are shared with the fleet integration test.
+HELPERS = os.path.join(REPO, 'tests', 'helpers')
+sys.path.insert(0, os.path.dirname(HELPERS))
 
-from fleet_lab import FleetLab  # noqa: E402  pylint: disable=wrong-import-position
+from helpers.fleet_lab import FleetLab  # noqa: E402  pylint: disable=wrong-import-position
 
 POLICY = {
     'disk_policy_name': 'auto',
@@ -96,7 +98,7 @@ def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=
                                                                        'ANSIBLE_STRATEGY', 'ANSIBLE_SSH_ARGS')]:
         del env[key]            # the playbook's own settings are measured, not the caller's
     if timing:
-        env.update(ANSIBLE_CALLBACK_PLUGINS=os.path.join(HERE, 'callback_plugins'),
+        env.update(ANSIBLE_CALLBACK_PLUGINS=os.path.join(HELPERS, 'callback_plugins'),
                    ANSIBLE_CALLBACKS_ENABLED='kvmio_fleet_timing', KVMIO_FLEET_TIMING=timing_path)
     argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, 'kvmio.tuning.tune',
             '-e', json.dumps(extra_vars or {})]
@@ -199,6 +201,37 @@ def summarize(per_host):
     return mean
 
 
+# --- conversions, measured on their own -------------------------------------------------------------
+
+CONVERT_OPTIONS = 'compat=1.1,extended_l2=off,lazy_refcounts=off,preallocation=metadata'
+
+
+def time_conversion(work, size, data_mib=0, repeat=3):
+    """Median seconds of what qcow2_create runs to convert one thin image - ``qemu-img convert`` to
+    preallocation=metadata, then ``qemu-img compare`` - on a fresh image of ``size`` holding ``data_mib``
+    MiB of written data."""
+    os.makedirs(work, exist_ok=True)
+    src, dst = os.path.join(work, 'thin.qcow2'), os.path.join(work, 'converted.qcow2')
+    times = []
+    for _ in range(repeat):
+        for path in (src, dst):
+            if os.path.exists(path):
+                os.unlink(path)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', src, size], check=True)
+        if data_mib:
+            subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 %dM' % data_mib, src], check=True,
+                           capture_output=True)
+        os.sync()
+        start = time.perf_counter()
+        subprocess.run(['qemu-img', 'convert', '-q', '-f', 'qcow2', '-O', 'qcow2', '-o', CONVERT_OPTIONS, '--', src,
+                        dst], check=True)
+        subprocess.run(['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'qcow2', '--', src, dst], check=True)
+        times.append(time.perf_counter() - start)
+    for path in (src, dst):
+        os.unlink(path)
+    return statistics.median(times)
+
+
 # --- the matrix ------------------------------------------------------------------------------------
 
 def measure(lab, opts, collections):
@@ -217,6 +250,7 @@ def measure(lab, opts, collections):
                          for n in numbers}
             policy = dict(POLICY, **opts.group_vars)
             inventory = lab.inventory(numbers, host_vars, policy)
+            per_image = time_conversion(os.path.join(lab.root, 'conversion'), lab.image_size)
             forks = opts.forks or hosts
             phases = [('cold', 1)] + [('warm', i + 1) for i in range(opts.warm_runs)]
             if opts.phases == ['warm']:
@@ -239,6 +273,7 @@ def measure(lab, opts, collections):
                        'phase': phase, 'repeat': repeat, 'forks': forks, 'rc': outcome['rc'],
                        'wall_s': outcome['wall_s'], 'changed': changed, 'failed': failed,
                        'noop': all(v == 0 for v in changed.values()), 'setup_s': setup_s,
+                       'conversion_per_image_s': per_image, 'conversion_direct_s_per_host': per_image * 2 * domains,
                        'mean_per_host': summarize(per_host), 'per_host': per_host}
                 if outcome['rc']:
                     row['output_tail'] = outcome['tail']
@@ -254,7 +289,8 @@ def measure(lab, opts, collections):
 
 
 def add_conversion(rows):
-    """The images role's module run time cold minus warm: what converting the images cost per host."""
+    """The images role's module run time cold minus warm: what converting the images cost per host
+    (beside conversion_direct_s_per_host, the conversions timed on their own)."""
     warm = {(r['hosts'], r['domains']): r for r in rows if r['phase'] == 'warm' and r['repeat'] == 1}
     for row in rows:
         other = warm.get((row['hosts'], row['domains']))
@@ -276,7 +312,7 @@ def print_table(rows):
         actions = mean.get('by_action', {})
         tune_kb = actions.get('kvmio.tuning.kvm_disk_tune', {}).get('result_bytes', 0) / 1024
         pin_kb = actions.get('kvmio.tuning.iothread_pin', {}).get('result_bytes', 0) / 1024
-        conv = row.get('conversion_s_per_host')
+        conv = row.get('conversion_direct_s_per_host') if row['phase'] == 'cold' else None
         ok = 'yes' if row['rc'] == 0 and (row['phase'] == 'cold' or row['noop']) else 'NO'
         print('%-6s %3d %4d %5d %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f | %8s %9.1f %9.1f' % (
             row['phase'], row['hosts'], row['domains'], row['forks'], ok, row['wall_s'], mean.get('tasks', 0),
@@ -285,7 +321,8 @@ def print_table(rows):
             '%.2f' % conv if conv is not None else '-', tune_kb, pin_kb))
     print('per host (mean over hosts): tasks and module calls; host = sum of its task times = conn (ssh client, '
           'session, first handshake) + xfer (payload to the host) + run (host Python and the module) + ctrl '
-          '(controller: templating, AnsiballZ, worker, results); conv = images module run cold - warm; '
+          '(controller: templating, AnsiballZ, worker, results); conv = the 2D conversions of a host timed on their own '
+          '(qemu-img convert + compare of each image, as qcow2_create runs them; cold - warm images run in the JSON); '
           'tune/pin = kvm_disk_tune / iothread_pin result size.')
 
 
@@ -307,6 +344,8 @@ def main(argv=None):
     parser.add_argument('--warm-runs', type=int, default=1)
     parser.add_argument('--phases', nargs='+', choices=['cold', 'warm'], default=['cold', 'warm'])
     parser.add_argument('--image-size', default='64M')
+    parser.add_argument('--conversion-probe-mib', type=int, default=256,
+                        help='also time converting one image holding this much data (MiB; 0: skip), for the model')
     parser.add_argument('--extra-vars', type=json.loads, default={}, help='JSON extra vars for every run')
     parser.add_argument('--group-vars', type=json.loads, default={}, help='JSON inventory vars over the policy')
     parser.add_argument('--variant', default='', help='label; results go to fleet-VARIANT.json')
@@ -330,8 +369,20 @@ def main(argv=None):
         if not opts.keep:
             lab.teardown()
         shutil.rmtree(collections)     # removes the link, not the checkout it points to
+    probe = None
+    if opts.conversion_probe_mib:
+        work = tempfile.mkdtemp(prefix='kvmio-bench-fleet-conversion-', dir='/var/tmp')
+        try:
+            seconds = time_conversion(work, '%dM' % (2 * opts.conversion_probe_mib), opts.conversion_probe_mib)
+        finally:
+            shutil.rmtree(work)
+        probe = {'data_mib': opts.conversion_probe_mib, 'seconds': seconds,
+                 'mib_per_s': opts.conversion_probe_mib / seconds}
     print()
     print_table(rows)
+    if probe:
+        print('conversion of one image holding %d MiB of data (convert + compare): %.2f s, %.0f MiB/s of data'
+              % (probe['data_mib'], probe['seconds'], probe['mib_per_s']))
     print_actions(rows)
     load = os.getloadavg()
     meta = {'variant': opts.variant, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -342,7 +393,7 @@ def main(argv=None):
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     path = os.path.join(HERE, 'results', 'fleet%s.json' % ('-' + opts.variant if opts.variant else ''))
     with open(path, 'w', encoding='utf-8') as handle:
-        json.dump({'meta': meta, 'rows': rows}, handle, indent=1)
+        json.dump({'meta': meta, 'conversion_probe': probe, 'rows': rows}, handle, indent=1)
     print('\nload average at the end: %.2f %.2f %.2f on %d CPUs; wrote %s' % (load + (os.cpu_count(), path)))
     return rows
 

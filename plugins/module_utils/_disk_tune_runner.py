@@ -27,6 +27,7 @@ from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_domains
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
 from ._storage_probe import StorageProber
 
@@ -76,7 +77,12 @@ def argument_spec():
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
+
+
+# What result_detail=summary keeps of each domain entry.
+SUMMARY_DOMAIN_KEYS = ('name', 'changed', 'restart_required')
 
 
 def _queues(value, where):
@@ -237,14 +243,19 @@ class DiskTuneRun:
             for warning in plan.warnings:
                 self.module.warn(warning)
         changed_plans = [p for p in plans if p.changed]
+        full = self.params['result_detail'] == 'full'
+        domains = [{'name': p.name, 'changed': p.changed, 'restart_required': p.changed and p.name in active,
+                    'changes': p.changes if p.changed else [], 'disks': p.disks} for p in plans]
         result = {
             'changed': bool(changed_plans),
-            'domains': [{'name': p.name, 'changed': p.changed, 'restart_required': p.changed and p.name in active,
-                         'changes': p.changes if p.changed else [], 'disks': p.disks} for p in plans],
+            'domains': shape_domains(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
             'restart_required': sorted(p.name for p in changed_plans if p.name in active),
             'backups': backups,
+            'counts': {'domains': len(plans), 'changed': len(changed_plans),
+                       'restart_required': sum(1 for p in changed_plans if p.name in active),
+                       'disks': sum(len(p.disks) for p in plans), 'changes': sum(len(p.changes) for p in changed_plans)},
             # Probe facts once per storage path (many disks share bases and directories).
-            'storage': self.prober.all_facts() if self.prober is not None else {},
+            'storage': self.prober.all_facts() if self.prober is not None and full else {},
         }
         if self.module._diff:
             result['diff'] = [diff_entry(p) for p in changed_plans]

@@ -20,10 +20,13 @@ from ._errors import PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._pinning import DomainNeed, PinPolicy, allocate
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_domains
 from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides
 from ._topology import topology_from_capabilities
 
 PIN_KEYS = ('vcpu_pinning', 'emulator_pinning', 'iothread_pinning')
+# What result_detail=summary keeps of each domain entry.
+SUMMARY_DOMAIN_KEYS = ('name', 'changed', 'active', 'restart_required', 'iothreads')
 
 
 def argument_spec():
@@ -47,6 +50,7 @@ def argument_spec():
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
 
 
@@ -210,9 +214,15 @@ class IothreadPinRun:
                             'live_changes': live.get(plan.name, []), 'restart_required': restart,
                             'placement': placement.as_dict() if placement else None,
                             'iothreads': tunes[plan.name].iothreads})
-        result = {'changed': any(d['changed'] for d in domains), 'domains': domains,
+        result = {'changed': any(d['changed'] for d in domains),
+                  'domains': shape_domains(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
-                  'unplaced': unplaced, 'backups': backups}
+                  'unplaced': unplaced, 'backups': backups,
+                  'counts': {'domains': len(domains), 'changed': sum(1 for d in domains if d['changed']),
+                             'restart_required': sum(1 for d in domains if d['restart_required']),
+                             'placed': len(placements), 'unplaced': len(unplaced),
+                             'config_changes': sum(len(d['config_changes']) for d in domains),
+                             'live_changes': sum(len(d['live_changes']) for d in domains)}}
         if self.module._diff:
             result['diff'] = [diff_entry(p) for p in plans if p.changed]
         return result

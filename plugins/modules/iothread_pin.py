@@ -107,6 +107,17 @@ options:
     description: Directory where each domain's XML is saved (0600) before it is redefined.
     type: path
     default: /var/lib/kvmio/backups
+  result_detail:
+    description:
+      - How much the result holds. V(full) returns each domain's RV(domains[].placement),
+        RV(domains[].config_changes) and RV(domains[].live_changes).
+      - V(summary) keeps each domain's name, whether it changed, is running and needs a restart, and its
+        iothread count, with the RV(counts), RV(restart_required), RV(unplaced) and RV(backups). That is a small
+        result for a fleet run, whose results AWX stores as job events for every host.
+      - The C(kvmio.tuning.cpu_pinning) role uses V(summary) unless C(cpu_pinning_result_detail=full).
+    type: str
+    choices: [full, summary]
+    default: full
 seealso:
   - module: kvmio.tuning.kvm_disk_tune
   - name: libvirt CPU tuning
@@ -153,8 +164,15 @@ domains:
     name:
       description: Domain name.
       type: str
+    changed:
+      description: Whether this domain's configuration or live pins changed (in check mode, would change).
+      type: bool
+    active:
+      description: Whether the domain is running.
+      type: bool
     placement:
       description: Node, vCPU, emulator and iothread cpusets chosen by the allocator, and whether the existing pins were kept; null without V(auto) pinning.
+      returned: when O(result_detail=full)
       type: dict
       sample: {node: 0, kept: false, vcpus: {'0': '1', '1': '5'}, emulator: '0,4', iothreads: {'1': '0,4'}}
     iothreads:
@@ -162,15 +180,24 @@ domains:
       type: int
     config_changes:
       description: What changed in the stored configuration.
+      returned: when O(result_detail=full)
       type: list
       elements: dict
     live_changes:
       description: What changed in the running domain through live calls.
+      returned: when O(result_detail=full)
       type: list
       elements: dict
     restart_required:
       description: The running domain has configuration changes that apply at its next boot only.
       type: bool
+counts:
+  description: >-
+    How many domains were planned, changed, need a restart, were placed and not placed by the allocator,
+    and how many configuration and live changes were made.
+  returned: always
+  type: dict
+  sample: {domains: 100, changed: 100, restart_required: 0, placed: 100, unplaced: 0, config_changes: 400, live_changes: 0}
 restart_required:
   description: Running domains with changes that apply at their next boot.
   returned: always
