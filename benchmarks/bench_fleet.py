@@ -40,6 +40,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -79,7 +80,32 @@ def collection_root(source):
 
 # --- one run ---------------------------------------------------------------------------------------
 
-def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=True):
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def masters_cpu(control_dir):
+    """CPU seconds of the SSH master processes (ControlPersist) of ``control_dir``: they detach from
+    ansible-playbook, so its rusage does not count them, yet they carry (and encrypt) every session."""
+    total = 0.0
+    ticks = os.sysconf('SC_CLK_TCK')
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                if control_dir.encode() not in handle.read():
+                    continue
+            with open('/proc/%s/stat' % pid, encoding='ascii') as handle:
+                fields = handle.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks      # utime, stime
+    return total
+
+
+def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=True, extra_env=None, adhoc=None):
+    """One run of kvmio.tuning.tune (or of the ad-hoc module ``adhoc``) over ``inventory``, from no SSH
+    connection (a ControlPath directory of its own, closed after)."""
     work = os.path.join(lab.root, 'runs', run_id)
     os.makedirs(work)
     inventory_path = os.path.join(work, 'inventory.json')
@@ -97,14 +123,21 @@ def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=
     for key in [k for k in env if k.startswith('ANSIBLE_') and k in ('ANSIBLE_CONFIG', 'ANSIBLE_PIPELINING',
                                                                        'ANSIBLE_STRATEGY', 'ANSIBLE_SSH_ARGS')]:
         del env[key]            # the playbook's own settings are measured, not the caller's
+    env.update(extra_env or {})
     if timing:
         env.update(ANSIBLE_CALLBACK_PLUGINS=os.path.join(HELPERS, 'callback_plugins'),
-                   ANSIBLE_CALLBACKS_ENABLED='kvmio_fleet_timing', KVMIO_FLEET_TIMING=timing_path)
-    argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, 'kvmio.tuning.tune',
-            '-e', json.dumps(extra_vars or {})]
+                   ANSIBLE_CALLBACKS_ENABLED='kvmio_fleet_timing', KVMIO_FLEET_TIMING=timing_path,
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS='1')
+    if adhoc:
+        argv = [os.path.join(BIN, 'ansible'), '-i', inventory_path, 'hypervisors', '-m', adhoc]
+    else:
+        argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, 'kvmio.tuning.tune',
+                '-e', json.dumps(extra_vars or {})]
+    cpu_before = children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=work)
     wall = time.perf_counter() - start
+    controller_cpu = children_cpu() - cpu_before + masters_cpu(control_dir)
     lab.close_masters(control_dir)
     with open(os.path.join(work, 'output.log'), 'w', encoding='utf-8') as handle:
         handle.write(proc.stdout + proc.stderr)
@@ -114,7 +147,8 @@ def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=
     if timing and os.path.exists(timing_path):
         with open(timing_path, encoding='utf-8') as handle:
             records = [json.loads(line) for line in handle]
-    return {'rc': proc.returncode, 'wall_s': wall, 'recap': recap, 'records': records,
+    return {'rc': proc.returncode, 'wall_s': wall, 'controller_cpu_s': controller_cpu, 'recap': recap,
+            'records': records,
             'tail': (proc.stdout + proc.stderr)[-3000:] if proc.returncode else ''}
 
 
@@ -257,7 +291,7 @@ def measure(lab, opts, collections):
                 # Warm only: one unmeasured run first brings the hosts to the tuned state.
                 run_number += 1
                 first = run_playbook(lab, 'r%03d-prime' % run_number, inventory, forks, collections, opts.extra_vars,
-                                     timing=False)
+                                     timing=False, extra_env=opts.env)
                 if first['rc']:
                     raise SystemExit('the priming run failed: %s' % first['tail'])
                 phases = [('warm', i + 1) for i in range(opts.warm_runs)]
@@ -265,13 +299,15 @@ def measure(lab, opts, collections):
                 run_number += 1
                 run_id = 'r%03d-n%d-d%d-%s%d' % (run_number, hosts, domains, phase, repeat)
                 print('... %s' % run_id, flush=True)
-                outcome = run_playbook(lab, run_id, inventory, forks, collections, opts.extra_vars)
+                outcome = run_playbook(lab, run_id, inventory, forks, collections, opts.extra_vars, extra_env=opts.env)
                 per_host = host_split(outcome['records'])
                 changed = {h: c.get('changed', 0) for h, c in outcome['recap'].items()}
                 failed = {h: c.get('failed', 0) + c.get('unreachable', 0) for h, c in outcome['recap'].items()}
                 row = {'variant': opts.variant, 'hosts': hosts, 'domains': domains, 'images_per_host': 2 * domains,
                        'phase': phase, 'repeat': repeat, 'forks': forks, 'rc': outcome['rc'],
-                       'wall_s': outcome['wall_s'], 'changed': changed, 'failed': failed,
+                       'wall_s': outcome['wall_s'], 'controller_cpu_s': outcome['controller_cpu_s'],
+                       'controller_cpu_s_per_host': outcome['controller_cpu_s'] / hosts,
+                       'changed': changed, 'failed': failed,
                        'noop': all(v == 0 for v in changed.values()), 'setup_s': setup_s,
                        'conversion_per_image_s': per_image, 'conversion_direct_s_per_host': per_image * 2 * domains,
                        'mean_per_host': summarize(per_host), 'per_host': per_host}
@@ -282,10 +318,87 @@ def measure(lab, opts, collections):
                 if opts.uninstrumented and phase == 'warm' and repeat == 1:
                     run_number += 1
                     bare = run_playbook(lab, 'r%03d-n%d-d%d-warm-bare' % (run_number, hosts, domains), inventory,
-                                        forks, collections, opts.extra_vars, timing=False)
+                                        forks, collections, opts.extra_vars, timing=False, extra_env=opts.env)
                     row['uninstrumented_wall_s'] = bare['wall_s']
     add_conversion(rows)
     return rows
+
+
+# --- what each setting is worth ---------------------------------------------------------------------
+
+# (name, extra vars, environment): warm runs of the same tuned hosts, each against `shipped`, which is
+# what `ansible-playbook kvmio.tuning.tune` gives with ansible-core's defaults (ssh_args
+# "-C -o ControlMaster=auto -o ControlPersist=60s") and the playbook's own settings.
+ABLATIONS = [
+    ('shipped', {}, {}),
+    ('no-pipelining', {'kvmio_tune_pipelining': False}, {}),
+    ('linear', {'kvmio_tune_strategy': 'linear'}, {}),
+    ('full-results', {'disk_policy_result_detail': 'full', 'cpu_pinning_result_detail': 'full'}, {}),
+    ('ee-ssh-args', {}, {'ANSIBLE_SSH_ARGS': '-o ControlMaster=auto -o ControlPersist=600s -o ServerAliveInterval=30'}),
+    ('no-controlpersist', {}, {'ANSIBLE_SSH_ARGS': '-C -o ControlMaster=no'}),
+]
+
+
+def ablate(lab, opts, collections):
+    """Warm runs of each ABLATIONS variant, interleaved over --rounds rounds (a loaded machine drifts:
+    each round runs every variant once, in a rotated order), plus gathering facts with `setup`."""
+    hosts, domains = max(opts.hosts), max(opts.domains)
+    numbers = list(range(1, hosts + 1))
+    lab.create(hosts)
+    lab.populate(numbers, domains)
+    os.sync()
+    host_vars = {}
+    if opts.ablation_images:
+        host_vars = {n: {'images_list': [{'path': p, 'size': lab.image_size} for p in lab.images(n, domains)]}
+                     for n in numbers}
+    inventory = lab.inventory(numbers, host_vars, dict(POLICY, **opts.group_vars))
+    forks = opts.forks or hosts
+    prime = run_playbook(lab, 'prime', inventory, forks, collections, opts.extra_vars, timing=False, extra_env=opts.env)
+    if prime['rc']:
+        raise SystemExit('the priming run failed: %s' % prime['tail'])
+    variants = ABLATIONS + [('gather-facts', None, {})]
+    rows = []
+    for round_number in range(opts.rounds):
+        order = variants[round_number % len(variants):] + variants[:round_number % len(variants)]
+        for name, extra_vars, env in order:
+            run_id = 'a%d-%s' % (round_number + 1, name)
+            print('... %s' % run_id, flush=True)
+            outcome = run_playbook(lab, run_id, inventory, forks, collections, dict(opts.extra_vars, **(extra_vars or {})),
+                                   extra_env=dict(opts.env, **env), adhoc='ansible.builtin.setup' if extra_vars is None
+                                   else None)
+            per_host = host_split(outcome['records'])
+            changed = {h: c.get('changed', 0) for h, c in outcome['recap'].items()}
+            rows.append({'variant': name, 'round': round_number + 1, 'hosts': hosts, 'domains': domains,
+                         'images': bool(host_vars), 'forks': forks, 'rc': outcome['rc'], 'wall_s': outcome['wall_s'],
+                         'controller_cpu_s_per_host': outcome['controller_cpu_s'] / hosts,
+                         'noop': all(v == 0 for v in changed.values()), 'mean_per_host': summarize(per_host)})
+            if outcome['rc']:
+                print(outcome['tail'])
+    return rows
+
+
+def print_ablation(rows):
+    print('warm runs, medians over rounds; per host (mean over hosts)')
+    header = '%-18s %3s %8s | %5s %5s %8s %8s %8s %8s %8s %8s | %9s' % (
+        'variant', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer(s)', 'run(s)', 'ctrl(s)', 'cpu(s)',
+        'result(KB)')
+    print(header)
+    print('-' * len(header))
+    for name in dict.fromkeys(r['variant'] for r in rows):
+        runs = [r for r in rows if r['variant'] == name]
+
+        def med(get):
+            return statistics.median(get(r) for r in runs)
+        ok = 'yes' if all(r['rc'] == 0 and (r['noop'] or name == 'gather-facts') for r in runs) else 'NO'
+        result_kb = med(lambda r: sum(e.get('result_bytes', 0) for a, e in r['mean_per_host'].get('by_action', {}).items()
+                                      if a.startswith('kvmio.')) / 1024)
+        print('%-18s %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f | %9.1f' % (
+            name, ok, med(lambda r: r['wall_s']), med(lambda r: r['mean_per_host'].get('tasks', 0)),
+            med(lambda r: r['mean_per_host'].get('module_calls', 0)), med(lambda r: r['mean_per_host'].get('busy_s', 0)),
+            med(lambda r: r['mean_per_host'].get('connection_s', 0)), med(lambda r: r['mean_per_host'].get('transfer_s', 0)),
+            med(lambda r: r['mean_per_host'].get('run_s', 0)), med(lambda r: r['mean_per_host'].get('controller_s', 0)),
+            med(lambda r: r['controller_cpu_s_per_host']), result_kb))
+    print('gather-facts: `ansible hypervisors -m setup` over the same hosts, what gather_facts: true would add.')
 
 
 def add_conversion(rows):
@@ -302,9 +415,9 @@ def add_conversion(rows):
 
 
 def print_table(rows):
-    header = ('%-6s %3s %4s %5s %3s %8s | %5s %5s %8s %8s %8s %8s %8s | %8s %9s %9s' % (
+    header = ('%-6s %3s %4s %5s %3s %8s | %5s %5s %8s %8s %8s %8s %8s %8s | %8s %9s %9s' % (
         'phase', 'N', 'D', 'forks', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer(s)', 'run(s)',
-        'ctrl(s)', 'conv(s)', 'tune(KB)', 'pin(KB)'))
+        'ctrl(s)', 'cpu(s)', 'conv(s)', 'tune(KB)', 'pin(KB)'))
     print(header)
     print('-' * len(header))
     for row in rows:
@@ -314,14 +427,16 @@ def print_table(rows):
         pin_kb = actions.get('kvmio.tuning.iothread_pin', {}).get('result_bytes', 0) / 1024
         conv = row.get('conversion_direct_s_per_host') if row['phase'] == 'cold' else None
         ok = 'yes' if row['rc'] == 0 and (row['phase'] == 'cold' or row['noop']) else 'NO'
-        print('%-6s %3d %4d %5d %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f | %8s %9.1f %9.1f' % (
+        print('%-6s %3d %4d %5d %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f | %8s %9.1f %9.1f' % (
             row['phase'], row['hosts'], row['domains'], row['forks'], ok, row['wall_s'], mean.get('tasks', 0),
             mean.get('module_calls', 0), mean.get('busy_s', 0), mean.get('connection_s', 0),
             mean.get('transfer_s', 0), mean.get('run_s', 0), mean.get('controller_s', 0),
+            row['controller_cpu_s_per_host'],
             '%.2f' % conv if conv is not None else '-', tune_kb, pin_kb))
     print('per host (mean over hosts): tasks and module calls; host = sum of its task times = conn (ssh client, '
           'session, first handshake) + xfer (payload to the host) + run (host Python and the module) + ctrl '
-          '(controller: templating, AnsiballZ, worker, results); conv = the 2D conversions of a host timed on their own '
+          '(controller: templating, AnsiballZ, worker, results); cpu = controller CPU seconds per host (ansible-playbook, '
+          'its workers, ssh clients and masters); conv = the 2D conversions of a host timed on their own '
           '(qemu-img convert + compare of each image, as qcow2_create runs them; cold - warm images run in the JSON); '
           'tune/pin = kvm_disk_tune / iothread_pin result size.')
 
@@ -347,12 +462,19 @@ def main(argv=None):
     parser.add_argument('--conversion-probe-mib', type=int, default=256,
                         help='also time converting one image holding this much data (MiB; 0: skip), for the model')
     parser.add_argument('--extra-vars', type=json.loads, default={}, help='JSON extra vars for every run')
+    parser.add_argument('--env', type=json.loads, default={},
+                        help='JSON environment for ansible-playbook, e.g. {"ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto"}')
     parser.add_argument('--group-vars', type=json.loads, default={}, help='JSON inventory vars over the policy')
     parser.add_argument('--variant', default='', help='label; results go to fleet-VARIANT.json')
     parser.add_argument('--uninstrumented', action='store_true',
                         help='also time the first warm run without the timing callback (its overhead)')
     parser.add_argument('--collection', default=REPO,
                         help='checkout of kvmio.tuning to measure (default: this one), e.g. `git archive` of another commit')
+    parser.add_argument('--ablation', action='store_true',
+                        help='instead of the matrix: warm runs of each setting (ABLATIONS) on max(--hosts) hosts of '
+                             'max(--domains) domains, interleaved over --rounds')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--ablation-images', action='store_true', help='ablation hosts also list their images')
     parser.add_argument('--keep', action='store_true', help='leave the lab up (tear it down with --teardown)')
     parser.add_argument('--teardown', action='store_true', help='only remove a lab left by --keep')
     opts = parser.parse_args(argv)
@@ -364,13 +486,13 @@ def main(argv=None):
         return []
     collections = collection_root(opts.collection)
     try:
-        rows = measure(lab, opts, collections)
+        rows = ablate(lab, opts, collections) if opts.ablation else measure(lab, opts, collections)
     finally:
         if not opts.keep:
             lab.teardown()
         shutil.rmtree(collections)     # removes the link, not the checkout it points to
     probe = None
-    if opts.conversion_probe_mib:
+    if opts.conversion_probe_mib and not opts.ablation:
         work = tempfile.mkdtemp(prefix='kvmio-bench-fleet-conversion-', dir='/var/tmp')
         try:
             seconds = time_conversion(work, '%dM' % (2 * opts.conversion_probe_mib), opts.conversion_probe_mib)
@@ -379,11 +501,14 @@ def main(argv=None):
         probe = {'data_mib': opts.conversion_probe_mib, 'seconds': seconds,
                  'mib_per_s': opts.conversion_probe_mib / seconds}
     print()
-    print_table(rows)
+    if opts.ablation:
+        print_ablation(rows)
+    else:
+        print_table(rows)
+        print_actions(rows)
     if probe:
         print('conversion of one image holding %d MiB of data (convert + compare): %.2f s, %.0f MiB/s of data'
               % (probe['data_mib'], probe['seconds'], probe['mib_per_s']))
-    print_actions(rows)
     load = os.getloadavg()
     meta = {'variant': opts.variant, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
             'cpus': os.cpu_count(), 'loadavg_at_end': load, 'argv': sys.argv[1:] if argv is None else argv,
@@ -391,7 +516,8 @@ def main(argv=None):
             'commit': subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=opts.collection, capture_output=True,
                                      text=True, check=False).stdout.strip()}
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-    path = os.path.join(HERE, 'results', 'fleet%s.json' % ('-' + opts.variant if opts.variant else ''))
+    name = 'fleet-ablation' if opts.ablation else 'fleet'
+    path = os.path.join(HERE, 'results', '%s%s.json' % (name, '-' + opts.variant if opts.variant else ''))
     with open(path, 'w', encoding='utf-8') as handle:
         json.dump({'meta': meta, 'conversion_probe': probe, 'rows': rows}, handle, indent=1)
     print('\nload average at the end: %.2f %.2f %.2f on %d CPUs; wrote %s' % (load + (os.cpu_count(), path)))
