@@ -73,6 +73,7 @@ class DiskInfo:
     path: str | None = None           # file/block path, or a resolved volume path
     protocol: str | None = None       # network disks
     driver_name: str | None = None
+    image_format: str | None = None   # the format the domain declares (<driver type>), None if none
     readonly: bool = False
     shareable: bool = False
     current: dict = field(default_factory=dict)   # cache/io/discard/detect_zeroes as set now (None = unset)

@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
-from ._cpuset import format_cpuset, parse_cpuset
-from ._cputune_xml import current_iothreads, current_vcpu_pins
-from ._disk_plan import disk_info, volume_sources
+from ._cpuset import format_cpuset
+from ._cputune_xml import current_iothreads, current_pins
+from ._disk_xml import disk_info, volume_sources
 from ._domain_xml import parse_domain
 from ._errors import QemuImgError
 from ._findings import SEVERITIES, disk_findings, domain_findings, summarise
@@ -29,16 +29,6 @@ def argument_spec():
     spec.update({'probe_storage': {'type': 'bool', 'default': True},
                  'inspect_images': {'type': 'bool', 'default': True}})
     return spec
-
-
-def _pins(root, tag, key):
-    pins = {}
-    for pin in root.findall('cputune/%s' % tag):
-        try:
-            pins[int(pin.get(key))] = frozenset(parse_cpuset(pin.get('cpuset')))
-        except (TypeError, ValueError):
-            continue
-    return pins
 
 
 class FactsRun:
@@ -73,7 +63,7 @@ class FactsRun:
             emulators = sorted({r.findtext('devices/emulator') or '' for r in roots.values()} - {''})
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
-        all_vcpu_pins = {n: current_vcpu_pins(roots[n]) for n in roots}
+        all_vcpu_pins = {n: current_pins(roots[n]) for n in roots}
         domains, findings = [], []
         for name in names:
             root = roots[name]
@@ -95,7 +85,7 @@ class FactsRun:
                 if other != name and pins:
                     others |= set().union(*pins.values())
             vcpu_pins = all_vcpu_pins[name]
-            iothread_pins = _pins(root, 'iothreadpin', 'iothread')
+            iothread_pins = current_pins(root, 'iothreadpin', 'iothread')
             found = domain_findings(name, vcpu_pins, iothread_pins, others)
             findings.extend(found)
             emulator = root.find('cputune/emulatorpin')

@@ -256,10 +256,31 @@ domains:
       type: bool
       sample: false
     changes:
-      description: Each setting changed, with its old and new value and why.
+      description:
+        - Each setting changed, with its old and new value and why.
+        - The same shape as the C(config_changes) of M(kvmio.tuning.iothread_pin).
       type: list
       elements: dict
-      sample: [{disk: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4"}]
+      sample: [{device: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4", live: false}]
+      contains:
+        device:
+          description: What changes, as a user names it (V(vda), V(controller scsi 0)).
+          type: str
+        setting:
+          description: The setting (V(cache), V(io), V(discard), V(detect_zeroes), V(bus), V(target), V(model), V(queues)).
+          type: str
+        before:
+          description: The value before; null when unset.
+          type: raw
+        after:
+          description: The value after; null when removed.
+          type: raw
+        reason:
+          description: Why the collection chose it.
+          type: str
+        live:
+          description: Whether the change also reached the running domain without a restart.
+          type: bool
     disks:
       description: >-
         Every disk with its C(source), its settings before and after (C(cache), C(io), C(discard),

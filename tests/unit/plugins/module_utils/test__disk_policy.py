@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskInfo, DiskSettings, Guards, \
     decide_disk
-from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import StorageFacts
+from ansible_collections.kvmio.tuning.plugins.module_utils._support import StorageFacts
 from ansible_collections.kvmio.tuning.plugins.module_utils._support import HostSupport
 
 MODERN = HostSupport(qemu=(7, 2, 0), libvirt=(9, 0, 0), kernel=(6, 1, 0), io_uring_enabled=True,

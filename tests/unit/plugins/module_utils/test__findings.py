@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskInfo
 from ansible_collections.kvmio.tuning.plugins.module_utils._findings import disk_findings, domain_findings, summarise
-from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import StorageFacts
+from ansible_collections.kvmio.tuning.plugins.module_utils._support import StorageFacts
 from ansible_collections.kvmio.tuning.plugins.module_utils._support import HostSupport
 
 EXT4 = StorageFacts(path='/img/a.qcow2', kind='file', fstype='ext4', odirect=True, shared=False)
