@@ -29,7 +29,7 @@ from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 
 DISK_RULE_SPEC = {
@@ -176,6 +176,9 @@ class DiskTuneRun:
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
             xmls = client.inactive_xmls(doms)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
             for root in roots.values():
