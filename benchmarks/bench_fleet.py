@@ -61,6 +61,11 @@ POLICY = {
     'disk_policy_name': 'auto',
     'disk_policy_discard': True,
     'cpu_pinning_iothreads': 'auto',
+    'cpu_pinning_vcpu_pinning': 'auto',
+    'cpu_pinning_emulator_pinning': 'auto',
+    'cpu_pinning_iothread_pinning': 'auto',
+    'cpu_pinning_pinning_mode': 'shared',
+    # The same under the names of commits before 15-conventions, for --collection of an older checkout.
     'cpu_pinning_vcpus': 'auto',
     'cpu_pinning_emulator': 'auto',
     'cpu_pinning_iothread_pins': 'auto',
