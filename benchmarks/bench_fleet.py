@@ -139,10 +139,12 @@ def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=
         argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, 'kvmio.tuning.tune',
                 '-e', json.dumps(extra_vars or {})]
     cpu_before = children_cpu()
+    daemons_before = {n: lab.daemon_cpu(n) for n in lab.hosts}
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=work)
     wall = time.perf_counter() - start
     controller_cpu = children_cpu() - cpu_before + masters_cpu(control_dir)
+    daemons = {'hv%d' % n: lab.daemon_cpu(n) - daemons_before[n] for n in lab.hosts}
     lab.close_masters(control_dir)
     with open(os.path.join(work, 'output.log'), 'w', encoding='utf-8') as handle:
         handle.write(proc.stdout + proc.stderr)
@@ -152,8 +154,10 @@ def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=
     if timing and os.path.exists(timing_path):
         with open(timing_path, encoding='utf-8') as handle:
             records = [json.loads(line) for line in handle]
+    main = [r for r in records if r['record'] == 'process']
     return {'rc': proc.returncode, 'wall_s': wall, 'controller_cpu_s': controller_cpu, 'recap': recap,
-            'records': records,
+            'records': records, 'daemon_cpu_s': daemons,
+            'main_cpu_s': main[-1]['user'] + main[-1]['system'] if main else None,
             'tail': (proc.stdout + proc.stderr)[-3000:] if proc.returncode else ''}
 
 
@@ -166,13 +170,13 @@ def split_exec(record):
         return 0.0, wall, 0.0
     if 'T0' not in record or 'T2' not in record:
         return wall, 0.0, 0.0
-    remote = record['T2'] - record['T0']
+    remote = record.get('T3', record['T2']) - record['T0']
     connection = max(0.0, wall - remote)
     if record['kind'] == 'helper':
-        return connection, remote, 0.0
+        return connection, record['T2'] - record['T0'], 0.0
     if record['piped'] and 'T1' in record:
         return connection, record['T1'] - record['T0'], record['T2'] - record['T1']
-    return connection, 0.0, remote
+    return connection, 0.0, record['T2'] - record['T0']
 
 
 def host_split(records):
@@ -183,6 +187,8 @@ def host_split(records):
     result = {}
     for host, recs in sorted(hosts.items()):
         tasks = [r for r in recs if r['record'] == 'task']
+        if host == '?':
+            continue
         execs = sorted((r for r in recs if r['record'] == 'exec'), key=lambda r: r['start'])
         busy = sum(t['end'] - t['start'] for t in tasks)
         totals = {'connection': 0.0, 'transfer': 0.0, 'run': 0.0}
@@ -216,6 +222,8 @@ def host_split(records):
             'module_calls': sum(r['kind'] == 'module' for r in execs), 'commands': len(execs),
             'payload_bytes': sum(r['bytes'] for r in execs),
             'busy_s': busy, 'controller_s': max(0.0, busy - exec_wall), 'handshake_s': handshake,
+            'host_cpu_s': sum(r.get('cpu', 0.0) for r in execs),
+            'instrument_s': sum(r['T3'] - r['T2'] for r in execs if 'T3' in r and 'T2' in r),
             'connection_s': totals['connection'], 'transfer_s': totals['transfer'], 'run_s': totals['run'],
             'first_start': min(r['start'] for r in recs), 'last_end': max(r['end'] for r in recs),
             'by_action': by_action,
@@ -225,7 +233,7 @@ def host_split(records):
 
 def summarize(per_host):
     keys = ('tasks', 'module_calls', 'busy_s', 'connection_s', 'handshake_s', 'transfer_s', 'run_s', 'controller_s',
-            'payload_bytes')
+            'payload_bytes', 'host_cpu_s', 'instrument_s')
     if not per_host:
         return {}
     mean = {k: statistics.mean(h[k] for h in per_host.values()) for k in keys}
@@ -312,6 +320,8 @@ def measure(lab, opts, collections):
                        'phase': phase, 'repeat': repeat, 'forks': forks, 'rc': outcome['rc'],
                        'wall_s': outcome['wall_s'], 'controller_cpu_s': outcome['controller_cpu_s'],
                        'controller_cpu_s_per_host': outcome['controller_cpu_s'] / hosts,
+                       'main_cpu_s': outcome['main_cpu_s'],
+                       'libvirtd_cpu_s_per_host': statistics.mean(outcome['daemon_cpu_s']['hv%d' % n] for n in numbers),
                        'changed': changed, 'failed': failed,
                        'noop': all(v == 0 for v in changed.values()), 'setup_s': setup_s,
                        'conversion_per_image_s': per_image, 'conversion_direct_s_per_host': per_image * 2 * domains,
@@ -376,6 +386,8 @@ def ablate(lab, opts, collections):
             rows.append({'variant': name, 'round': round_number + 1, 'hosts': hosts, 'domains': domains,
                          'images': bool(host_vars), 'forks': forks, 'rc': outcome['rc'], 'wall_s': outcome['wall_s'],
                          'controller_cpu_s_per_host': outcome['controller_cpu_s'] / hosts,
+                         'main_cpu_s': outcome['main_cpu_s'],
+                         'libvirtd_cpu_s_per_host': statistics.mean(outcome['daemon_cpu_s']['hv%d' % n] for n in numbers),
                          'noop': all(v == 0 for v in changed.values()), 'mean_per_host': summarize(per_host)})
             if outcome['rc']:
                 print(outcome['tail'])
@@ -420,9 +432,9 @@ def add_conversion(rows):
 
 
 def print_table(rows):
-    header = ('%-6s %3s %4s %5s %3s %8s | %5s %5s %8s %8s %8s %8s %8s %8s | %8s %9s %9s' % (
-        'phase', 'N', 'D', 'forks', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer(s)', 'run(s)',
-        'ctrl(s)', 'cpu(s)', 'conv(s)', 'tune(KB)', 'pin(KB)'))
+    header = ('%-5s %3s %4s %5s %3s %7s | %5s %5s %7s %7s %6s %7s %7s | %7s %7s %6s | %7s %8s %7s' % (
+        'phase', 'N', 'D', 'forks', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer', 'run(s)',
+        'ctrl(s)', 'ccpu(s)', 'hcpu(s)', 'main', 'conv(s)', 'tune(KB)', 'pin(KB)'))
     print(header)
     print('-' * len(header))
     for row in rows:
@@ -432,18 +444,20 @@ def print_table(rows):
         pin_kb = actions.get('kvmio.tuning.iothread_pin', {}).get('result_bytes', 0) / 1024
         conv = row.get('conversion_direct_s_per_host') if row['phase'] == 'cold' else None
         ok = 'yes' if row['rc'] == 0 and (row['phase'] == 'cold' or row['noop']) else 'NO'
-        print('%-6s %3d %4d %5d %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f | %8s %9.1f %9.1f' % (
+        main = row.get('main_cpu_s')
+        print('%-5s %3d %4d %5d %3s %7.2f | %5.1f %5.1f %7.2f %7.2f %6.2f %7.2f %7.2f | %7.2f %7.2f %6s | %7s %8.1f %7.1f' % (
             row['phase'], row['hosts'], row['domains'], row['forks'], ok, row['wall_s'], mean.get('tasks', 0),
             mean.get('module_calls', 0), mean.get('busy_s', 0), mean.get('connection_s', 0),
             mean.get('transfer_s', 0), mean.get('run_s', 0), mean.get('controller_s', 0),
-            row['controller_cpu_s_per_host'],
-            '%.2f' % conv if conv is not None else '-', tune_kb, pin_kb))
-    print('per host (mean over hosts): tasks and module calls; host = sum of its task times = conn (ssh client, '
+            row['controller_cpu_s_per_host'], mean.get('host_cpu_s', 0) + row.get('libvirtd_cpu_s_per_host', 0),
+            '%.2f' % main if main is not None else '-', '%.2f' % conv if conv is not None else '-', tune_kb, pin_kb))
+    print('Per host, mean over hosts: tasks and module calls; host = the sum of its task times = conn (ssh client, '
           'session, first handshake) + xfer (payload to the host) + run (host Python and the module) + ctrl '
-          '(controller: templating, AnsiballZ, worker, results); cpu = controller CPU seconds per host (ansible-playbook, '
-          'its workers, ssh clients and masters); conv = the 2D conversions of a host timed on their own '
-          '(qemu-img convert + compare of each image, as qcow2_create runs them; cold - warm images run in the JSON); '
-          'tune/pin = kvm_disk_tune / iothread_pin result size.')
+          '(controller: templating, AnsiballZ, worker, results). CPU seconds: ccpu = controller per host '
+          '(ansible-playbook, workers, ssh clients and masters, divided by N), hcpu = hypervisor per host (the '
+          'modules with their qemu-img, and libvirtd); main = ansible-playbook\'s main process for the whole run '
+          '(one core at most). conv = the 2D conversions of a host timed on their own (qemu-img convert + compare '
+          'of each image, as qcow2_create runs them). tune/pin = kvm_disk_tune / iothread_pin result size.')
 
 
 def print_actions(rows):

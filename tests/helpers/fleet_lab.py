@@ -193,6 +193,24 @@ class FleetLab:
             if proc.returncode:
                 raise RuntimeError('populating %s failed: %s' % (self.user(number), output[-2000:]))
 
+    def daemon_cpu(self, number):
+        """CPU seconds the host's libvirtd and virtlogd have used so far (they do the libvirt calls' work)."""
+        uid = pwd.getpwnam(self.user(number)).pw_uid
+        ticks = os.sysconf('SC_CLK_TCK')
+        total = 0.0
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                if os.stat('/proc/%s' % pid).st_uid != uid:
+                    continue
+                with open('/proc/%s/stat' % pid, encoding='ascii') as handle:
+                    comm, fields = handle.read().split(' (', 1)[1].rsplit(') ', 1)
+            except (OSError, ValueError):
+                continue
+            if comm in ('libvirtd', 'virtlogd'):
+                fields = fields.split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
     def images(self, number, domains):
         """The image paths of a populated host, in domain order."""
         return [os.path.join(self.home(number), 'images', '%s%03d-%s.qcow2' % (self.domain_prefix, i, dev))

@@ -10,21 +10,25 @@ ANSIBLE_CALLBACKS_ENABLED=kvmio_fleet_timing and KVMIO_FLEET_TIMING=FILE (JSON l
 How it measures, without changing what Ansible does:
 - Every task of every host: the controller's time from ``v2_runner_on_start`` to its result.
 - Every command the ssh connection plugin runs (its ``exec_command`` is wrapped in the controller
-  before the workers fork): the controller's wall time around it, and three timestamps taken on the
-  host by bash (``$EPOCHREALTIME``, the same clock: it is one machine) - when the remote shell
-  started (T0), when the module's payload had arrived on its stdin (T1: the wrapper first copies
-  stdin to a file, which is what a pipelined module's interpreter does first anyway) and when the
-  interpreter exited (T2). Then
+  before the workers fork): the controller's wall time around it, and timestamps taken on the host
+  by bash (``$EPOCHREALTIME``, the same clock: it is one machine) - when the remote shell started
+  (T0), when the module's payload had arrived on its stdin (T1: the wrapper first copies stdin to a
+  file, which is what a pipelined module's interpreter does first anyway), when the interpreter
+  exited (T2) and when the wrapper had cleaned up (T3) - and the CPU time of the interpreter and
+  what it ran (qemu-img), from bash's ``times``. Then
 
-    connection = (T0 - start) + (end - T2)   ssh client, multiplexed session or first handshake, exit
+    connection = (T0 - start) + (end - T3)   ssh client, multiplexed session or first handshake, exit
     transfer   = T1 - T0                     the pipelined payload reaching the host
     run        = T2 - T1                     the host's Python: AnsiballZ unpacking, imports, the module
+    (T3 - T2 is the wrapper's own clean-up, counted apart as instrument overhead)
 
   Without pipelining, file transfers (``put_file``) and the helper commands (mkdir, chmod) count as
   transfer, and the ``python AnsiballZ_*.py`` command as run.
 - controller = a task's time minus the commands above: templating, building the module payload
   (AnsiballZ), forking the worker, queueing and processing the result (includes, set_fact,
   validate_argument_spec and skipped tasks are all controller time).
+- At the end, the CPU time of ansible-playbook's main process on its own (``os.times``): it runs the
+  strategy and handles every result, one core at most however many forks there are.
 
 The wrapper's own cost (one ``cat`` and one ``rm`` on the host per module call) is inside the
 figures; ``bench_fleet.py --uninstrumented`` times a run without the instrument beside one with it.
@@ -53,7 +57,10 @@ DOCUMENTATION = '''
 '''
 
 _MARK = '@@kvmio-timing@@'
-_MARK_RE = re.compile((r'\r?\n%s (T[012]) ([0-9.]+)\r?\n' % re.escape(_MARK)).encode())
+_MARK_RE = re.compile((r'\r?\n%s (T[0123]) ([0-9.]+)\r?\n' % re.escape(_MARK)).encode())
+# bash's `times`: the shell's user and system time, then its children's (the interpreter, qemu-img).
+_CPU_RE = re.compile((r'\r?\n%s CPU \d+m[0-9.]+s \d+m[0-9.]+s\r?\n(\d+)m([0-9.]+)s (\d+)m([0-9.]+)s\r?\n'
+                      % re.escape(_MARK)).encode())
 _MODULE_CMD = re.compile(r'python[0-9.]*[\'"]? +[\'"]?\S*AnsiballZ_')     # not the chmod of the file
 _OUT = os.environ.get('KVMIO_FLEET_TIMING')
 _CURRENT = {}          # in a worker process: the task and host it runs
@@ -75,17 +82,21 @@ def _stamp(name):
 
 
 def _wrapped(cmd, piped):
+    cpu = 'printf "\n%s CPU " >&2; times >&2' % _MARK     # a builtin: no fork
     if piped:
-        script = ('%s; f="${TMPDIR:-/tmp}/.kvmio-timing.$$"; cat >"$f"; %s; %s <"$f"; rc=$?; %s; rm -f "$f"; '
-                  'exit $rc' % (_stamp('T0'), _stamp('T1'), cmd, _stamp('T2')))
+        script = ('%s; f="${TMPDIR:-/tmp}/.kvmio-timing.$$"; cat >"$f"; %s; %s <"$f"; rc=$?; %s; rm -f "$f"; %s; '
+                  '%s; exit $rc' % (_stamp('T0'), _stamp('T1'), cmd, _stamp('T2'), cpu, _stamp('T3')))
     else:
-        script = '%s; %s; rc=$?; %s; exit $rc' % (_stamp('T0'), cmd, _stamp('T2'))
+        script = '%s; %s; rc=$?; %s; %s; %s; exit $rc' % (_stamp('T0'), cmd, _stamp('T2'), cpu, _stamp('T3'))
     return '/bin/bash -c %s' % shlex.quote(script)
 
 
 def _strip(data):
-    stamps = {k.decode(): float(v) for k, v in _MARK_RE.findall(data or b'')}
-    return _MARK_RE.sub(b'', data or b''), stamps
+    data = data or b''
+    stamps = {k.decode(): float(v) for k, v in _MARK_RE.findall(data)}
+    for minutes_user, user, minutes_sys, system in _CPU_RE.findall(data):
+        stamps['cpu'] = 60 * (int(minutes_user) + int(minutes_sys)) + float(user) + float(system)
+    return _CPU_RE.sub(b'', _MARK_RE.sub(b'', data)), stamps
 
 
 def _install():
@@ -155,3 +166,8 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_unreachable(self, result):
         self._done(result, 'unreachable')
+
+    def v2_playbook_on_stats(self, stats):
+        times = os.times()
+        _write({'record': 'process', 'user': times.user, 'system': times.system,
+                'children_user': times.children_user, 'children_system': times.children_system})
