@@ -108,9 +108,10 @@ def masters_cpu(control_dir):
     return total
 
 
-def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=True, extra_env=None, adhoc=None):
-    """One run of kvmio.tuning.tune (or of the ad-hoc module ``adhoc``) over ``inventory``, from no SSH
-    connection (a ControlPath directory of its own, closed after)."""
+def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=True, extra_env=None, adhoc=None,
+                 playbook=None):
+    """One run of kvmio.tuning.tune (or of the playbook text ``playbook``, or of the ad-hoc module
+    ``adhoc``) over ``inventory``, from no SSH connection (a ControlPath directory of its own, closed after)."""
     work = os.path.join(lab.root, 'runs', run_id)
     os.makedirs(work)
     inventory_path = os.path.join(work, 'inventory.json')
@@ -136,8 +137,12 @@ def run_playbook(lab, run_id, inventory, forks, collections, extra_vars, timing=
     if adhoc:
         argv = [os.path.join(BIN, 'ansible'), '-i', inventory_path, 'hypervisors', '-m', adhoc]
     else:
-        argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, 'kvmio.tuning.tune',
-                '-e', json.dumps(extra_vars or {})]
+        target = 'kvmio.tuning.tune'
+        if playbook:
+            target = os.path.join(work, 'playbook.yml')
+            with open(target, 'w', encoding='utf-8') as handle:
+                handle.write(playbook)
+        argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory_path, target, '-e', json.dumps(extra_vars or {})]
     cpu_before = children_cpu()
     daemons_before = {n: lab.daemon_cpu(n) for n in lab.hosts}
     start = time.perf_counter()
@@ -341,16 +346,66 @@ def measure(lab, opts, collections):
 
 # --- what each setting is worth ---------------------------------------------------------------------
 
-# (name, extra vars, environment): warm runs of the same tuned hosts, each against `shipped`, which is
-# what `ansible-playbook kvmio.tuning.tune` gives with ansible-core's defaults (ssh_args
-# "-C -o ControlMaster=auto -o ControlPersist=60s") and the playbook's own settings.
+# Other shapes of tune.yml, with the same connection settings as the shipped one.
+_PLAY = """- name: %s
+  hosts: hypervisors
+  gather_facts: false
+  strategy: free
+  vars:
+    ansible_pipelining: true
+  tasks:
+"""
+# Before issue 17: every role included (an include task per role and host), restart included unconditionally.
+INCLUDES_PLAYBOOK = _PLAY % 'tune.yml as it was, every role included' + """
+    - ansible.builtin.include_role: {name: kvmio.tuning.images}
+      when: images_list | default([]) | length > 0
+    - ansible.builtin.include_role: {name: kvmio.tuning.disk_policy}
+    - ansible.builtin.include_role: {name: kvmio.tuning.cpu_pinning}
+      when: kvmio_tune_cpu_pinning | default(true) | bool
+    - ansible.builtin.include_role: {name: kvmio.tuning.restart}
+"""
+# The shipped structure without the roles' argument validation task.
+NO_VALIDATION_PLAYBOOK = _PLAY % 'tune.yml without role argument validation' + """
+    - ansible.builtin.include_role: {name: kvmio.tuning.images, rolespec_validate: false}
+      when: images_list | default([]) | length > 0
+    - ansible.builtin.import_role: {name: kvmio.tuning.disk_policy, rolespec_validate: false}
+    - ansible.builtin.import_role: {name: kvmio.tuning.cpu_pinning, rolespec_validate: false}
+      when: kvmio_tune_cpu_pinning | default(true) | bool
+"""
+# The floor: the two modules as bare tasks (no roles, no exports), as the roles call them.
+MODULES_ONLY_PLAYBOOK = _PLAY % 'the modules alone' + """
+    - kvmio.tuning.kvm_disk_tune:
+        uri: qemu:///session
+        backup_dir: ~/kvmio-backups
+        discard: unmap
+        detect_zeroes: auto
+        result_detail: summary
+    - kvmio.tuning.iothread_pin:
+        uri: qemu:///session
+        backup_dir: ~/kvmio-backups
+        iothreads: auto
+        vcpu_pinning: auto
+        emulator_pinning: auto
+        iothread_pinning: auto
+        pinning_mode: shared
+        result_detail: summary
+"""
+
+# (name, extra vars, environment, playbook text or None for kvmio.tuning.tune): warm runs of the same
+# tuned hosts, each against `shipped`, which is what `ansible-playbook kvmio.tuning.tune` gives with
+# ansible-core's defaults (ssh_args "-C -o ControlMaster=auto -o ControlPersist=60s") and the playbook's
+# own settings.
 ABLATIONS = [
-    ('shipped', {}, {}),
-    ('no-pipelining', {'kvmio_tune_pipelining': False}, {}),
-    ('linear', {'kvmio_tune_strategy': 'linear'}, {}),
-    ('full-results', {'disk_policy_result_detail': 'full', 'cpu_pinning_result_detail': 'full'}, {}),
-    ('ee-ssh-args', {}, {'ANSIBLE_SSH_ARGS': '-o ControlMaster=auto -o ControlPersist=600s -o ServerAliveInterval=30'}),
-    ('no-controlpersist', {}, {'ANSIBLE_SSH_ARGS': '-C -o ControlMaster=no'}),
+    ('shipped', {}, {}, None),
+    ('no-pipelining', {'kvmio_tune_pipelining': False}, {}, None),
+    ('linear', {'kvmio_tune_strategy': 'linear'}, {}, None),
+    ('full-results', {'disk_policy_result_detail': 'full', 'cpu_pinning_result_detail': 'full'}, {}, None),
+    ('ee-ssh-args', {}, {'ANSIBLE_SSH_ARGS': '-o ControlMaster=auto -o ControlPersist=600s -o ServerAliveInterval=30'},
+     None),
+    ('no-controlpersist', {}, {'ANSIBLE_SSH_ARGS': '-C -o ControlMaster=no'}, None),
+    ('all-included', {}, {}, INCLUDES_PLAYBOOK),
+    ('no-validation', {}, {}, NO_VALIDATION_PLAYBOOK),
+    ('modules-only', {}, {}, MODULES_ONLY_PLAYBOOK),
 ]
 
 
@@ -371,16 +426,16 @@ def ablate(lab, opts, collections):
     prime = run_playbook(lab, 'prime', inventory, forks, collections, opts.extra_vars, timing=False, extra_env=opts.env)
     if prime['rc']:
         raise SystemExit('the priming run failed: %s' % prime['tail'])
-    variants = ABLATIONS + [('gather-facts', None, {})]
+    variants = ABLATIONS + [('gather-facts', None, {}, None)]
     rows = []
     for round_number in range(opts.rounds):
         order = variants[round_number % len(variants):] + variants[:round_number % len(variants)]
-        for name, extra_vars, env in order:
+        for name, extra_vars, env, playbook in order:
             run_id = 'a%d-%s' % (round_number + 1, name)
             print('... %s' % run_id, flush=True)
             outcome = run_playbook(lab, run_id, inventory, forks, collections, dict(opts.extra_vars, **(extra_vars or {})),
                                    extra_env=dict(opts.env, **env), adhoc='ansible.builtin.setup' if extra_vars is None
-                                   else None)
+                                   else None, playbook=playbook)
             per_host = host_split(outcome['records'])
             changed = {h: c.get('changed', 0) for h, c in outcome['recap'].items()}
             rows.append({'variant': name, 'round': round_number + 1, 'hosts': hosts, 'domains': domains,
@@ -396,9 +451,9 @@ def ablate(lab, opts, collections):
 
 def print_ablation(rows):
     print('warm runs, medians over rounds; per host (mean over hosts)')
-    header = '%-18s %3s %8s | %5s %5s %8s %8s %8s %8s %8s %8s | %9s' % (
-        'variant', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer(s)', 'run(s)', 'ctrl(s)', 'cpu(s)',
-        'result(KB)')
+    header = '%-18s %3s %8s | %5s %5s %8s %8s %8s %8s %8s | %7s %7s %7s | %9s' % (
+        'variant', 'ok', 'wall(s)', 'tasks', 'calls', 'host(s)', 'conn(s)', 'xfer(s)', 'run(s)', 'ctrl(s)', 'ccpu(s)',
+        'main(s)', 'hcpu(s)', 'result(KB)')
     print(header)
     print('-' * len(header))
     for name in dict.fromkeys(r['variant'] for r in rows):
@@ -409,13 +464,16 @@ def print_ablation(rows):
         ok = 'yes' if all(r['rc'] == 0 and (r['noop'] or name == 'gather-facts') for r in runs) else 'NO'
         result_kb = med(lambda r: sum(e.get('result_bytes', 0) for a, e in r['mean_per_host'].get('by_action', {}).items()
                                       if a.startswith('kvmio.')) / 1024)
-        print('%-18s %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f | %9.1f' % (
+        print('%-18s %3s %8.2f | %5.1f %5.1f %8.2f %8.2f %8.2f %8.2f %8.2f | %7.2f %7.2f %7.2f | %9.1f' % (
             name, ok, med(lambda r: r['wall_s']), med(lambda r: r['mean_per_host'].get('tasks', 0)),
             med(lambda r: r['mean_per_host'].get('module_calls', 0)), med(lambda r: r['mean_per_host'].get('busy_s', 0)),
             med(lambda r: r['mean_per_host'].get('connection_s', 0)), med(lambda r: r['mean_per_host'].get('transfer_s', 0)),
             med(lambda r: r['mean_per_host'].get('run_s', 0)), med(lambda r: r['mean_per_host'].get('controller_s', 0)),
-            med(lambda r: r['controller_cpu_s_per_host']), result_kb))
-    print('gather-facts: `ansible hypervisors -m setup` over the same hosts, what gather_facts: true would add.')
+            med(lambda r: r['controller_cpu_s_per_host']), med(lambda r: r['main_cpu_s'] or 0),
+            med(lambda r: r['mean_per_host'].get('host_cpu_s', 0) + r['libvirtd_cpu_s_per_host']), result_kb))
+    print('ccpu: controller CPU per host; main: ansible-playbook\'s main process CPU for the run; hcpu: hypervisor '
+          'CPU per host. gather-facts: `ansible hypervisors -m setup` over the same hosts, what gather_facts: true '
+          'would add.')
 
 
 def add_conversion(rows):
