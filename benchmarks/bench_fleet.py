@@ -476,6 +476,83 @@ def print_ablation(rows):
           'would add.')
 
 
+# --- the controller alone, at fleet scale ---------------------------------------------------------------
+
+CONTROLLER_PLAYBOOK = """- name: Controller cost per host and task, no SSH
+  hosts: all
+  gather_facts: false
+  strategy: "{{ kvmio_tune_strategy | default('free') }}"
+  tasks:
+%s"""
+
+
+def controller_scale(opts):
+    """ansible-playbook alone over many hosts (--controller-hosts, no SSH, no hypervisor): T tasks of
+    ansible.builtin.debug per host with --forks forks, strategy free and linear. A debug task costs the
+    controller what every task costs it (a worker fork, templating, the result through the main process)
+    without a connection: the part of a fleet run this 2-CPU machine can run at 50 forks and 1,000 hosts."""
+    work = tempfile.mkdtemp(prefix='kvmio-bench-fleet-controller-', dir='/var/tmp')
+    rows = []
+    try:
+        tasks = ''.join('    - name: Task %d\n      ansible.builtin.debug:\n        msg: "{{ inventory_hostname }} %d"\n'
+                        % (i, i) for i in range(opts.controller_tasks))
+        playbook = os.path.join(work, 'playbook.yml')
+        with open(playbook, 'w', encoding='utf-8') as handle:
+            handle.write(CONTROLLER_PLAYBOOK % tasks)
+        inventory = os.path.join(work, 'inventory.json')
+        with open(inventory, 'w', encoding='utf-8') as handle:
+            json.dump({'all': {'hosts': {'h%04d' % i: {} for i in range(opts.controller_hosts)},
+                               'vars': {'ansible_connection': 'local'}}}, handle)
+        for round_number in range(opts.rounds):
+            for strategy in ('free', 'linear'):
+                timing = os.path.join(work, 'timing-%s-%d.jsonl' % (strategy, round_number))
+                env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORKS=str(opts.forks or 50),
+                           ANSIBLE_HOME=os.path.join(work, 'home'), ANSIBLE_LOCAL_TEMP=os.path.join(work, 'tmp'),
+                           ANSIBLE_CALLBACK_PLUGINS=os.path.join(HELPERS, 'callback_plugins'),
+                           ANSIBLE_CALLBACKS_ENABLED='kvmio_fleet_timing', KVMIO_FLEET_TIMING=timing,
+                           ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal')
+                print('... controller %s round %d' % (strategy, round_number + 1), flush=True)
+                cpu_before = children_cpu()
+                start = time.perf_counter()
+                proc = subprocess.run([os.path.join(BIN, 'ansible-playbook'), '-i', inventory, playbook,
+                                       '-e', 'kvmio_tune_strategy=%s' % strategy], env=env, capture_output=True,
+                                      text=True, check=False)
+                wall = time.perf_counter() - start
+                cpu = children_cpu() - cpu_before
+                with open(timing, encoding='utf-8') as handle:
+                    records = [json.loads(line) for line in handle]
+                main = [r for r in records if r['record'] == 'process']
+                host_tasks = opts.controller_hosts * opts.controller_tasks
+                rows.append({'strategy': strategy, 'round': round_number + 1, 'hosts': opts.controller_hosts,
+                             'tasks': opts.controller_tasks, 'forks': opts.forks or 50, 'rc': proc.returncode,
+                             'wall_s': wall, 'controller_cpu_s': cpu,
+                             'main_cpu_s': main[-1]['user'] + main[-1]['system'] if main else None,
+                             'cpu_per_host_task_ms': 1000 * cpu / host_tasks,
+                             'main_per_host_task_ms': 1000 * (main[-1]['user'] + main[-1]['system']) / host_tasks
+                             if main else None,
+                             'wall_per_host_task_ms': 1000 * wall / host_tasks})
+                if proc.returncode:
+                    print((proc.stdout + proc.stderr)[-2000:])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def print_controller(rows):
+    print('ansible-playbook alone: %d hosts x %d debug tasks, %d forks (medians over rounds)'
+          % (rows[0]['hosts'], rows[0]['tasks'], rows[0]['forks']))
+    print('%-8s %3s %8s %10s %9s | %14s %15s %14s' % ('strategy', 'ok', 'wall(s)', 'ctrl cpu(s)', 'main(s)',
+                                                     'cpu/host-task', 'main/host-task', 'wall/host-task'))
+    for strategy in ('free', 'linear'):
+        runs = [r for r in rows if r['strategy'] == strategy]
+
+        def med(key):
+            return statistics.median(r[key] or 0 for r in runs)
+        print('%-8s %3s %8.1f %10.1f %9.1f | %11.1f ms %12.1f ms %11.1f ms' % (
+            strategy, 'yes' if all(r['rc'] == 0 for r in runs) else 'NO', med('wall_s'), med('controller_cpu_s'),
+            med('main_cpu_s'), med('cpu_per_host_task_ms'), med('main_per_host_task_ms'), med('wall_per_host_task_ms')))
+
+
 def add_conversion(rows):
     """The images role's module run time cold minus warm: what converting the images cost per host
     (beside conversion_direct_s_per_host, the conversions timed on their own)."""
@@ -552,11 +629,27 @@ def main(argv=None):
                              'max(--domains) domains, interleaved over --rounds')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--ablation-images', action='store_true', help='ablation hosts also list their images')
+    parser.add_argument('--controller-hosts', type=int, default=0,
+                        help='instead of the matrix: ansible-playbook alone over this many hosts (no SSH), '
+                             '--controller-tasks debug tasks each, strategy free and linear, --rounds rounds')
+    parser.add_argument('--controller-tasks', type=int, default=8)
     parser.add_argument('--keep', action='store_true', help='leave the lab up (tear it down with --teardown)')
     parser.add_argument('--teardown', action='store_true', help='only remove a lab left by --keep')
     opts = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit('run as root: the lab creates users, an sshd and their libvirt daemons')
+    if opts.controller_hosts:
+        rows = controller_scale(opts)
+        print()
+        print_controller(rows)
+        os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
+        path = os.path.join(HERE, 'results', 'fleet-controller%s.json' % ('-' + opts.variant if opts.variant else ''))
+        with open(path, 'w', encoding='utf-8') as handle:
+            json.dump({'meta': {'cpus': os.cpu_count(), 'loadavg_at_end': os.getloadavg(),
+                                'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')},
+                       'rows': rows}, handle, indent=1)
+        print('wrote %s' % path)
+        return rows
     lab = FleetLab(image_size=opts.image_size)
     if opts.teardown:
         lab.teardown()
