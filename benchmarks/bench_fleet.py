@@ -206,15 +206,16 @@ def host_split(records):
             totals['run'] += run
             overheads.append(connection)
             entry = by_action.setdefault(record.get('action', '?'), {'calls': 0, 'connection': 0.0, 'transfer': 0.0,
-                                                                     'run': 0.0, 'payload_bytes': 0})
+                                                                     'run': 0.0, 'payload_bytes': 0, 'host_cpu': 0.0})
             entry['calls'] += record['kind'] == 'module'
+            entry['host_cpu'] += record.get('cpu', 0.0)
             entry['connection'] += connection
             entry['transfer'] += transfer
             entry['run'] += run
             entry['payload_bytes'] += record['bytes']
         for task in tasks:
             entry = by_action.setdefault(task['action'], {'calls': 0, 'connection': 0.0, 'transfer': 0.0, 'run': 0.0,
-                                                          'payload_bytes': 0})
+                                                          'payload_bytes': 0, 'host_cpu': 0.0})
             entry['tasks'] = entry.get('tasks', 0) + 1
             entry['task_s'] = entry.get('task_s', 0.0) + task['end'] - task['start']
             entry['result_bytes'] = entry.get('result_bytes', 0) + task['result_bytes']
@@ -248,7 +249,7 @@ def summarize(per_host):
     for action in actions:
         entries = [h['by_action'].get(action, {}) for h in per_host.values()]
         mean['by_action'][action] = {k: statistics.mean(e.get(k, 0) for e in entries)
-                                     for k in ('tasks', 'calls', 'task_s', 'connection', 'transfer', 'run',
+                                     for k in ('tasks', 'calls', 'task_s', 'connection', 'transfer', 'run', 'host_cpu',
                                                'payload_bytes', 'result_bytes')}
     return mean
 
@@ -596,13 +597,14 @@ def print_table(rows):
 
 
 def print_actions(rows):
-    print('\nper module, per host (mean): calls, run (s), connection+transfer (s), task time (s), result (KB)')
+    print('\nper module, per host (mean): calls, run (s), its CPU on the host (s), connection+transfer (s), task time (s), '
+          'result (KB)')
     for row in rows:
         print('%s N=%d D=%d:' % (row['phase'], row['hosts'], row['domains']))
         for action, entry in sorted(row['mean_per_host'].get('by_action', {}).items()):
-            print('  %-36s tasks %4.1f calls %5.1f run %7.3f conn+xfer %7.3f task %7.3f result %8.1f' % (
-                action, entry['tasks'], entry['calls'], entry['run'], entry['connection'] + entry['transfer'],
-                entry['task_s'], entry['result_bytes'] / 1024))
+            print('  %-38s tasks %4.1f calls %5.1f run %7.3f cpu %7.3f conn+xfer %7.3f task %7.3f result %8.1f' % (
+                action, entry['tasks'], entry['calls'], entry['run'], entry['host_cpu'],
+                entry['connection'] + entry['transfer'], entry['task_s'], entry['result_bytes'] / 1024))
 
 
 def main(argv=None):
