@@ -113,12 +113,14 @@ def _apply_iothreads(root, tune, plan):
             if number not in have:
                 make_child(ids, 'iothread', {'id': number})
     users = iothread_users(root)
-    for position, el in enumerate(users):
+    position = 0    # round robin over the users without a disk_iothreads choice, so none is left idle
+    for el in users:
         target = el.find('target')
         dev = target.get('dev') if target is not None else None
         wanted_id = tune.disk_iothreads.get(dev) if dev else None
         if wanted_id is None:
             wanted_id = (position % wanted) + 1 if wanted else None
+            position += 1
         driver = el.find('driver')
         before = driver.get('iothread') if driver is not None else None
         if wanted_id is None:
@@ -158,6 +160,11 @@ def _set_pin(cputune, tag, key, number, cpus, plan, device):
         plan.changes.append(Change(device, 'pin', before, wanted, live=True))
 
 
+def _remove_stale_pin(cputune, pin, plan, device):
+    remove_child(cputune, pin)
+    plan.changes.append(Change(device, 'pin', pin.get('cpuset'), None, 'the domain has no %s' % device))
+
+
 def _apply_pins(root, tune, plan):
     if tune.vcpus is None and tune.emulator is None and tune.iothread_pins is None:
         return
@@ -166,7 +173,7 @@ def _apply_pins(root, tune, plan):
         count = vcpu_count(root) or 1      # libvirt's default is one vCPU
         for pin in cputune.findall('vcpupin'):
             if not (pin.get('vcpu') or '').isdigit() or int(pin.get('vcpu')) >= count:
-                remove_child(cputune, pin)
+                _remove_stale_pin(cputune, pin, plan, 'vcpu %s' % pin.get('vcpu'))
         for vcpu, cpus in sorted(tune.vcpus.items()):
             _set_pin(cputune, 'vcpupin', 'vcpu', vcpu, cpus, plan, 'vcpu %d' % vcpu)
     if tune.emulator is not None:
@@ -175,7 +182,7 @@ def _apply_pins(root, tune, plan):
         count = tune.iothreads if tune.iothreads is not None else current_iothreads(root)
         for pin in cputune.findall('iothreadpin'):
             if not (pin.get('iothread') or '').isdigit() or int(pin.get('iothread')) > count:
-                remove_child(cputune, pin)
+                _remove_stale_pin(cputune, pin, plan, 'iothread %s' % pin.get('iothread'))
         for number, cpus in sorted(tune.iothread_pins.items()):
             if number <= count:
                 _set_pin(cputune, 'iothreadpin', 'iothread', number, cpus, plan, 'iothread %d' % number)
@@ -189,7 +196,8 @@ def _apply_numatune(root, tune, plan):
         numatune = make_child(root, 'numatune', index=list(root).index(root.find('cputune')) + 1
                               if root.find('cputune') is not None else None)
     memory = numatune.find('memory')
-    before = None if memory is None else '%s:%s' % (memory.get('mode', 'strict'), memory.get('nodeset'))
+    before = None if memory is None else '%s:%s' % (memory.get('mode', 'strict'),
+                                                    memory.get('nodeset') or memory.get('placement') or 'no nodeset')
     if memory is None:
         memory = make_child(numatune, 'memory', index=0)
     set_attr(memory, 'placement', None)

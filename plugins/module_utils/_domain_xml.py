@@ -56,8 +56,22 @@ def parse_domain(text, origin='domain XML'):
 
 
 def to_text(root):
-    """Serialises a tree (or element) as text, without an XML declaration."""
-    return etree.tostring(root, encoding='unicode', with_tail=False)
+    """Serialises a tree (or element) as text, without an XML declaration. Comments and processing
+    instructions around a document's root element (libvirt's "AUTO-GENERATED FILE" header in
+    /etc/libvirt/qemu/*.xml, a note a user wrote) are kept, each on a line of its own."""
+    text = etree.tostring(root, encoding='unicode', with_tail=False)
+    if root.getparent() is None:
+        before, after = [], []
+        node = root.getprevious()
+        while node is not None:
+            before.insert(0, etree.tostring(node, encoding='unicode', with_tail=False) + '\n')
+            node = node.getprevious()
+        node = root.getnext()
+        while node is not None:
+            after.append('\n' + etree.tostring(node, encoding='unicode', with_tail=False))
+            node = node.getnext()
+        text = ''.join(before) + text + ''.join(after)
+    return text
 
 
 def canonical(text_or_root):
