@@ -19,9 +19,8 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ._backup import DEFAULT_BACKUP_DIR, write_atomic, write_backup
 from ._define import define_plans
-from ._disk_plan import DiskRule, TunePolicy, plan_domain
-from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
-    DiskSettings, Guards
+from ._disk_plan import plan_domain
+from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
 from ._disk_xml import local_source_paths, volume_sources
 from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain
@@ -29,7 +28,8 @@ from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
+from ._overrides import check_literal_rules, policy_for, scsi_queues, validated_overrides
+from ._selection import SELECTION_ARGUMENT_SPEC, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 
 DISK_RULE_SPEC = {
@@ -79,71 +79,9 @@ def argument_spec():
     return spec
 
 
-def _queues(value, where):
-    if value is None or value == 'auto':
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise PlanError("%sscsi_queues must be a positive number or 'auto', not '%s'" % (where, value))
-    return number
-
-
-def _rules(entries):
-    return tuple(DiskRule(match=e['match'], overrides={k: v for k, v in e.items() if k != 'match'}) for e in entries)
-
-
-def validated_overrides(raw):
-    """{pattern: validated dict}; an invalid entry fails naming the key and the problem."""
-    result = {}
-    for pattern, entry in (raw or {}).items():
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        outcome = ArgumentSpecValidator(POLICY_SPEC).validate(entry)
-        if outcome.error_messages:
-            raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(outcome.error_messages)))
-        result[pattern] = {k: v for k, v in outcome.validated_parameters.items() if v is not None}
-    return result
-
-
-def policy_for(name, params, overrides):
-    """The TunePolicy for domain ``name``: module options, then matching overrides in order."""
-    merged = {k: params[k] for k in ('cache', 'io', 'discard', 'detect_zeroes', 'bus', 'scsi_queues',
-                                     'convert_boot_disk', 'migratable')}
-    rules = list(params['disks'])
-    skip = False
-    for pattern, entry in overrides.items():
-        if matches(name, pattern):
-            merged.update({k: v for k, v in entry.items() if k not in ('disks', 'skip')})
-            rules.extend(entry.get('disks', []))
-            skip = skip or entry.get('skip', False)
-    policy = TunePolicy(
-        settings=DiskSettings(cache=merged['cache'], io=merged['io'], discard=merged['discard'],
-                              detect_zeroes=merged['detect_zeroes']),
-        bus=merged['bus'], scsi_queues=_queues(merged['scsi_queues'], '%s: ' % name),
-        convert_boot_disk=merged['convert_boot_disk'],
-        guards=Guards(allow_unsafe=params['allow_unsafe'], migratable=merged['migratable']),
-        disk_rules=_rules(rules))
-    return policy, skip
-
-
-def _check_literal_rules(plans, params, overrides):
-    """A literal disk ``match`` (no glob) that matched no disk is a typo: refuse."""
-    matched = set()
-    for plan in plans:
-        matched.update(plan.matched_rules)
-    unknown = [r['match'] for r in params['disks'] if not is_glob(r['match']) and r['match'] not in matched]
-    for pattern, entry in overrides.items():
-        hit = {m for p in plans if matches(p.name, pattern) for m in p.matched_rules}
-        unknown.extend("%s (overrides['%s'])" % (r['match'], pattern) for r in entry.get('disks', [])
-                       if not is_glob(r['match']) and r['match'] not in hit)
-    if unknown:
-        raise PlanError('disks: no disk has the target or source %s; nothing was changed' % ', '.join(unknown),
-                        unknown_disks=unknown)
+def _validate_entry(entry):
+    outcome = ArgumentSpecValidator(POLICY_SPEC).validate(entry)
+    return outcome.error_messages, outcome.validated_parameters
 
 
 def _storage(prober, paths):
@@ -158,8 +96,8 @@ class DiskTuneRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.overrides = validated_overrides(self.params['overrides'])
-        _queues(self.params['scsi_queues'], '')
+        self.overrides = validated_overrides(self.params['overrides'], _validate_entry)
+        scsi_queues(self.params['scsi_queues'])
         self.prober = StorageProber() if self.params['probe_storage'] else None
 
     def run(self):
@@ -197,7 +135,7 @@ class DiskTuneRun:
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
-            _check_literal_rules(plans, params, self.overrides)
+            check_literal_rules(plans, params, self.overrides)
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
@@ -219,7 +157,7 @@ class DiskTuneRun:
         host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
         plan = plan_domain(text, policy, storage, host, origin=path)
         self._fail_on_plan_errors([plan])
-        _check_literal_rules([plan], self.params, self.overrides)
+        check_literal_rules([plan], self.params, self.overrides)
         backups = []
         if plan.changed and not self.module.check_mode:
             backups.append(write_backup(self.params['backup_dir'], plan.name, text))

@@ -21,8 +21,8 @@ MODULE_UTILS = os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'm
 
 PURE = {
     '_bus_convert', '_cpuset', '_cputune_xml', '_disk_plan', '_disk_policy', '_disk_xml', '_domain_plan',
-    '_domain_xml', '_errors', '_findings', '_image_plan', '_pinning', '_report', '_selection', '_support',
-    '_topology',
+    '_domain_xml', '_errors', '_findings', '_image_plan', '_overrides', '_pinning', '_report', '_selection',
+    '_support', '_topology',
 }
 IO = {
     '_backup', '_define', '_host_probe', '_libvirt', '_lock', '_module', '_parallel', '_qemu_img', '_storage_probe',
