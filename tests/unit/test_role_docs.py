@@ -33,3 +33,13 @@ def test_every_role_variable_is_in_its_readme(path):
         text = handle.read()
     missing = [name for entry in specs.values() for name in entry.get('options', {}) if name not in text]
     assert not missing, missing
+
+
+def test_cpu_pinning_role_variables_are_named_after_the_module_options():
+    # A reader of iothread_pin's docs finds each role variable by the option's name.
+    with open(os.path.join(ROLES, 'cpu_pinning', 'tasks', 'main.yml'), encoding='utf-8') as handle:
+        tasks = yaml.safe_load(handle)
+    args = next(task['kvmio.tuning.iothread_pin'] for task in tasks if 'kvmio.tuning.iothread_pin' in task)
+    misnamed = {option: value for option, value in args.items()
+                if not re.match(r'^\{\{ cpu_pinning_%s\b' % option, str(value))}
+    assert not misnamed, misnamed
