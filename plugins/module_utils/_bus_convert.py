@@ -163,7 +163,8 @@ class BusConversion:
                     for key, value in attrs.items():
                         set_attr(driver, key, value)
                 self.changes.append(Change('controller scsi %d' % index, 'model', before, 'virtio-scsi' + settings,
-                                           'bus=scsi needs a virtio-scsi controller; only the moved disks used this one'))
+                                           'bus=scsi needs a virtio-scsi controller; only the moved disks used '
+                                           'this one'))
                 return index
         used = set(scsi)
         for device in self.devices.findall('disk'):
@@ -288,8 +289,10 @@ class BusConversion:
 
     def _remove_emptiedcontrollers_of_type(self):
         for ctype, index in sorted(self._emptied, key=lambda ci: (ci[0], ci[1] if ci[1] is not None else -1)):
-            if index is None or _built_in(ctype, index, self.root) or index < _highest_index_in_use(self.devices, ctype):
+            if index is None or _built_in(ctype, index, self.root):
                 continue
+            if index < _highest_index_in_use(self.devices, ctype):
+                continue        # libvirt would add it back: it defines every controller up to the highest in use
             ctrl = controllers_of_type(self.devices, ctype).get(index)
             if ctrl is None or (ctype == 'scsi' and ctrl.get('model') == 'virtio-scsi'):
                 continue

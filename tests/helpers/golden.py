@@ -57,7 +57,8 @@ def json_lines(document):
         comma = ',' if position < len(keys) - 1 else ''
         if isinstance(value, list) and value:
             lines.append('  %s: [' % json.dumps(key))
-            lines.extend('    %s%s' % (json.dumps(item), ',' if n < len(value) - 1 else '') for n, item in enumerate(value))
+            last = len(value) - 1
+            lines.extend('    %s%s' % (json.dumps(item), ',' if n < last else '') for n, item in enumerate(value))
             lines.append('  ]%s' % comma)
         else:
             lines.append('  %s: %s%s' % (json.dumps(key), json.dumps(value), comma))

@@ -4,7 +4,8 @@
 """Records the input of the report goldens: real kvm_io_info results of two "hosts" (two groups of
 domains on libvirt's embedded driver) before and after kvm_disk_tune, and a kvm_io_bench run.
 
-    .venv/bin/python tests/helpers/record_report_facts.py > tests/data/report/two-hosts-before-and-after-tuning-facts.json
+    .venv/bin/python tests/helpers/record_report_facts.py \
+        > tests/data/report/two-hosts-before-and-after-tuning-facts.json
 
 Then ``pytest tests/unit/test_goldens.py --regenerate-goldens`` and review ``git diff tests/data``.
 The temporary image directory is written as /var/lib/libvirt/images and the embedded driver's root
@@ -28,10 +29,12 @@ EMBED_ROOT = '/var/lib/kvmio-embed'
 
 def _record():
     sys.path.insert(0, TESTS)
-    import conftest  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (the collection's import link)
-    from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_bench, kvm_io_info  # pylint: disable=import-outside-toplevel
-    from helpers import domain_xml as dx, embed, qemu_img  # pylint: disable=import-outside-toplevel
-    from helpers.modules import run_module  # pylint: disable=import-outside-toplevel
+    # Imported here: conftest makes the collection importable (a link in a temporary directory).
+    # pylint: disable=import-outside-toplevel
+    import conftest
+    from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_bench, kvm_io_info
+    from helpers import domain_xml as dx, embed, qemu_img
+    from helpers.modules import run_module
 
     root = embed.make_root()
     images = tempfile.mkdtemp(prefix='kvmio-report-', dir='/var/tmp')

@@ -46,7 +46,8 @@ def schema():
     if not _SCHEMA:
         found = [path for path in SCHEMAS if os.path.exists(path)]
         if not found:
-            pytest.fail('no libvirt domain schema at %s (set KVMIO_CORPUS or install libvirt-daemon)' % ', '.join(SCHEMAS))
+            pytest.fail('no libvirt domain schema at %s (set KVMIO_CORPUS or install libvirt-daemon)'
+                        % ', '.join(SCHEMAS))
         _SCHEMA.append(etree.RelaxNG(etree.parse(found[0])))
     return _SCHEMA[0]
 
@@ -76,7 +77,8 @@ def test_xml_golden(name, regenerate_goldens):
 
 
 def test_every_input_has_a_case_and_every_golden_an_input():
-    inputs = {os.path.relpath(p, XMLPARSE)[:-len('-in.xml')] for p in glob.glob(os.path.join(XMLPARSE, '*', '*-in.xml'))}
+    inputs = {os.path.relpath(p, XMLPARSE)[:-len('-in.xml')]
+              for p in glob.glob(os.path.join(XMLPARSE, '*', '*-in.xml'))}
     assert inputs == set(BY_NAME), 'inputs without a case: %s; cases without an input: %s' % (
         sorted(inputs - set(BY_NAME)), sorted(set(BY_NAME) - inputs))
     files = {os.path.relpath(p, XMLPARSE) for p in glob.glob(os.path.join(XMLPARSE, '*', '*'))}
@@ -178,7 +180,8 @@ def test_every_bus_conversion_kind_has_a_golden():
 
 # --- the fleet report ---------------------------------------------------------------------------------------
 
-REPORT_CASES = sorted(os.path.basename(p)[:-len('-facts.json')] for p in glob.glob(os.path.join(REPORT, '*-facts.json')))
+REPORT_CASES = sorted(os.path.basename(p)[:-len('-facts.json')]
+                      for p in glob.glob(os.path.join(REPORT, '*-facts.json')))
 
 
 def test_report_cases_exist():
