@@ -292,6 +292,8 @@ ADVISORIES = (
           remedy='discard=unmap detect_zeroes=auto',
           evidence='host space only'),
 )
+
+
 # An image-level advisory: the image's own settings, fixed by qcow2_create.
 def _thin_qcow2(disk, literal, eff, storage, host, guards, image=None):
     if image and image.get('format') == 'qcow2' and image.get('preallocation') == 'off':
@@ -399,8 +401,8 @@ def _decide_io(disk, want, cache, host, decision):
         return _set(decision, 'io', 'io_uring', 'auto: cache=%s has no O_DIRECT; io_uring is supported here'
                     % (cache or 'unset'))
     reason = host.why_not('io_uring')
-    return _set(decision, 'io', 'threads', 'auto: cache=%s has no O_DIRECT%s' % (cache or 'unset',
-                                                                                   '; ' + reason if reason else ''))
+    return _set(decision, 'io', 'threads', 'auto: cache=%s has no O_DIRECT%s' % (
+        cache or 'unset', '; ' + reason if reason else ''))
 
 
 def _decide_discard(disk, want, host, decision):

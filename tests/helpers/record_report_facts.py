@@ -39,7 +39,8 @@ def _record():
     root = embed.make_root()
     images = tempfile.mkdtemp(prefix='kvmio-report-', dir='/var/tmp')
     uri = 'qemu:///embed?root=%s' % root
-    conn = conftest._open(uri)  # pylint: disable=protected-access  (starts the event loop the driver needs)
+    # conftest._open starts the event loop the embedded driver needs.
+    conn = conftest._open(uri)  # pylint: disable=protected-access
     try:
         fleet = {'hv01': [('web01', 'vda', 'virtio', None), ('db01', 'hda', 'ide', None)],
                  'hv02': [('mail01', 'vda', 'virtio', 'metadata')]}

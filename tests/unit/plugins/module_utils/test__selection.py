@@ -47,11 +47,11 @@ def test_is_glob(pattern, want):
 SELECT_TABLE = [
     ('everything by default', ['*'], [], sorted(FLEET)),
     ('a literal name', ['db01'], [], ['db01']),
-    ('globs and names together, each once, sorted', ['web*', 'web01', 'db01'], [], ['db01', 'web01', 'web01-old',
-                                                                                      'web02']),
+    ('globs and names together, each once, sorted', ['web*', 'web01', 'db01'], [],
+     ['db01', 'web01', 'web01-old', 'web02']),
     ('exclude by glob', ['*'], ['web*', 'adv*'], ['db01', 'star*', 'what?']),
-    ('exclude a literal that does not exist: nothing to leave out', ['web*'], ['web99'], ['web01', 'web01-old',
-                                                                                         'web02']),
+    ('exclude a literal that does not exist: nothing to leave out', ['web*'], ['web99'],
+     ['web01', 'web01-old', 'web02']),
     ('a glob that matches nothing selects nothing', ['mail*'], [], []),
     ("a real name with a '?' selected by its name", ['what?'], [], ['what?']),
 ]
