@@ -31,6 +31,7 @@ from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._live_apply import LiveApply, live_diff
 from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
+from ._parallel import map_threads
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
 from ._save_image import DEFAULT_SAVE_DIR
 from ._storage_probe import StorageProber
@@ -211,12 +212,25 @@ class DiskTuneRun:
         """Brings each running domain to its (now stored) disk settings: {name: (result, Change list)}."""
         applier = LiveApply(client, self.module.check_mode, self.params['apply'] == 'live_or_pause',
                             self.params['save_dir'], self.module.warn)
-        live = {}
-        for plan in plans:
-            if plan.name in active:
-                later = [c for c in plan.changes if c.setting not in LIVE_SETTINGS] if plan.changed else []
-                live[plan.name] = applier.apply(doms[plan.name], plan.after, later)
-        return live
+        running = [plan for plan in plans if plan.name in active]
+
+        def apply_one(plan):
+            later = [c for c in plan.changes if c.setting not in LIVE_SETTINGS] if plan.changed else []
+            try:
+                return applier.apply(doms[plan.name], plan.after, later)
+            except KvmioError as err:
+                return err
+
+        outcomes = dict(zip([plan.name for plan in running], map_threads(apply_one, running)))
+        failed = {name: err for name, err in outcomes.items() if isinstance(err, KvmioError)}
+        if failed:
+            # Say exactly what was done: every other domain's live result, and which ones changed.
+            name, err = sorted(failed.items())[0]
+            done = {n: o for n, o in outcomes.items() if n not in failed}
+            err.details.update(failed_domain=name, live={n: state for n, (state, _c) in done.items()},
+                               applied_live=sorted(n for n, (_s, changes) in done.items() if changes))
+            raise err
+        return outcomes
 
     # --- file mode ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ domain that has none of them.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
@@ -126,6 +127,9 @@ class LiveApply:
         self.allow_pause = allow_pause
         self.save_dir = save_dir
         self.warn = warn
+        # Domains are applied several at a time (see _parallel); saves go one at a time: each takes the
+        # guest's memory in disk space and I/O.
+        self._one_save_at_a_time = threading.Lock()
 
     def apply(self, dom, config_xml, config_only_changes=()):
         """Brings one running domain to ``config_xml``'s disk settings. Returns its result dict and
@@ -144,7 +148,8 @@ class LiveApply:
         report = {}
         if plan.method and not self.check_mode:
             if plan.method == 'restore':
-                plan, report = self._restore(domain, plan, config_root, config_only_changes, disks)
+                with self._one_save_at_a_time:
+                    plan, report = self._restore(domain, plan, config_root, config_only_changes, disks)
             if plan.method == 'reopen':
                 self._reopen(domain, plan, disks)
         return self._result(domain, plan, report), plan.changes
@@ -178,7 +183,8 @@ class LiveApply:
         if job:
             return 'a %s job is in progress on the domain: nothing is changed under it' % job
         for outcome in plan.disks:
-            block = self.client.block_job(domain.dom, outcome.target) if outcome.changes else {}
+            affected = outcome.changes or plan.method == 'restore'     # a save stops every disk
+            block = self.client.block_job(domain.dom, outcome.target) if affected and outcome.before else {}
             if block:
                 return 'a block job is in progress on disk %s: nothing is changed under it' % outcome.target
         return ''
@@ -210,7 +216,11 @@ class LiveApply:
             discards[chain.top.format_node] = outcome.expected.discard
         if discards:
             record = record_xml(domain.process, merged_discards(domain.live_root, domain.process, discards))
-            self.client.set_live_metadata(domain.dom, record, 'kvmio', RECORD_NAMESPACE)
+            try:
+                self.client.set_live_metadata(domain.dom, record, 'kvmio', RECORD_NAMESPACE)
+            except KvmioError as err:
+                self.warn('%s: cannot record the discard set live (%s): QEMU does not report it, so the next run '
+                          'applies it again' % (domain.name, err.msg))
 
     # --- save -> save-image-define -> restore ---------------------------------------------------
 
