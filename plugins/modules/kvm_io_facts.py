@@ -19,6 +19,9 @@ description:
     C(cache=none) on storage without O_DIRECT, C(io=native) without O_DIRECT), V(high)
     (writethrough), V(medium) (thin qcow2, IDE/SATA bus, vCPU pins shared between domains),
     V(low) (no discard, vCPUs unpinned while iothreads are pinned).
+  - For running domains, each disk also shows the settings of its live XML and those QEMU really runs
+    (O(read_qemu)), with findings where they differ (C(stale_live_xml) - a live change that a save/restore
+    or a migration without C(--xml) would undo - and C(restart_pending)).
   - Changes nothing.
 author:
   - kvmio.tuning maintainers (@kvmio)
@@ -39,6 +42,19 @@ options:
     description: Read each image with C(qemu-img info) and C(qemu-img map) (format, preallocation state).
     type: bool
     default: true
+  read_qemu:
+    description:
+      - How to learn what QEMU runs for each disk of a running domain.
+      - V(auto) asks QEMU (QMP C(query-named-block-nodes) and C(query-block) through libvirt) only for
+        domains whose QEMU may differ from their live XML - those M(kvmio.tuning.kvm_disk_tune) changed
+        live, or that libvirt marks tainted C(custom-monitor); any other domain runs exactly its live
+        XML, which is reported then, without tainting it.
+      - V(always) asks QEMU for every running domain; libvirt then marks each tainted C(custom-monitor)
+        for the life of its QEMU process.
+      - V(never) reports the live XML.
+    type: str
+    choices: [auto, always, never]
+    default: auto
 seealso:
   - module: kvmio.tuning.kvm_disk_tune
 '''
@@ -56,12 +72,27 @@ EXAMPLES = r'''
 
 RETURN = r'''
 domains:
-  description: >-
-    Every selected domain with C(active), C(iothreads), C(vcpu_pins), C(emulator_pin),
-    C(iothread_pins) and C(disks) (settings, storage, image, finding codes).
+  description:
+    - Every selected domain with C(active), C(iothreads), C(vcpu_pins), C(emulator_pin),
+      C(iothread_pins) and C(disks) (settings, storage, image, finding codes).
+    - Each disk of a running domain has C(live_settings) (its live XML's C(cache), C(io), C(discard),
+      C(detect_zeroes), C(iothread)) and C(running) - what QEMU runs - with C(cache), C(io), C(discard),
+      C(detect_zeroes), C(iothread), C(write_cache) (the device's, as QEMU started it),
+      C(guest_write_cache) (what the guest runs with now, when QEMU was asked), C(direct), C(no_flush)
+      and C(read_from) (V(qemu) or V(live_xml)). Both are null for domains that do not run.
   returned: always
   type: list
   elements: dict
+  sample:
+    - name: web01
+      active: true
+      disks:
+        - target: vda
+          settings: {cache: none, io: native, discard: unmap, detect_zeroes: unmap}
+          live_settings: {cache: writeback, io: native, discard: unmap, detect_zeroes: unmap, iothread: null}
+          running: {cache: none, io: native, discard: unmap, detect_zeroes: unmap, iothread: null, write_cache: true,
+                    guest_write_cache: true, direct: true, no_flush: false, read_from: qemu}
+          findings: [stale_live_xml]
 findings:
   description: Findings, most severe first, each with C(code), C(severity), C(subject) (domain or domain/disk), C(message) and C(fix).
   returned: always
