@@ -233,6 +233,9 @@ def reopen_options(chain, settings):
     detect_zeroes) the nodes should have, where io must be the one QEMU runs (it cannot change)."""
     if chain.problem or not chain.images:
         raise ValueError('disk %s cannot be reopened: %s' % (chain.target, chain.problem or 'no images'))
+    # QEMU accepts this on a reopen although it refuses it at start; never ask for it.
+    if settings.get('io') == 'native' and not cache_flags(settings.get('cache'))[1]:
+        raise ValueError('disk %s: aio=native needs O_DIRECT, cache %s has none' % (chain.target, settings.get('cache')))
     options = []
     for position, image in enumerate(chain.images):
         backing = chain.images[position + 1] if position + 1 < len(chain.images) else None

@@ -138,3 +138,8 @@ def test_chain_cross_checked_with_qemu():
         if node['node-name'] == 'libvirt-2-storage':
             node['file'] = '/elsewhere.qcow2'
     assert 'opens /elsewhere.qcow2' in chain_mismatch(disk_chain(disks['vda']), node_states(swapped), devices)
+
+
+def test_native_aio_without_o_direct_is_never_asked_for():
+    with pytest.raises(ValueError, match='aio=native needs O_DIRECT'):
+        reopen_options(disk_chain(disk()), {'io': 'native', 'cache': 'writeback'})
