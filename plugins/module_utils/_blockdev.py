@@ -30,18 +30,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The guest-visible write cache (WCE), cache.direct and cache.no-flush of each cache mode
-# (libvirt's qemuDomainDiskCachemodeFlags). WCE is the device's ``write-cache`` property: QEMU
-# sets it at start and only the guest changes it afterwards.
-CACHE_FLAGS = {
-    'none': (True, True, False),
-    'writeback': (True, False, False),
-    'unsafe': (True, False, True),
-    'directsync': (False, True, False),
-    'writethrough': (False, False, False),
-}
-# A disk without a cache attribute: libvirt passes no cache options; QEMU runs writeback.
-DEFAULT_CACHE_FLAGS = CACHE_FLAGS['writeback']
+from ._disk_policy import GUEST_WRITE_CACHE, ODIRECT_CACHES, QEMU_DEFAULTS
+
+# Only unsafe ignores the guest's flushes (cache.no-flush).
+NO_FLUSH_CACHES = frozenset(('unsafe',))
+# The guest-visible write cache (WCE), cache.direct and cache.no-flush of each cache mode, as libvirt's
+# qemuDomainDiskCachemodeFlags gives them, from the policy's tables. WCE is the device's ``write-cache``
+# property: QEMU sets it at start, and only the guest changes it afterwards.
+CACHE_FLAGS = {mode: (write_cache, mode in ODIRECT_CACHES, mode in NO_FLUSH_CACHES)
+               for mode, write_cache in GUEST_WRITE_CACHE.items()}
+# A disk without a cache attribute: libvirt passes no cache options, and QEMU runs its default.
+DEFAULT_CACHE_FLAGS = CACHE_FLAGS[QEMU_DEFAULTS['cache']]
 # The formats and source types whose options this file rebuilds exactly.
 REOPEN_FORMATS = frozenset(('raw', 'qcow2'))
 REOPEN_SOURCE_TYPES = {'file': 'file', 'block': 'host_device'}

@@ -32,8 +32,8 @@ from ._live_apply import LiveApply, live_diff
 from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._parallel import map_threads
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
 from ._save_image import DEFAULT_SAVE_DIR
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 
 DISK_RULE_SPEC = {
@@ -182,6 +182,9 @@ class DiskTuneRun:
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
             xmls = client.inactive_xmls(doms)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
             for root in roots.values():

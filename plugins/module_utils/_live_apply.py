@@ -10,7 +10,7 @@
 ``_live_plan`` and ``_blockdev`` decide; this file reads the live XML and QEMU's block nodes through
 the libvirt client, and carries out a decision: one ``blockdev-reopen`` per disk chain, each checked
 on QEMU's nodes afterwards, or one save -> save-image-define -> restore per domain (``_save_image``).
-kvm_disk_tune (``apply``) and kvm_io_facts (``read_qemu``) use it.
+kvm_disk_tune (``apply``) and kvm_io_info (``read_qemu``) use it.
 
 QEMU's monitor is used only where needed: every QMP command makes libvirt taint the domain
 (custom-monitor) for the life of its QEMU process. A domain with no live-apply record and no such

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from xml.sax.saxutils import quoteattr
 
 from ._blockdev import cache_flags, cache_mode, detect_zeroes_mode
-from ._disk_policy import disk_kind_skip_reason
-from ._disk_xml import disk_info
+from ._disk_policy import QEMU_DEFAULTS, Check, disk_kind_skip_reason
+from ._disk_xml import disk_info, volume_sources
 from ._domain_plan import Change
 from ._domain_xml import parse_domain, remove_child, set_attr, to_text
 from ._errors import PlanError
@@ -67,10 +67,11 @@ def driver_settings(disk):
 def effective(settings):
     """What QEMU runs for driver attributes ``settings`` (None: libvirt passes nothing, QEMU's default)."""
     write_cache, direct, no_flush = cache_flags(settings.get('cache'))
+    zeroes = detect_zeroes_mode(settings.get('discard'), settings.get('detect_zeroes'))
     return {'write_cache': write_cache, 'direct': direct, 'no_flush': no_flush,
-            'io': settings.get('io') or 'threads', 'discard': settings.get('discard') or 'ignore',
-            'detect_zeroes': detect_zeroes_mode(settings.get('discard'), settings.get('detect_zeroes')) or 'off',
-            'iothread': settings.get('iothread')}
+            'io': settings.get('io') or QEMU_DEFAULTS['io'],
+            'discard': settings.get('discard') or QEMU_DEFAULTS['discard'],
+            'detect_zeroes': zeroes or QEMU_DEFAULTS['detect_zeroes'], 'iothread': settings.get('iothread')}
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,10 @@ def pair_disks(config_root, live_root):
     for disk in live_root.findall('devices/disk'):
         running.setdefault(_target(disk)[0], disk)
     pairs = []
+    # A volume's path does not matter here, only that it names one.
+    volumes = {key: '%s/%s' % key for key in volume_sources(config_root)}
     for disk in config_root.findall('devices/disk'):
-        info = disk_info(disk)
+        info = disk_info(disk, volumes)
         if disk_kind_skip_reason(info):
             continue
         target, bus = _target(disk)
@@ -459,6 +462,22 @@ def merged_discards(live_root, process, discards):
 
 # --- audit -------------------------------------------------------------------------------------
 
+STALE_LIVE_XML = Check('stale_live_xml', 'medium', frozenset(), None,
+                       'restart the domain to make it permanent, or apply it again after such an operation',
+                       remedy='apply=live after a save/restore or a migration (or migrate with --xml)',
+                       evidence='a save/restore, managedsave, migration without --xml or snapshot rebuilds QEMU '
+                                'from the live XML')
+RESTART_PENDING = Check('restart_pending', 'low', frozenset(), None, 'apply it live, or restart the domain',
+                        remedy='apply=live (or live_or_pause)',
+                        evidence='the persistent configuration reaches QEMU at its next start')
+LIVE_ADVISORIES = (STALE_LIVE_XML, RESTART_PENDING)
+
+
+def _finding(check, subject, message):
+    return {'code': check.code, 'severity': check.severity, 'subject': subject, 'message': message,
+            'fix': '%s %s' % (check.fixed_by, check.remedy), 'fixed_by': check.fixed_by, 'evidence': check.evidence}
+
+
 def live_findings(domain, target, live_settings, running, wanted):
     """Findings about a running disk: QEMU runs what its live XML does not say (a reopen: a save,
     migration or snapshot would undo it), or not yet what the persistent config says."""
@@ -467,18 +486,13 @@ def live_findings(domain, target, live_settings, running, wanted):
     started = running_from_live_xml(target, live_settings).values()
     stale = {k: v for k, v in running.values().items() if v != started[k]}
     if running.read_from == 'qemu' and stale:
-        found.append({'code': 'stale_live_xml', 'severity': 'medium', 'subject': subject,
-                      'message': 'QEMU runs %s, which the live XML does not say: a save/restore, managedsave, '
-                                 'migration without --xml or a snapshot rebuilds QEMU from the live XML and undoes it'
-                                 % ', '.join('%s=%s' % kv for kv in sorted(stale.items())),
-                      'fix': 'restart the domain to make it permanent, or rerun kvm_disk_tune apply=live after '
-                             'such an operation (migrate with --xml giving the new settings)'})
+        found.append(_finding(STALE_LIVE_XML, subject, 'QEMU runs %s, which the live XML does not say: a save/restore, '
+                              'managedsave, migration without --xml or a snapshot rebuilds QEMU from the live XML '
+                              'and undoes it' % ', '.join('%s=%s' % kv for kv in sorted(stale.items()))))
     wanted_values = _wanted_values(wanted)
     behind = {k: v for k, v in wanted_values.items() if running.values()[k] != v}
     if behind:
-        found.append({'code': 'restart_pending', 'severity': 'low', 'subject': subject,
-                      'message': 'QEMU runs %s; the configuration says %s' % (
-                          ', '.join('%s=%s' % (k, running.values()[k]) for k in sorted(behind)),
-                          ', '.join('%s=%s' % kv for kv in sorted(behind.items()))),
-                      'fix': 'kvm_disk_tune apply=live (or live_or_pause), or restart the domain'})
+        found.append(_finding(RESTART_PENDING, subject, 'QEMU runs %s; the configuration says %s' % (
+            ', '.join('%s=%s' % (k, running.values()[k]) for k in sorted(behind)),
+            ', '.join('%s=%s' % kv for kv in sorted(behind.items())))))
     return found

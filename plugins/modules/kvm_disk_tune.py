@@ -18,7 +18,8 @@ description:
     the module fails naming the domain, the disk and the rule, and defines nothing.
   - O(cache=auto) probes the storage as QEMU will use it (an O_DIRECT open and an aligned read of the
     image and every file of its backing chain) and picks V(none) where that works, else V(writeback).
-    It never picks V(writethrough), QEMU's slow default for small writes, or V(unsafe).
+    It never picks V(writethrough) or V(unsafe). A disk without a cache attribute runs V(writeback)
+    (QEMU's default since 1.2); each disk's result shows the literal and the effective settings.
   - Whether anything changed is judged on the XML libvirt stores after its own normalisation, so a
     second run reports C(changed=false).
   - By default (O(apply=config)) changes reach a running domain at its next boot. The module never
@@ -219,7 +220,7 @@ notes:
     the domains that were defined, with RV(backups).
 seealso:
   - module: kvmio.tuning.qcow2_create
-  - module: kvmio.tuning.kvm_io_facts
+  - module: kvmio.tuning.kvm_io_info
     description: Shows per running disk what QEMU really runs, beside the persistent and live XML.
   - name: QEMU QMP reference, blockdev-reopen
     description: The command O(apply=live) uses.

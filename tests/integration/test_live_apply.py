@@ -22,7 +22,7 @@ import libvirt_qemu
 import pytest
 from lxml import etree
 
-from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_facts
+from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_info
 from helpers import domain_xml as dx
 from helpers.modules import run_module
 
@@ -183,7 +183,7 @@ def test_none_and_writeback_live_on_a_chain_under_io(domains, backup_dir, save_d
     again = tune(URI, backup_dir, save_dir, dom, cache='none', apply='live')
     assert again['changed'] is False and live_of(again)[1]['vda']['status'] == 'in_sync'
     # The audit shows the three views: persistent, live XML, and what QEMU runs.
-    audit = run_module(kvm_io_facts, {'uri': URI, 'domains': [dom.name()], 'inspect_images': False})
+    audit = run_module(kvm_io_info, {'uri': URI, 'domains': [dom.name()], 'inspect_images': False})
     (vda,) = [d for d in audit['domains'][0]['disks'] if d['target'] == 'vda']
     assert (vda['settings']['cache'], vda['live_settings']['cache'], vda['running']['cache']) == (
         'none', 'writeback', 'none')

@@ -99,7 +99,11 @@ def test_slices_reservations_and_metadata_cache_are_refused():
     assert 'metadata_cache' in disk_chain(cached.find('devices/disk')).problem
 
 
-def test_cache_table_agrees_with_the_policy_and_libvirt():
+def test_cache_flags_from_the_policy_tables_are_libvirts():
+    # src/qemu/qemu_domain.c qemuDomainDiskCachemodeFlags: (writeback, direct, noflush)
+    assert CACHE_FLAGS == {'none': (True, True, False), 'writeback': (True, False, False),
+                           'unsafe': (True, False, True), 'directsync': (False, True, False),
+                           'writethrough': (False, False, False)}
     assert {mode for mode, flags in CACHE_FLAGS.items() if flags[1]} == set(ODIRECT_CACHES)
     assert cache_flags(None) == CACHE_FLAGS['writeback']
     for mode, flags in CACHE_FLAGS.items():

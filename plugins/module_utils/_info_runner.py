@@ -5,24 +5,24 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""kvm_io_facts: read every domain, its disks, their storage and images, and report findings. Read-only."""
+"""kvm_io_info: read every domain, its disks, their storage and images, and report findings. Read-only."""
 
 from __future__ import annotations
 
 from ._cpuset import format_cpuset
 from ._cputune_xml import current_iothreads, current_pins
-from ._disk_policy import disk_kind_skip_reason
 from ._disk_xml import disk_info, volume_sources
 from ._domain_xml import parse_domain
 from ._errors import KvmioError, QemuImgError
-from ._findings import SEVERITIES, disk_findings, domain_findings, summarise
+from ._disk_policy import SEVERITIES, disk_kind_skip_reason, effective_settings
+from ._findings import disk_findings, domain_findings, summarise
 from ._host_probe import host_support
 from ._image_plan import image_facts
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._live_apply import READ_QEMU_CHOICES, running_disks
 from ._live_plan import driver_settings, live_findings
 from ._qemu_img import QemuImg, module_runner
-from ._selection import SELECTION_ARGUMENT_SPEC, select_names
+from ._selection import SELECTION_ARGUMENT_SPEC, select_names, still_defined
 from ._storage_probe import StorageProber
 
 
@@ -35,7 +35,7 @@ def argument_spec():
     return spec
 
 
-class FactsRun:
+class InfoRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -67,6 +67,9 @@ class FactsRun:
             handles = client.persistent_domains()
             names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
             roots = {n: parse_domain(xml, 'the XML of domain %s' % n) for n, xml in client.inactive_xmls(handles).items()}
+            names, vanished = still_defined(names, roots)
+            if vanished:
+                self.module.warn(vanished)
             active = client.active_names()
             volume_paths = {}
             for name in names:
@@ -82,7 +85,7 @@ class FactsRun:
             root = roots[name]
             disks = []
             for disk_el in root.findall('devices/disk'):
-                info = disk_info(disk_el, volume_paths)
+                info = disk_info(disk_el, volume_paths, root.find('devices'))
                 storage = prober.facts(info.path) if (prober and info.path) else None
                 image = self._image(info.path) if (params['inspect_images'] and storage is not None
                                                    and storage.kind in ('file', 'block')) else None
@@ -92,8 +95,8 @@ class FactsRun:
                     found.extend(live_findings(name, info.target, live_settings, now, driver_settings(disk_el)))
                 findings.extend(found)
                 disks.append({'target': info.target, 'bus': info.bus, 'device': info.device, 'source': info.path,
-                              'settings': info.current, 'iothread': (disk_el.find('driver').get('iothread')
-                                                                     if disk_el.find('driver') is not None else None),
+                              'settings': info.current, 'effective': effective_settings(info, host=host),
+                              'iothread': info.iothread,
                               'live_settings': live_settings, 'running': now.as_dict() if now is not None else None,
                               'storage': storage.as_dict() if storage else None, 'image': image,
                               'findings': [f['code'] for f in found]})
