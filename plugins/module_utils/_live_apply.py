@@ -283,4 +283,3 @@ def live_diff(name, result):
         return None
     return {'before': '\n'.join(before) + '\n', 'after': '\n'.join(after) + '\n',
             'before_header': '%s (running QEMU, before)' % name, 'after_header': '%s (running QEMU, after)' % name}
-

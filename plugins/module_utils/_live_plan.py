@@ -149,8 +149,8 @@ def _source_key(disk):
     source = disk.find('source')
     if source is None:
         return (disk.get('type', 'file'),)
-    return (disk.get('type', 'file'),) + tuple(source.get(k) for k in ('file', 'dev', 'pool', 'volume', 'protocol',
-                                                                        'name'))
+    keys = ('file', 'dev', 'pool', 'volume', 'protocol', 'name')
+    return (disk.get('type', 'file'),) + tuple(source.get(k) for k in keys)
 
 
 def _target(disk):

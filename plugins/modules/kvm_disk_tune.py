@@ -181,10 +181,10 @@ options:
         I/O), checked on QEMU's nodes afterwards. It never changes the write cache the guest sees
         (WCE, on for V(none), V(writeback) and V(unsafe), off for V(writethrough) and V(directsync)), so
         V(writethrough) to V(none) gets O_DIRECT now and the write cache at the next start
-        (RV(domains[].live.disks[].status=partially_applied)); it never leaves C(io=native) without
+        (C(partially_applied) in RV(domains[].live)); it never leaves C(io=native) without
         O_DIRECT, never sets no-flush under a guest without a write cache, and changes nothing while a
         block job or a migration runs. C(io) and C(iothread) cannot change this way
-        (RV(domains[].live.disks[].pending) says so).
+        (C(pending) in RV(domains[].live) says so).
       - V(live_or_pause) does the same, and for a domain with C(io) or C(iothread) changes saves it to
         O(save_dir), gives the save image the new settings (C(virsh save-image-define), which validates
         them and keeps the guest ABI) and restores it; the guest pauses for seconds

@@ -245,7 +245,7 @@ def test_writethrough_to_none_is_partial_and_leaves_the_write_cache_alone(domain
     vda = domains.image(domains.name('img') + '.qcow2')
     sda = domains.image(domains.name('img') + '-sata.qcow2')
     dom = running_domain(domains, [dx.disk(vda, 'vda', 'virtio', cache='writethrough'),
-                                          dx.disk(sda, 'sda', 'sata', cache='writethrough')])
+                                   dx.disk(sda, 'sda', 'sata', cache='writethrough')])
     caches_before = guest_write_caches(dom)
     properties = [qmp(dom, 'qom-get', path=p, property='write-cache')
                   for p in ('/machine/peripheral/virtio-disk0', '/machine/peripheral/sata0-0-0')]
@@ -326,7 +326,7 @@ def test_a_pause_applies_io_with_the_guest_data_intact(domains, backup_dir, save
     vda = domains.image(domains.name('img') + '.qcow2')
     sda = domains.image(domains.name('img') + '-sata.qcow2')
     dom = running_domain(domains, [dx.disk(vda, 'vda', 'virtio', cache='writeback', io='threads'),
-                                          dx.disk(sda, 'sda', 'sata', cache='writeback', io='threads')])
+                                   dx.disk(sda, 'sda', 'sata', cache='writeback', io='threads')])
     firmware_has_set_up_virtio_blk(dom)
     qemu_io(dom, VIRTIO, 'write -P 0x5a 0 1M')       # left in QEMU's cache: the save must keep it
     qemu_io(dom, SATA, 'write -P 0xa5 0 1M')

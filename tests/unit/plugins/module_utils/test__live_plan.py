@@ -75,8 +75,8 @@ def test_record_round_trip_and_merge():
     root = parse_domain("<domain><metadata>%s</metadata></domain>"
                         % xml.replace('<live ', "<live xmlns='%s' " % RECORD_NAMESPACE, 1))
     assert recorded_discards(root, PROCESS) == {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'ignore'}
-    assert merged_discards(root, PROCESS, {'libvirt-5-format': 'unmap'}) == {'libvirt-2-format': 'unmap',
-                                                                            'libvirt-5-format': 'unmap'}
+    merged = merged_discards(root, PROCESS, {'libvirt-5-format': 'unmap'})
+    assert merged == {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'unmap'}
     assert merged_discards(root, 'other', {'libvirt-5-format': 'unmap'}) == {'libvirt-5-format': 'unmap'}
 
 
