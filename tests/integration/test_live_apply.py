@@ -141,7 +141,10 @@ URI = 'qemu:///system'
 
 def test_none_and_writeback_live_on_a_chain_under_io(domains, backup_dir, save_dir):
     top, _base = qcow2_chain(domains, domains.name('img'))
-    dom = running_domain(domains, [dx.disk(top, 'vda', 'virtio', cache='writeback', io='threads')])
+    # The disk runs in an iothread: its nodes belong to another AioContext than the monitor's.
+    disk = dx.disk(top, 'vda', 'virtio', cache='writeback', io='threads')
+    disk = disk.replace("io='threads'", "io='threads' iothread='1'")
+    dom = running_domain(domains, [disk], extra='<iothreads>1</iothreads>')
     chain = ('libvirt-2-format', 'libvirt-2-storage', 'libvirt-1-format', 'libvirt-1-storage')
     assert flags(dom, *chain) == [(False, False)] * 4
     qemu_io(dom, VIRTIO, 'write -P 0xab 0 1M')
