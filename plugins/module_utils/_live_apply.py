@@ -119,7 +119,7 @@ def running_disks(client, dom, read_qemu='auto'):
 
 
 class LiveApply:
-    """Applies persistent disk settings to running domains, one domain after another."""
+    """Applies persistent disk settings to running domains; ``apply`` may run for several domains at once."""
 
     def __init__(self, client, check_mode, allow_pause, save_dir, warn):
         self.client = client

@@ -316,7 +316,12 @@ def plan_reopen(target, wanted, running, live_settings, refused=''):
     mode = cache_mode(running.believed_write_cache, direct, no_flush)
     if live_settings.get('cache') is None and (direct, no_flush) == (False, False):
         mode = None                 # as libvirt started it: no cache options at all
-    driver = {'cache': mode, 'io': live_settings.get('io'), 'discard': wanted.get('discard'),
+    # A reopen that omits discard keeps the node's (unlike cache and detect-zeroes, which it resets):
+    # an unset discard is passed as QEMU's default when the node runs another.
+    discard = wanted.get('discard')
+    if discard is None and running.discard != QEMU_DEFAULTS['discard']:
+        discard = QEMU_DEFAULTS['discard']
+    driver = {'cache': mode, 'io': live_settings.get('io'), 'discard': discard,
               'detect_zeroes': wanted.get('detect_zeroes')}
     return _outcome(target, 'reopen', running, expected, values, why, driver)
 

@@ -122,6 +122,14 @@ def test_reopen_options_of_an_unset_cache_stay_unset():
     assert outcome.driver['cache'] is None and outcome.changes[0].setting == 'discard'
 
 
+def test_an_unset_discard_is_passed_as_ignore_since_an_omitted_one_would_stay():
+    outcome = plan_reopen('vda', settings('none'), running('none', discard='unmap', guest=True),
+                          settings('none', discard='unmap'))
+    assert outcome.driver['discard'] == 'ignore' and [c.setting for c in outcome.changes] == ['discard']
+    same = plan_reopen('vda', settings(None, None, 'unmap'), running(), settings())
+    assert same.driver['discard'] == 'unmap'
+
+
 def test_in_sync_and_refused_disks():
     same = plan_reopen('vda', settings('none', 'native'), running('none', 'native', guest=True), settings('none', 'native'))
     assert same.status == 'in_sync' and same.method is None and not same.changes
