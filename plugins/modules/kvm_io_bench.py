@@ -15,7 +15,7 @@ description:
     returns IOPS and MB/s of each, and the fastest safe choice.
   - Each cache mode runs with the io mode that M(kvmio.tuning.kvm_disk_tune) would set with it
     (O(kvmio.tuning.kvm_disk_tune#module:io=auto)), and only where the tuner would accept it (no
-    V(none)/V(directsync) where O_DIRECT is refused). The skipped ones are listed with the reason.
+    V(none)/V(directsync) where O_DIRECT is refused); the skipped ones are listed with the reason.
   - C(qemu-img bench) runs on the host. It sees the image format and the cache mode, not what a guest
     sees (bus, iothreads, the guest's own flushes); rank setups with it, and measure a guest before
     you claim a speed-up.
@@ -54,7 +54,7 @@ options:
     description:
       - Cache modes to measure.
       - V(default) is a disk without a cache or io attribute, as C(virt-install) makes it (QEMU runs it
-        V(writeback) with V(threads)); the baseline of RV(speedup_vs_default).
+        V(writeback) with V(threads)), the baseline of RV(speedup_vs_default).
     type: list
     elements: str
     choices: [default, writethrough, writeback, none, directsync]

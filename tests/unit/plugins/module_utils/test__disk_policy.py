@@ -191,8 +191,9 @@ def test_a_problem_the_disk_already_has_is_a_warning_unless_the_disk_is_redefine
 @pytest.mark.parametrize('current, host, want', [
     ({}, MODERN, {'cache': 'writeback', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
                   'guest_write_cache': True, 'odirect': False}),
-    ({}, HostSupport(qemu=(1, 1, 0)), {'cache': 'writethrough', 'io': 'threads', 'discard': 'ignore',
-                                       'detect_zeroes': 'off', 'guest_write_cache': False, 'odirect': False}),
+    ({}, HostSupport(qemu=(1, 1, 0)), {
+        'cache': 'writethrough', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
+        'guest_write_cache': False, 'odirect': False}),
     ({}, HostSupport(), {'cache': 'writeback', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
                          'guest_write_cache': True, 'odirect': False}),
     ({'cache': 'none', 'io': 'native', 'discard': 'unmap', 'detect_zeroes': 'unmap'}, MODERN,
