@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 from ._backup import sync_backups, write_backup
-from ._domain_xml import parse_domain, same_document, to_text
+from ._domain_xml import parse_domain, redact_secrets, same_document
 from ._errors import ApplyError, KvmioError
 from ._parallel import map_threads
 
@@ -66,7 +66,9 @@ def define_plans(client, doms, plans, backup_dir):
 
 
 def diff_entry(plan, after_header=None):
-    """A before/after diff of one plan, both sides serialised the same way (so only real changes show)."""
-    return {'before': plan.before, 'after': to_text(parse_domain(plan.after, 'the XML of domain %s' % plan.name)),
+    """A before/after diff of one plan, both sides serialised the same way (so only real changes show),
+    secrets (graphics passwords, disk cookies) redacted: a result is printed and logged."""
+    return {'before': redact_secrets(plan.before),
+            'after': redact_secrets(parse_domain(plan.after, 'the XML of domain %s' % plan.name)),
             'before_header': '%s (inactive XML, before)' % plan.name,
             'after_header': after_header or '%s (inactive XML, after)' % plan.name}

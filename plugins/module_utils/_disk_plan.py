@@ -91,6 +91,24 @@ def local_source_paths(xml_root, volume_paths=None):
     return paths
 
 
+def declared_format(disk):
+    """The image format a ``<disk>`` declares (``<driver type>``), or None when it declares none."""
+    driver = disk.find('driver')
+    return (driver.get('type') or None) if driver is not None else None
+
+
+def local_source_formats(xml_root, volume_paths=None):
+    """{local path: declared format or None} of the domain's tunable disks, for the storage probe
+    (which must open each file as the format QEMU will, never as the bytes suggest)."""
+    found = {}
+    for disk in xml_root.findall('devices/disk'):
+        if disk.get('device', 'disk') in ('disk',):
+            _type, path, _proto = disk_source(disk, volume_paths)
+            if path and path not in found:
+                found[path] = declared_format(disk)
+    return found
+
+
 def volume_sources(xml_root):
     return [(s.get('pool'), s.get('volume')) for s in xml_root.findall("devices/disk[@type='volume']/source")
             if s.get('pool') and s.get('volume')]

@@ -19,7 +19,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ._backup import write_atomic, write_backup
 from ._define import define_plans, diff_entry
-from ._disk_plan import DiskRule, TunePolicy, local_source_paths, plan_domain, volume_sources
+from ._disk_plan import DiskRule, TunePolicy, local_source_formats, plan_domain, volume_sources
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
     DiskSettings, Guards
 from ._domain_xml import parse_domain
@@ -146,10 +146,11 @@ def _check_literal_rules(plans, params, overrides):
                         unknown_disks=unknown)
 
 
-def _storage(prober, paths):
+def _storage(prober, sources):
+    """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
         return None
-    return {path: prober.facts(path) for path in paths}
+    return {path: prober.facts(path, fmt) for path, fmt in sources.items()}
 
 
 class DiskTuneRun:
@@ -190,7 +191,7 @@ class DiskTuneRun:
                 policy, skip = policy_for(name, params, self.overrides)
                 if skip:
                     continue
-                storage = _storage(self.prober, local_source_paths(roots[name], volume_paths))
+                storage = _storage(self.prober, local_source_formats(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
@@ -212,7 +213,7 @@ class DiskTuneRun:
         root = parse_domain(text, path)
         name = root.findtext('name') or os.path.basename(path)
         policy, _skip = policy_for(name, self.params, self.overrides)
-        storage = _storage(self.prober, local_source_paths(root))
+        storage = _storage(self.prober, local_source_formats(root))
         host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
         plan = plan_domain(text, policy, storage, host, origin=path)
         self._fail_on_plan_errors([plan])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ._cpuset import format_cpuset, parse_cpuset
 from ._cputune_xml import current_iothreads, current_vcpu_pins
-from ._disk_plan import disk_info, volume_sources
+from ._disk_plan import declared_format, disk_info, volume_sources
 from ._domain_xml import parse_domain
 from ._errors import QemuImgError
 from ._findings import SEVERITIES, disk_findings, domain_findings, summarise
@@ -20,7 +20,13 @@ from ._image_plan import image_facts
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._qemu_img import QemuImg, module_runner
 from ._selection import SELECTION_ARGUMENT_SPEC, select_names
-from ._storage_probe import StorageProber
+from ._storage_probe import DEFAULT_FORMAT, StorageProber
+
+# Seconds one qemu-img read may take: an image on a hung NFS server must not hang the whole audit.
+QEMU_IMG_TIMEOUT = 30
+# Formats handed to qemu-img -f (libvirt's names; libvirt opens an 'iso' as raw). Others are not inspected.
+INSPECTED_FORMATS = {'raw': 'raw', 'iso': 'raw', 'qcow2': 'qcow2', 'qed': 'qed', 'vmdk': 'vmdk', 'vdi': 'vdi',
+                     'vpc': 'vpc', 'vhdx': 'vhdx', 'luks': 'luks'}
 
 
 def argument_spec():
@@ -45,18 +51,25 @@ class FactsRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.qemu_img = QemuImg(module_runner(module))
+        self.qemu_img = QemuImg(module_runner(module), timeout=QEMU_IMG_TIMEOUT)
         self._images = {}
 
-    def _image(self, path):
-        if path not in self._images:
+    def _image(self, path, declared):
+        """qemu-img facts of ``path`` opened as the format its domain declares (``declared``; None:
+        raw, as libvirt does), never as the bytes suggest; a qcow2's backing file is not opened."""
+        key = (path, declared or DEFAULT_FORMAT)
+        if key not in self._images:
+            fmt = INSPECTED_FORMATS.get(key[1])
+            if fmt is None:
+                self._images[key] = {'error': 'format %s is not inspected' % key[1]}
+                return self._images[key]
             try:
-                info = self.qemu_img.info(path)
-                extents = self.qemu_img.map(path) if info.get('format') == 'qcow2' else None
-                self._images[path] = image_facts(info, extents)
+                info = self.qemu_img.info(path, fmt=fmt)
+                extents = self.qemu_img.map(path, fmt=fmt) if fmt == 'qcow2' else None
+                self._images[key] = image_facts(info, extents)
             except QemuImgError as err:
-                self._images[path] = {'error': err.msg}
-        return self._images[path]
+                self._images[key] = {'error': err.msg}
+        return self._images[key]
 
     def run(self):
         params = self.params
@@ -80,9 +93,10 @@ class FactsRun:
             disks = []
             for disk_el in root.findall('devices/disk'):
                 info = disk_info(disk_el, volume_paths)
-                storage = prober.facts(info.path) if (prober and info.path) else None
-                image = self._image(info.path) if (params['inspect_images'] and storage is not None
-                                                   and storage.kind in ('file', 'block')) else None
+                declared = declared_format(disk_el)
+                storage = prober.facts(info.path, declared) if (prober and info.path) else None
+                image = self._image(info.path, declared) if (params['inspect_images'] and storage is not None
+                                                             and storage.kind in ('file', 'block')) else None
                 found = disk_findings(name, info, storage, image, host)
                 findings.extend(found)
                 disks.append({'target': info.target, 'bus': info.bus, 'device': info.device, 'source': info.path,

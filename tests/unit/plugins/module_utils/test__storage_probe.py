@@ -18,7 +18,7 @@ def test_probe_follows_the_backing_chain_with_relative_names(tmp_path):
     top = str(tmp_path / 'top.qcow2')
     qemu_img.create(mid, None, backing='base.raw', backing_format='raw')
     qemu_img.create(top, None, backing='mid.qcow2')
-    facts = StorageProber().facts(top)
+    facts = StorageProber().facts(top, 'qcow2')
     assert facts.kind == 'file' and facts.image_format == 'qcow2'
     assert facts.chain == (os.path.realpath(top), os.path.realpath(mid), os.path.realpath(base))
     assert facts.odirect is True, facts.detail      # /tmp here accepts O_DIRECT (ext4 or tmpfs >= 6.6)
@@ -29,13 +29,13 @@ def test_missing_backing_file_makes_the_probe_unsure(tmp_path):
     top = str(tmp_path / 'top.qcow2')
     qemu_img.create(top, None, backing=base)
     os.unlink(base)
-    facts = StorageProber().facts(top)
+    facts = StorageProber().facts(top, 'qcow2')
     assert facts.odirect is None
     assert facts.detail == 'backing file %s is missing' % os.path.realpath(base)
 
 
 def test_missing_image(tmp_path):
-    facts = StorageProber().facts(str(tmp_path / 'nope.qcow2'))
+    facts = StorageProber().facts(str(tmp_path / 'nope.qcow2'), 'qcow2')
     assert (facts.kind, facts.odirect) == ('missing', None)
     assert facts.detail.endswith('nope.qcow2 does not exist on this host')
 
@@ -44,7 +44,7 @@ def test_symlinked_image_is_probed_at_its_target(tmp_path):
     real = qemu_img.create(str(tmp_path / 'real.qcow2'), '8M')
     link = tmp_path / 'link.qcow2'
     link.symlink_to(real)
-    facts = StorageProber().facts(str(link))
+    facts = StorageProber().facts(str(link), 'qcow2')
     assert facts.path == str(link) and facts.chain == (os.path.realpath(real),)
 
 
