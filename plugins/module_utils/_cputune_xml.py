@@ -121,6 +121,10 @@ def _apply_iothreads(root, tune, plan):
         driver = el.find('driver')
         before = driver.get('iothread') if driver is not None else None
         if wanted_id is None:
+            if before is not None:      # iothreads: 0: nothing may name an iothread any more
+                set_attr(driver, 'iothread', None)
+                plan.changes.append({'item': '%s iothread' % _label(el), 'before': before, 'after': None,
+                                     'live': False})
             continue
         if driver is None:
             driver = make_child(el, 'driver', index=0)
@@ -200,6 +204,42 @@ def _apply_numatune(root, tune, plan):
         plan.changes.append({'item': 'numatune memory', 'before': before, 'after': after, 'live': False})
 
 
+def _valid_iothread_ids(root):
+    ids = root.find('iothreadids')
+    if ids is not None and len(ids):
+        return {int(i.get('id')) for i in ids.findall('iothread') if (i.get('id') or '').isdigit()}
+    return set(range(1, current_iothreads(root) + 1))
+
+
+def _device_label(device):
+    if device.tag == 'disk':
+        target = device.find('target')
+        return 'disk %s' % (target.get('dev') if target is not None else '(no target)')
+    if device.tag == 'controller':
+        return 'controller %s %s' % (device.get('type', '?'), device.get('index', '0'))
+    return device.tag
+
+
+def iothread_reference_errors(root, name):
+    """Every reference to an iothread the domain does not have (a disk or controller driver, an
+    iothreadpin): libvirt refuses such XML at define time, so the plan must refuse it first."""
+    valid = _valid_iothread_ids(root)
+    have = ('iothreads %s' % format_cpuset(valid)) if valid else 'no iothreads'
+    errors = []
+    devices = root.find('devices')
+    for device in devices if devices is not None else ():
+        for driver in device.findall('driver'):
+            value = driver.get('iothread')
+            if value is not None and (not value.isdigit() or int(value) not in valid):
+                errors.append('%s: %s would use iothread %s, but the domain has %s'
+                              % (name, _device_label(device), value, have))
+    for pin in root.findall('cputune/iothreadpin'):
+        value = pin.get('iothread') or ''
+        if not value.isdigit() or int(value) not in valid:
+            errors.append('%s: an iothreadpin names iothread %s, but the domain has %s' % (name, value, have))
+    return errors
+
+
 def plan_cputune(xml_text, tune, origin=None):
     """Plans ``tune`` for one domain; changes list items with their before/after values."""
     root = parse_domain(xml_text, origin or 'domain XML')
@@ -214,4 +254,6 @@ def plan_cputune(xml_text, tune, origin=None):
     _apply_numatune(root, tune, plan)
     plan.after = to_text(root)
     plan.changed = not same_document(plan.after, before)
+    if plan.changed:
+        plan.errors.extend(iothread_reference_errors(root, plan.name))
     return plan

@@ -95,29 +95,31 @@ def _rules(entries):
     return tuple(DiskRule(match=e['match'], overrides={k: v for k, v in e.items() if k != 'match'}) for e in entries)
 
 
-def validated_overrides(raw):
-    """{pattern: validated dict}; an invalid entry fails naming the key and the problem."""
+def validated_overrides(raw, spec=None):
+    """{pattern: validated dict}; an invalid entry fails naming the key and the problem.
+    ``spec``: the options an entry may hold (kvm_disk_tune's POLICY_SPEC by default)."""
     result = {}
     for pattern, entry in (raw or {}).items():
         if entry is None:
             entry = {}
         if not isinstance(entry, dict):
             raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        outcome = ArgumentSpecValidator(POLICY_SPEC).validate(entry)
+        outcome = ArgumentSpecValidator(spec or POLICY_SPEC).validate(entry)
         if outcome.error_messages:
             raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(outcome.error_messages)))
         result[pattern] = {k: v for k, v in outcome.validated_parameters.items() if v is not None}
     return result
 
 
-def policy_for(name, params, overrides):
-    """The TunePolicy for domain ``name``: module options, then matching overrides in order."""
+def policy_for(name, params, overrides, known=frozenset()):
+    """The TunePolicy for domain ``name``: module options, then matching overrides in order.
+    ``known``: every domain name (an override keyed by one of them applies to that domain only)."""
     merged = {k: params[k] for k in ('cache', 'io', 'discard', 'detect_zeroes', 'bus', 'scsi_queues',
                                      'convert_boot_disk', 'migratable')}
     rules = list(params['disks'])
     skip = False
     for pattern, entry in overrides.items():
-        if matches(name, pattern):
+        if matches(name, pattern, known):
             merged.update({k: v for k, v in entry.items() if k not in ('disks', 'skip')})
             rules.extend(entry.get('disks', []))
             skip = skip or entry.get('skip', False)
@@ -131,14 +133,14 @@ def policy_for(name, params, overrides):
     return policy, skip
 
 
-def _check_literal_rules(plans, params, overrides):
+def _check_literal_rules(plans, params, overrides, known=frozenset()):
     """A literal disk ``match`` (no glob) that matched no disk is a typo: refuse."""
     matched = set()
     for plan in plans:
         matched.update(plan.matched_rules)
     unknown = [r['match'] for r in params['disks'] if not is_glob(r['match']) and r['match'] not in matched]
     for pattern, entry in overrides.items():
-        hit = {m for p in plans if matches(p.name, pattern) for m in p.matched_rules}
+        hit = {m for p in plans if matches(p.name, pattern, known) for m in p.matched_rules}
         unknown.extend("%s (overrides['%s'])" % (r['match'], pattern) for r in entry.get('disks', [])
                        if not is_glob(r['match']) and r['match'] not in hit)
     if unknown:
@@ -187,15 +189,16 @@ class DiskTuneRun:
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
+            known = frozenset(handles)
             for name in names:
-                policy, skip = policy_for(name, params, self.overrides)
+                policy, skip = policy_for(name, params, self.overrides, known)
                 if skip:
                     continue
                 storage = _storage(self.prober, local_source_formats(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
-            _check_literal_rules(plans, params, self.overrides)
+            _check_literal_rules(plans, params, self.overrides, known)
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
