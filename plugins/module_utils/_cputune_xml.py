@@ -111,6 +111,12 @@ def _apply_iothreads(root, tune, plan):
         for number in range(1, wanted + 1):
             if number not in have:
                 make_child(ids, 'iothread', {'id': number})
+    cputune = root.find('cputune')
+    for pin in cputune.findall('iothreadpin') if cputune is not None else ():
+        if (pin.get('iothread') or '').isdigit() and int(pin.get('iothread')) > wanted:
+            plan.changes.append({'item': 'iothread %s pin' % pin.get('iothread'), 'before': pin.get('cpuset'),
+                                 'after': None})
+            remove_child(cputune, pin)
     users = iothread_users(root)
     for position, el in enumerate(users):
         target = el.find('target')

@@ -104,7 +104,11 @@ def validated_overrides(raw, spec=None):
             entry = {}
         if not isinstance(entry, dict):
             raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        outcome = ArgumentSpecValidator(spec or POLICY_SPEC).validate(entry)
+        spec = spec or POLICY_SPEC
+        outcome = ArgumentSpecValidator(spec).validate(entry)
+        if outcome.unsupported_parameters:
+            raise PlanError("overrides['%s']: unknown setting %s (an override takes %s)" % (
+                pattern, ', '.join(sorted(outcome.unsupported_parameters)), ', '.join(sorted(spec))))
         if outcome.error_messages:
             raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(outcome.error_messages)))
         result[pattern] = {k: v for k, v in outcome.validated_parameters.items() if v is not None}

@@ -125,5 +125,5 @@ class RestartRun:
             if later:
                 message += '; not attempted (later batches, still running): %s' % ', '.join(later)
             raise ApplyError(message, domain=first, changed=bool(result['restarted'] or result['forced_off']),
-                             restarted=result['restarted'], forced_off=result['forced_off'], failed=sorted(problems),
-                             not_attempted=list(later))
+                             restarted=result['restarted'], forced_off=result['forced_off'],
+                             not_restarted=sorted(problems), not_attempted=list(later))
