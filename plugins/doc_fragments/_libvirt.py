@@ -52,7 +52,7 @@ options:
       - Seconds to wait for another kvmio.tuning run working on the same libvirt URI (or, for
         M(kvmio.tuning.qcow2_create), the same image) to finish. Runs on one host take turns, so no
         run overwrites another's changes; past the timeout the module fails and changes nothing.
-      - The lock files live in a directory only the running user can write, checked on every run:
+      - The lock files live in a directory only the running user can write, checked on every run -
         C(/run/kvmio-tuning) for root, C($XDG_RUNTIME_DIR/kvmio-tuning) or C(/tmp/kvmio-tuning-UID)
         for other users (refused if another user created it).
     type: int
