@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import os
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
-from ._backup import write_atomic, write_backup
-from ._define import define_plans, diff_entry
-from ._disk_plan import DiskRule, TunePolicy, local_source_formats, plan_domain, volume_sources
+from ._backup import DEFAULT_BACKUP_DIR, write_atomic, write_backup
+from ._define import define_plans
+from ._disk_plan import DiskRule, TunePolicy, plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
     DiskSettings, Guards
+from ._disk_xml import local_source_formats, volume_sources
+from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
+from ._module import validated_overrides
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
-
-DEFAULT_BACKUP_DIR = '/var/lib/kvmio/backups'
 
 DISK_RULE_SPEC = {
     'match': {'type': 'str', 'required': True},
@@ -95,26 +94,6 @@ def _rules(entries):
     return tuple(DiskRule(match=e['match'], overrides={k: v for k, v in e.items() if k != 'match'}) for e in entries)
 
 
-def validated_overrides(raw, spec=None):
-    """{pattern: validated dict}; an invalid entry fails naming the key and the problem.
-    ``spec``: the options an entry may hold (kvm_disk_tune's POLICY_SPEC by default)."""
-    result = {}
-    for pattern, entry in (raw or {}).items():
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        spec = spec or POLICY_SPEC
-        outcome = ArgumentSpecValidator(spec).validate(entry)
-        if outcome.unsupported_parameters:
-            raise PlanError("overrides['%s']: unknown setting %s (an override takes %s)" % (
-                pattern, ', '.join(sorted(outcome.unsupported_parameters)), ', '.join(sorted(spec))))
-        if outcome.error_messages:
-            raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(outcome.error_messages)))
-        result[pattern] = {k: v for k, v in outcome.validated_parameters.items() if v is not None}
-    return result
-
-
 def policy_for(name, params, overrides, known=frozenset()):
     """The TunePolicy for domain ``name``: module options, then matching overrides in order.
     ``known``: every domain name (an override keyed by one of them applies to that domain only)."""
@@ -165,7 +144,7 @@ class DiskTuneRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.overrides = validated_overrides(self.params['overrides'])
+        self.overrides = validated_overrides(self.params['overrides'], POLICY_SPEC)
         _queues(self.params['scsi_queues'], '')
         self.prober = StorageProber() if self.params['probe_storage'] else None
 
@@ -183,6 +162,9 @@ class DiskTuneRun:
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
             xmls = client.inactive_xmls(doms)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
             for root in roots.values():
@@ -248,7 +230,7 @@ class DiskTuneRun:
         result = {
             'changed': bool(changed_plans),
             'domains': [{'name': p.name, 'changed': p.changed, 'restart_required': p.changed and p.name in active,
-                         'changes': p.changes if p.changed else [], 'disks': p.disks} for p in plans],
+                         'changes': p.change_dicts(), 'disks': p.disks} for p in plans],
             'restart_required': sorted(p.name for p in changed_plans if p.name in active),
             'backups': backups,
             # Probe facts once per storage path (many disks share bases and directories).

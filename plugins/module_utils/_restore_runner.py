@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import os
 
-from ._backup import BACKUP_NAME_RE, backup_directory, backup_prefix
-from ._define import define_plans, diff_entry
-from ._disk_plan import DomainPlan
-from ._disk_tune_runner import DEFAULT_BACKUP_DIR
+from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backup_prefix
+from ._define import define_plans
+from ._domain_plan import DomainPlan, diff_entry
 from ._domain_xml import domain_name, domain_uuid, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient

@@ -28,7 +28,8 @@ import os
 import stat
 import struct
 import threading
-from dataclasses import asdict, dataclass
+
+from ._support import StorageFacts
 
 # Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
 SHARED_FILESYSTEMS = frozenset((
@@ -48,26 +49,6 @@ DEFAULT_FORMAT = 'raw'
 # Formats whose header the probe parses to follow a backing chain; others are probed as one file.
 CHAIN_FORMATS = frozenset(('qcow2',))
 PROBE_TIMEOUT = 10
-
-
-@dataclass(frozen=True)
-class StorageFacts:
-    """What the probe learnt about one disk source. ``odirect`` is None when it could not tell."""
-
-    path: str
-    kind: str                  # file | block | missing | unreadable | unsupported (FIFO, socket, ...)
-    fstype: str | None = None
-    mountpoint: str | None = None
-    odirect: bool | None = None
-    shared: bool | None = None
-    image_format: str | None = None   # the declared format (raw when the XML declares none)
-    chain: tuple = ()                  # every file QEMU opens, the image first
-    detail: str = ''                   # why odirect is False or None
-
-    def as_dict(self):
-        facts = asdict(self)
-        facts['chain'] = list(self.chain)
-        return facts
 
 
 def _unescape_mount_field(field):

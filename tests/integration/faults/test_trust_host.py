@@ -29,7 +29,7 @@ from lxml import etree
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical
 from ansible_collections.kvmio.tuning.plugins.module_utils._lock import lock_path
 from ansible_collections.kvmio.tuning.plugins.modules import domain_restart, domain_restore, iothread_pin, \
-    kvm_disk_tune, kvm_io_facts
+    kvm_disk_tune
 from helpers import domain_xml as dx
 from helpers import qemu_img
 from helpers.modules import finish_module_process, run_module, start_module_process
@@ -235,7 +235,7 @@ def test_a_guest_written_header_never_makes_root_connect_where_the_guest_says(sy
     name = system_domains.name('hdr')
     system_domains.define(dx.domain(name, [dx.disk(guest_raw, 'vda', 'virtio', fmt='raw'),
                                            dx.disk(overlay, 'vdb', 'virtio', fmt='qcow2')]))
-    facts = run_bounded('kvm_io_facts', {'uri': URI, 'domains': [name]}, timeout=90)
+    facts = run_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
     tuned = run_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'probe_storage': True,
                                           'backup_dir': os.path.join(directory, 'b')}, timeout=90)
     assert connections(nbd_listener) == 0, 'root connected to the server the guest named'
@@ -265,7 +265,7 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
     started = time.monotonic()
     tuned = run_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'cache': 'auto',
                                           'backup_dir': os.path.join(directory, 'b')}, timeout=90)
-    facts = run_bounded('kvm_io_facts', {'uri': URI, 'domains': [name]}, timeout=90)
+    facts = run_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
     assert tuned is not None and facts is not None, 'a run waits on the FIFO'
     assert time.monotonic() - started < 60
     assert not tuned.failed and not facts.failed, (tuned.get('msg'), facts.get('msg'))
