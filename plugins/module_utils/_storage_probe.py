@@ -26,8 +26,10 @@ import errno
 import mmap
 import os
 import stat
+import queue
 import struct
 import threading
+import weakref
 
 from ._support import StorageFacts
 
@@ -138,6 +140,18 @@ def qcow2_header_facts(header):
     return name, backing_format
 
 
+def _qcow2_header(fd, first_block):
+    """The bytes ``qcow2_header_facts`` needs: the block the O_DIRECT probe read when the header, its
+    extensions and the backing file name fit in it (as qemu-img writes them), else the first 64 KiB."""
+    if first_block is not None and len(first_block) >= _BLOCK:
+        try:
+            qcow2_header_facts(first_block)
+            return first_block
+        except ValueError:
+            pass
+    return os.pread(fd, _HEADER_BYTES, 0)
+
+
 def _is_network(name):
     return ':' in name.split('/')[0]
 
@@ -209,6 +223,41 @@ def bounded(func, timeout, *args):
     return True, value
 
 
+class _Worker:
+    """A daemon thread that runs calls one at a time (a thread per probe would cost more than many
+    probes do). When a call hangs, the worker is abandoned, told to stop once it returns, and replaced."""
+
+    def __init__(self):
+        self.calls = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name='kvmio-probe', daemon=True).start()
+
+    def _loop(self):
+        while True:
+            func, args, box, done = self.calls.get()
+            if func is None:
+                return
+            try:
+                box.append((True, func(*args)))
+            except BaseException as err:  # pylint: disable=broad-except
+                box.append((False, err))
+            done.set()
+            del func, args, box, done   # holding the last call would keep its prober (and this thread) alive
+
+    def call(self, timeout, func, *args):
+        """Like ``bounded``."""
+        box, done = [], threading.Event()
+        self.calls.put((func, args, box, done))
+        if not done.wait(timeout):
+            return False, None
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return True, value
+
+    def stop(self):
+        self.calls.put((None, None, None, None))
+
+
 class StorageProber:
     """Probes disk sources once per module run (many domains share directories and bases)."""
 
@@ -217,6 +266,7 @@ class StorageProber:
         self.timeout = timeout
         self._cache = {}
         self._hung = set()         # mountpoints where a probe did not finish
+        self._worker = None
 
     def all_facts(self):
         """{path: facts dict} of every source probed so far."""
@@ -236,9 +286,14 @@ class StorageProber:
             return StorageFacts(path=path, kind='unreadable', image_format=image_format,
                                 detail='not probed: an earlier probe on %s did not finish within %d s'
                                 % (mountpoint, self.timeout))
-        done, facts = bounded(self._probe, self.timeout, path, image_format)
+        if self._worker is None:
+            self._worker = _Worker()
+            weakref.finalize(self, self._worker.stop)
+        done, facts = self._worker.call(self.timeout, self._probe, path, image_format)
         if done:
             return facts
+        self._worker.stop()        # it leaves once the stuck call returns, if ever
+        self._worker = None
         self._hung.add(mountpoint)
         return StorageFacts(path=path, kind='unreadable', image_format=image_format,
                             detail='the probe of %s did not finish within %d s (a hung NFS server, FUSE daemon or '
@@ -303,7 +358,7 @@ class StorageProber:
                         detail = '%s on %s: %s' % (current, chain_fs, why)
                 if fmt not in CHAIN_FORMATS:
                     break       # raw (or another format): its bytes are the guest's, never followed
-                header = os.pread(fd, _HEADER_BYTES, 0)
+                header = _qcow2_header(fd, header)
             except OSError as err:
                 return unsure('cannot read %s: %s' % (current, err.strerror))
             finally:
