@@ -11,6 +11,7 @@ backup directory others can write. None of this depends on fs.protected_symlinks
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -275,6 +276,44 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
     assert storage[fifo]['kind'] == 'unsupported' and 'is a FIFO' in storage[fifo]['detail']
     caches = {d['target']: d['after']['cache'] for d in tuned['domains'][0]['disks']}
     assert caches == {'vda': 'none', 'vdb': 'writeback', 'vdc': 'writeback'}, 'unsure storage gets writeback'
+
+
+@pytest.fixture
+def hung_mount():
+    """A FUSE mount whose daemon never answers, as a dead NFS server or a stuck FUSE daemon: every
+    lookup under it waits (killably). Closing the device fd at the end aborts the waiting requests."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = tempfile.mkdtemp(prefix='kvmio-hung-', dir='/var/tmp')
+    fd = os.open('/dev/fuse', os.O_RDWR)
+    options = b'fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other' % fd
+    if libc.mount(b'kvmio-hung', path.encode(), b'fuse', 0, options) != 0:
+        os.close(fd)
+        pytest.fail('cannot mount a FUSE filesystem: %s' % os.strerror(ctypes.get_errno()))
+    yield path
+    os.close(fd)
+    libc.umount2(path.encode(), 2)          # MNT_DETACH
+    os.rmdir(path)
+
+
+def test_storage_on_a_hung_mount_is_could_not_tell_not_a_hung_run(tmp_path, hung_mount):
+    """xml_path mode, so that libvirtd (shared by every test) never looks at the hung mount."""
+    local = qemu_img.create(str(tmp_path / 'local.qcow2'), '16M')
+    remote = os.path.join(hung_mount, 'remote.qcow2')
+    xml = tmp_path / 'domain.xml'
+    xml.write_text(dx.domain('hung-storage', [dx.disk(local, 'vda', 'virtio'), dx.disk(remote, 'vdb', 'virtio'),
+                                              dx.disk(os.path.join(hung_mount, 'other.qcow2'), 'vdc', 'virtio')]))
+    started = time.monotonic()
+    result = run_bounded('kvm_disk_tune', {'xml_path': str(xml), 'backup_dir': str(tmp_path / 'b')}, timeout=120)
+    assert result is not None, 'the run hangs on the dead mount'
+    assert not result.failed, result.get('msg')
+    assert time.monotonic() - started < 60, 'one bounded probe per mount, not one per disk'
+    storage = result['storage']
+    assert storage[remote]['odirect'] is None and 'did not finish within 10 s' in storage[remote]['detail']
+    assert 'an earlier probe on %s did not finish' % hung_mount in storage[os.path.join(hung_mount, 'other.qcow2')][
+        'detail']
+    caches = {d['target']: d['after']['cache'] for d in result['domains'][0]['disks']}
+    assert caches == {'vda': 'none', 'vdb': 'writeback', 'vdc': 'writeback'}
+    assert any('could not tell' in w for w in result.warning_messages), result.warning_messages
 
 
 # --- S6, D3, W13: backups ----------------------------------------------------------------------------
