@@ -51,8 +51,8 @@ def lock_directory():
         # Root-owned is trusted elsewhere, but a user's locks must be their own: this one was made by
         # someone else (another user racing to create it in /tmp, say).
         raise UntrustedPath('%s: it is owned by %s, not by the user running the module (%s); remove it, or set '
-                            'XDG_RUNTIME_DIR to a directory of your own' % (what, owner_name(st.st_uid),
-                                                                          owner_name(uid)))
+                            'XDG_RUNTIME_DIR to a directory of your own'
+                            % (what, owner_name(st.st_uid), owner_name(uid)))
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(real, 0o700)       # ours, so only we (or root) changed it
     return real

@@ -459,8 +459,10 @@ def test_an_exact_name_wins_over_a_glob(system_domains, backup_dir):
     prefix = system_domains.name('glob')
     plain, bracket = prefix + '-adv1', prefix + '-adv[1]'
     image = system_domains.image
-    doms = {n: system_domains.define(dx.domain(n, [dx.disk(image(n.replace('[', '_').replace(']', '_') + '.qcow2'),
-                                                             'vda', 'virtio')])) for n in (plain, bracket)}
+    doms = {}
+    for name in (plain, bracket):
+        path = image(name.replace('[', '_').replace(']', '_') + '.qcow2')
+        doms[name] = system_domains.define(dx.domain(name, [dx.disk(path, 'vda', 'virtio')]))
 
     def cache(name):
         return etree.fromstring(doms[name].XMLDesc(INACTIVE).encode()).find('devices/disk/driver').get('cache')

@@ -86,8 +86,8 @@ def test_iothreads_zero_takes_disks_off_their_iothreads():
     none = plan_cputune(two.after, CpuTune(iothreads=0))
     root = etree.fromstring(none.after.encode())
     assert not none.errors and [d.find('driver').get('iothread') for d in root.findall('devices/disk')] == [None, None]
-    assert {(c.device, c.setting, c.after) for c in none.changes} == {('domain', 'iothreads', 0), ('vda', 'iothread', None),
-                                                                     ('vdb', 'iothread', None)}
+    changes = {(c.device, c.setting, c.after) for c in none.changes}
+    assert changes == {('domain', 'iothreads', 0), ('vda', 'iothread', None), ('vdb', 'iothread', None)}
 
 
 def test_a_plan_naming_an_iothread_the_domain_lacks_is_refused():
