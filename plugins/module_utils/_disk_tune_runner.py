@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
 from ._backup import DEFAULT_BACKUP_DIR, write_atomic, write_backup
 from ._define import define_plans
 from ._disk_plan import plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
-from ._disk_xml import local_source_paths, volume_sources
+from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
@@ -30,7 +28,8 @@ from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._live_apply import LiveApply, live_diff
 from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._overrides import check_literal_rules, policy_for, scsi_queues, validated_overrides
+from ._module import validated_overrides
+from ._overrides import check_literal_rules, policy_for, scsi_queues
 from ._parallel import map_threads
 from ._save_image import DEFAULT_SAVE_DIR
 from ._selection import SELECTION_ARGUMENT_SPEC, select_with_overrides, still_defined
@@ -85,15 +84,13 @@ def argument_spec():
     return spec
 
 
-def _validate_entry(entry):
-    outcome = ArgumentSpecValidator(POLICY_SPEC).validate(entry)
-    return outcome.error_messages, outcome.validated_parameters
 
 
-def _storage(prober, paths):
+def _storage(prober, sources):
+    """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
         return None
-    return {path: prober.facts(path) for path in paths}
+    return {path: prober.facts(path, fmt) for path, fmt in sources.items()}
 
 
 class DiskTuneRun:
@@ -102,7 +99,7 @@ class DiskTuneRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.overrides = validated_overrides(self.params['overrides'], _validate_entry)
+        self.overrides = validated_overrides(self.params['overrides'], POLICY_SPEC)
         scsi_queues(self.params['scsi_queues'])
         self.prober = StorageProber() if self.params['probe_storage'] else None
 
@@ -133,15 +130,16 @@ class DiskTuneRun:
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
+            known = frozenset(handles)
             for name in names:
-                policy, skip = policy_for(name, params, self.overrides)
+                policy, skip = policy_for(name, params, self.overrides, known)
                 if skip:
                     continue
-                storage = _storage(self.prober, local_source_paths(roots[name], volume_paths))
+                storage = _storage(self.prober, local_source_formats(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
-            check_literal_rules(plans, params, self.overrides)
+            check_literal_rules(plans, params, self.overrides, known)
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
@@ -187,7 +185,7 @@ class DiskTuneRun:
         root = parse_domain(text, path)
         name = root.findtext('name') or os.path.basename(path)
         policy, _skip = policy_for(name, self.params, self.overrides)
-        storage = _storage(self.prober, local_source_paths(root))
+        storage = _storage(self.prober, local_source_formats(root))
         host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
         plan = plan_domain(text, policy, storage, host, origin=path)
         self._fail_on_plan_errors([plan])

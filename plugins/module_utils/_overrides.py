@@ -8,8 +8,9 @@
 """kvm_disk_tune's per-domain ``overrides`` and per-disk ``disks`` rules: the TunePolicy one domain
 gets, and the check that every literal name in them matched something. Pure.
 
-The runner validates each override entry against its argument spec (the only part that needs
-ansible) and hands the results here, so these rules are table-tested without ansible or libvirt.
+The runner validates each override entry against its argument spec (``_module.validated_overrides``,
+the one validation every module's ``overrides`` go through, the only part that needs ansible) and
+hands the results here, so these rules are table-tested without ansible or libvirt.
 """
 
 from __future__ import annotations
@@ -41,31 +42,15 @@ def disk_rules(entries):
     return tuple(DiskRule(match=e['match'], overrides={k: v for k, v in e.items() if k != 'match'}) for e in entries)
 
 
-def validated_overrides(raw, validate):
-    """{pattern: entry} with each entry checked by ``validate(entry) -> (error messages, validated dict)``
-    (the runner's argument-spec validation). An entry that is not a dictionary, or fails validation,
-    fails naming its key; unset (None) values are dropped."""
-    result = {}
-    for pattern, entry in (raw or {}).items():
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        errors, validated = validate(entry)
-        if errors:
-            raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(errors)))
-        result[pattern] = {k: v for k, v in validated.items() if v is not None}
-    return result
-
-
-def policy_for(name, params, overrides):
+def policy_for(name, params, overrides, known=frozenset()):
     """(TunePolicy, skip) for domain ``name``: the module options, then each matching override in
-    order (a later one wins a setting; ``disks`` rules add up; ``skip`` from any of them skips)."""
+    order (a later one wins a setting; ``disks`` rules add up; ``skip`` from any of them skips).
+    ``known``: every domain name (an override keyed by one of them applies to that domain only)."""
     merged = {k: params[k] for k in POLICY_OPTIONS}
     rules = list(params['disks'])
     skip = False
     for pattern, entry in overrides.items():
-        if matches(name, pattern):
+        if matches(name, pattern, known):
             merged.update({k: v for k, v in entry.items() if k not in ('disks', 'skip')})
             rules.extend(entry.get('disks', []))
             skip = skip or entry.get('skip', False)
@@ -79,7 +64,7 @@ def policy_for(name, params, overrides):
     return policy, skip
 
 
-def check_literal_rules(plans, params, overrides):
+def check_literal_rules(plans, params, overrides, known=frozenset()):
     """A literal disk ``match`` (no glob) that matched no disk is a typo: refuse, naming each one
     (and the override it came from). ``plans``: the DomainPlans, with the rules each one matched."""
     matched = set()
@@ -87,7 +72,7 @@ def check_literal_rules(plans, params, overrides):
         matched.update(plan.matched_rules)
     unknown = [r['match'] for r in params['disks'] if not is_glob(r['match']) and r['match'] not in matched]
     for pattern, entry in overrides.items():
-        hit = {m for p in plans if matches(p.name, pattern) for m in p.matched_rules}
+        hit = {m for p in plans if matches(p.name, pattern, known) for m in p.matched_rules}
         unknown.extend("%s (overrides['%s'])" % (r['match'], pattern) for r in entry.get('disks', [])
                        if not is_glob(r['match']) and r['match'] not in hit)
     if unknown:

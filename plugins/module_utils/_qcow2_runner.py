@@ -281,7 +281,7 @@ class Qcow2Run:
     def _finish(self, before, after):
         self.result['image'] = after
         if after is not None and os.path.exists(self.path):
-            facts = StorageProber().facts(self.path)
+            facts = StorageProber().facts(self.path, after.get('format') or 'qcow2')
             self.result['filesystem'] = {'type': facts.fstype, 'mountpoint': facts.mountpoint,
                                          'odirect': facts.odirect, 'shared': facts.shared}
         if self.module._diff:

@@ -14,12 +14,16 @@ module, ``module_runner(module)``; elsewhere (tests, benchmarks), ``subprocess_r
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 
 from ._errors import QemuImgError
 
 _VERSION_RE = re.compile(r'qemu-img version (\d+)\.(\d+)\.(\d+)')
+# coreutils timeout(1): 124 when the time ran out, 137 when the command then needed SIGKILL.
+_TIMED_OUT = (124, 137)
 _BENCH_RE = re.compile(r'Run completed in ([0-9.]+) seconds')
 
 
@@ -37,17 +41,26 @@ def subprocess_runner():
 
 
 class QemuImg:
-    def __init__(self, run_command, binary='qemu-img'):
+    """``timeout``: seconds any one call may take (through coreutils ``timeout``), for reads of images
+    that may sit on a hung NFS server or name a FIFO; None for long jobs (convert, bench)."""
+
+    def __init__(self, run_command, binary='qemu-img', timeout=None):
         self.run_command = run_command
         self.binary = binary
+        self.timeout = timeout
         self._version = None
 
     def _run(self, what, *args):
         argv = [self.binary] + [str(a) for a in args]
+        if self.timeout:
+            argv = ['timeout', '--kill-after=5', str(self.timeout)] + argv
         try:
             rc, out, err = self.run_command(argv)
         except OSError as exc:
             raise QemuImgError('cannot run %s to %s: %s (install qemu-utils)' % (self.binary, what, exc)) from None
+        if self.timeout and rc in _TIMED_OUT:
+            raise QemuImgError('qemu-img did not finish within %d s while trying to %s (a hung NFS server, FUSE '
+                               'daemon or network source?); could not tell' % (self.timeout, what), rc=rc, cmd=argv)
         if rc != 0:
             raise QemuImgError('qemu-img failed to %s: %s' % (what, (err or out).strip()), rc=rc, cmd=argv)
         return out
@@ -70,20 +83,33 @@ class QemuImg:
             self._version = tuple(int(g) for g in match.groups())
         return self._version
 
-    def info(self, path, backing_chain=False, force_share=True):
+    def info(self, path, backing_chain=False, force_share=True, fmt=None):
         """``qemu-img info --output=json``; a list of dicts with ``backing_chain``.
 
         ``force_share`` (-U) reads an image a running QEMU holds open without taking its lock.
+        ``fmt`` (-f) opens the image as that format: give the format its user declares, or qemu-img
+        guesses from the bytes, and a guest writes the bytes of a raw disk (a qcow2 header included).
         """
         args = ['info', '--output=json']
+        if fmt:
+            args += ['-f', fmt]
         if force_share:
             args.append('-U')
         if backing_chain:
             args.append('--backing-chain')
         return self._json('read the image %s' % path, *(args + ['--', path]))
 
-    def map(self, path, force_share=True):
-        args = ['map', '--output=json'] + (['-U'] if force_share else []) + ['--', path]
+    def map(self, path, force_share=True, fmt=None):
+        """``qemu-img map --output=json``. With ``fmt`` qcow2, the image alone, its backing file not
+        opened (``"backing": null``): the name in the header is not followed, and the map of the top
+        layer is what allocation needs (unallocated clusters show no offset either way)."""
+        args = ['map', '--output=json'] + (['-U'] if force_share else [])
+        if fmt == 'qcow2':
+            protocol = 'host_device' if stat.S_ISBLK(os.stat(path).st_mode) else 'file'
+            spec = {'driver': 'qcow2', 'backing': None, 'file': {'driver': protocol, 'filename': path}}
+            args += ['--', 'json:' + json.dumps(spec, sort_keys=True)]
+        else:
+            args += (['-f', fmt] if fmt else []) + ['--', path]
         return self._json('map the image %s' % path, *args)
 
     def check(self, path):

@@ -26,7 +26,7 @@ PURE = {
 }
 IO = {
     '_backup', '_define', '_host_probe', '_libvirt', '_live_apply', '_lock', '_module', '_parallel', '_qemu_img',
-    '_save_image', '_storage_probe',
+    '_save_image', '_storage_probe', '_trusted_files',
 }
 FORBIDDEN_IN_PURE = ('os', 'subprocess', 'ansible', 'libvirt', 'libvirt_qemu', 'shutil', 'tempfile', 'socket',
                      'fcntl', 'threading', 'glob', 'mmap', 'time')

@@ -11,8 +11,10 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._disk_plan import Dis
 from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskSettings, Guards
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_plan import DomainPlan
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
+from ansible_collections.kvmio.tuning.plugins.module_utils._disk_tune_runner import POLICY_SPEC
+from ansible_collections.kvmio.tuning.plugins.module_utils._module import validated_overrides
 from ansible_collections.kvmio.tuning.plugins.module_utils._overrides import check_literal_rules, policy_for, \
-    scsi_queues, validated_overrides
+    scsi_queues
 
 # kvm_disk_tune's option defaults.
 OPTIONS = {'cache': 'auto', 'io': 'auto', 'discard': None, 'detect_zeroes': None, 'bus': 'keep', 'scsi_queues': None,
@@ -67,8 +69,6 @@ def test_policy_for(shows, name, params, overrides, want, skip):
     assert skipped is skip
 
 
-@pytest.mark.xfail(strict=True, reason="W5 of issue 14 (an exact name wins over a glob), fixed on branch trust-host: "
-                                       "drop this mark when it is merged")
 def test_an_override_keyed_by_a_real_name_with_glob_characters_applies_to_that_domain():
     policy, _skip = policy_for('adv[1]', options(), {'adv[1]': {'cache': 'none'}})
     assert policy.settings.cache == 'none'
@@ -86,34 +86,27 @@ def test_scsi_queues_refused_naming_the_domain(value):
     assert err.value.msg == "web01: scsi_queues must be a positive number or 'auto', not '%s'" % value
 
 
-def accept_all(entry):
-    return [], dict(entry)
-
-
-def refuse_skp(entry):
-    # What the runner's argument-spec validation reports for an unknown key.
-    return (['Unsupported parameters: skp'] if 'skp' in entry else []), dict(entry)
-
-
-@pytest.mark.parametrize('raw, validate, want', [
-    ({}, accept_all, {}),
-    (None, accept_all, {}),
-    ({'web01': None}, accept_all, {'web01': {}}),
-    ({'web01': {'cache': 'none', 'io': None}}, accept_all, {'web01': {'cache': 'none'}}),
-    ({'db*': {'skip': True}, 'web01': {'bus': 'scsi'}}, accept_all, {'db*': {'skip': True}, 'web01': {'bus': 'scsi'}}),
+@pytest.mark.parametrize('raw, want', [
+    ({}, {}),
+    (None, {}),
+    ({'web01': None}, {'web01': {}}),
+    ({'web01': {'cache': 'none', 'io': None}}, {'web01': {'cache': 'none'}}),
+    ({'db*': {'skip': True}, 'web01': {'bus': 'scsi'}}, {'db*': {'skip': True}, 'web01': {'bus': 'scsi'}}),
 ])
-def test_validated_overrides(raw, validate, want):
-    assert validated_overrides(raw, validate) == want
+def test_validated_overrides(raw, want):
+    assert validated_overrides(raw, POLICY_SPEC) == want
 
 
 @pytest.mark.parametrize('raw, message', [
     ({'web01': 'none'}, "overrides['web01'] must be a dictionary of settings, not str"),
     ({'web01': ['cache=none']}, "overrides['web01'] must be a dictionary of settings, not list"),
-    ({'web01': {'cache': 'none'}, 'db01': {'skp': True}}, "overrides['db01']: Unsupported parameters: skp"),
+    ({'web01': {'cache': 'none'}, 'db01': {'skp': True}}, "overrides['db01']: unknown setting skp (an override takes "
+                                                          "bus, cache, convert_boot_disk, detect_zeroes, discard, disks, "
+                                                          "io, migratable, scsi_queues, skip)"),
 ])
 def test_invalid_overrides_fail_naming_the_key(raw, message):
     with pytest.raises(PlanError) as err:
-        validated_overrides(raw, refuse_skp)
+        validated_overrides(raw, POLICY_SPEC)
     assert err.value.msg == message
 
 
@@ -150,15 +143,12 @@ def test_check_literal_rules(shows, plans, disks, overrides, unknown):
     assert err.value.msg == 'disks: no disk has the target or source %s; nothing was changed' % ', '.join(unknown)
 
 
-def test_the_runner_validates_entries_with_the_module_spec():
-    # The one ansible-dependent part, left in the runner: a typo'd key and a bad choice are refused.
-    from ansible_collections.kvmio.tuning.plugins.module_utils._disk_tune_runner import _validate_entry
-
-    with pytest.raises(PlanError, match=r"overrides\['web01'\]: .*skp"):
-        validated_overrides({'web01': {'skp': True}}, _validate_entry)
+def test_entries_are_validated_with_the_module_spec():
+    # The one ansible-dependent part, shared by every module's overrides: a bad choice is refused, and
+    # disks entries get their defaults.
     with pytest.raises(PlanError, match=r"overrides\['web01'\]: .*cache.*fast"):
-        validated_overrides({'web01': {'cache': 'fast'}}, _validate_entry)
+        validated_overrides({'web01': {'cache': 'fast'}}, POLICY_SPEC)
     assert validated_overrides({'web01': {'cache': 'none', 'disks': [{'match': 'vdb', 'bus': 'scsi'}]}},
-                               _validate_entry) == {'web01': {'cache': 'none', 'disks': [
+                               POLICY_SPEC) == {'web01': {'cache': 'none', 'disks': [
                                    {'match': 'vdb', 'bus': 'scsi', 'skip': False, 'cache': None, 'io': None,
                                     'discard': None, 'detect_zeroes': None}]}}

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.kvmio.tuning.plugins.module_utils._disk_plan import DiskRule, TunePolicy, plan_domain
+from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskSettings
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import DomainNotFound, PlanError
 from ansible_collections.kvmio.tuning.plugins.module_utils._selection import is_glob, matches, select_names, \
     select_with_overrides, still_defined
+from helpers import domain_xml as dx
 
 # libvirt accepts any name but '/': brackets, stars and question marks are real names too.
 FLEET = ['web01', 'web02', 'db01', 'adv1', 'adv[1]', 'what?', 'star*', 'web01-old']
@@ -31,8 +34,6 @@ def test_matches(name, pattern, want):
     assert matches(name, pattern) is want
 
 
-@pytest.mark.xfail(strict=True, reason='W5 of issue 14 (an exact name wins over a glob), fixed on branch trust-host: '
-                                       'drop this mark when it is merged')
 def test_a_pattern_that_is_exactly_a_name_matches_that_name():
     assert matches('adv[1]', 'adv[1]')
 
@@ -71,8 +72,6 @@ def test_a_literal_name_that_does_not_exist_is_an_error(patterns, missing):
         'is' if len(missing) == 1 else 'are', ', '.join("'%s'" % m for m in missing))
 
 
-@pytest.mark.xfail(strict=True, reason='W5 of issue 14 (an exact name wins over a glob), fixed on branch trust-host: '
-                                       'drop this mark when it is merged')
 def test_excluding_a_real_name_with_brackets_leaves_out_that_domain_only():
     # The issue's example: exclude 'adv[1]' must leave out adv[1], and tune adv1.
     assert select_names(['adv1', 'adv[1]'], ['*'], ['adv[1]']) == ['adv1']
@@ -100,3 +99,36 @@ def test_still_defined_names_the_domains_that_went_away():
     assert still_defined(['a', 'b', 'c'], {'a': '<xml/>', 'c': '<xml/>'}) == (
         ['a', 'c'], 'domains undefined by another tool during this run, left alone: b')
     assert still_defined(['a'], {'a': '<xml/>'}) == (['a'], '')
+
+
+# --- issue 14, W5: an exact name (or path) always wins over the glob it also is -----------------------
+
+NAMES = ['adv1', 'adv2', 'adv[1]', 'web*', 'web01']
+
+
+def test_exclude_of_a_real_name_with_brackets_leaves_out_that_name_only():
+    assert select_names(NAMES, ['adv*'], ['adv[1]']) == ['adv1', 'adv2']
+    assert select_names(NAMES, ['adv[1]']) == ['adv[1]']
+    assert select_names(NAMES, ['web*']) == ['web*'], "a domain named 'web*' is named, not every web domain"
+
+
+def test_a_glob_that_names_nothing_real_is_still_a_glob():
+    assert select_names(NAMES, ['adv[12]']) == ['adv1', 'adv2']
+    assert select_names(['adv1', 'adv2'], ['*'], ['adv[1]']) == ['adv2']
+
+
+def test_matches_with_and_without_the_known_names():
+    known = frozenset(NAMES)
+    assert matches('adv[1]', 'adv[1]', known) and not matches('adv1', 'adv[1]', known)
+    assert matches('adv1', 'adv[1]') and matches('adv1', 'adv[1]', frozenset(['adv1']))
+    assert not matches('adv1', 'adv', known) and matches('adv1', 'adv1', known)
+
+
+def test_disk_rule_on_a_path_with_brackets_picks_that_disk():
+    xml = dx.domain('d', [dx.disk('/img/a1.qcow2', 'vda', 'virtio'), dx.disk('/img/a[1].qcow2', 'vdb', 'virtio')])
+    rule = DiskRule(match='/img/a[1].qcow2', overrides={'cache': 'writeback'})
+    plan = plan_domain(xml, TunePolicy(settings=DiskSettings(cache='none', io='keep'), disk_rules=(rule,)))
+    assert [d['after']['cache'] for d in plan.disks] == ['none', 'writeback']
+    glob = DiskRule(match='/img/a?.qcow2', overrides={'cache': 'writeback'})
+    plan = plan_domain(xml, TunePolicy(settings=DiskSettings(cache='none', io='keep'), disk_rules=(glob,)))
+    assert [d['after']['cache'] for d in plan.disks] == ['writeback', 'none']
