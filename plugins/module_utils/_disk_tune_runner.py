@@ -84,8 +84,6 @@ def argument_spec():
     return spec
 
 
-
-
 def _storage(prober, sources):
     """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
