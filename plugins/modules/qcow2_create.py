@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Creates qcow2 images with C(qemu-img), preallocated by default (O(preallocation=metadata)),
     since a thin qcow2 image has about half the write throughput of a preallocated one.
-  - Handles one image (O(path)) or a list (O(images)) in one call: every image is locked, read and
+  - Handles one image (O(path)) or a list (O(images)) in one call; every image is locked, read and
     planned first, and if any of them cannot be done safely the module fails before changing any.
   - An existing image is compared with the request through C(qemu-img info) and C(qemu-img map)
     (clusters without a host offset mean a thin image). An image that matches is left alone; one that
@@ -40,7 +40,7 @@ extends_documentation_fragment:
 options:
   path:
     description:
-      - Path of the image. A symlink is followed: the file it leads to is created, converted or grown,
+      - Path of the image. A symlink is followed, and the file it leads to is created, converted or grown;
         and the link stays. A symlink that leads nowhere is refused.
       - Exactly one of O(path) and O(images) is needed.
     type: path
