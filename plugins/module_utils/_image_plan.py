@@ -154,6 +154,24 @@ def image_facts(info, extents):
     }
 
 
+def header_info(fmt, header, backing_name, size, actual_size):
+    """The ``qemu-img info`` fields ``image_facts`` reads, from a header this module parsed itself
+    (``_qcow2_header``) and the file's size: one qemu-img process less per image, and the backing
+    name exactly as the header holds it (qemu-img prints U+FFFD for bytes that are not UTF-8)."""
+    info = {'format': fmt, 'virtual-size': size, 'actual-size': actual_size}
+    if fmt == 'qcow2':
+        data = {'compat': header.compat, 'extended-l2': header.extended_l2}
+        if header.version >= 3:             # version 2 has no feature bits: qemu-img prints none
+            data['lazy-refcounts'] = header.lazy_refcounts
+        info.update({'virtual-size': header.virtual_size, 'cluster-size': header.cluster_size,
+                     'format-specific': {'type': 'qcow2', 'data': data}})
+        if backing_name is not None:
+            info['backing-filename'] = backing_name
+            if header.backing_format:
+                info['backing-filename-format'] = header.backing_format
+    return info
+
+
 def drift_of(facts, wanted):
     """The fields where an existing image differs from what is asked, as {field: (have, want)}."""
     drift = {}

@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 
 from ._domain_xml import parse_domain
-from ._errors import PlanError
+from ._errors import KvmioError, PlanError
 from ._image_chain import MAX_CHAIN, walk_chain
 from ._image_plan import ImageUse, image_disks
 from ._libvirt import LibvirtClient
 from ._parallel import map_threads
+
+VIR_ERR_NO_DOMAIN = 42          # libvirt's error code for a domain that no longer exists
 
 
 def read_domain_disks(uri):
@@ -39,10 +41,15 @@ def read_domain_disks(uri):
         def read(dom):
             name = dom.name()
             found = []
-            if name in running:
-                found.append((name, True, parse_domain(client.live_xml(dom), 'the live XML of domain %s' % name)))
-            if name in persistent:
-                found.append((name, False, parse_domain(client.inactive_xml(dom), 'the XML of domain %s' % name)))
+            try:
+                if name in running:
+                    found.append((name, True, parse_domain(client.live_xml(dom), 'the live XML of domain %s' % name)))
+                if name in persistent:
+                    found.append((name, False, parse_domain(client.inactive_xml(dom), 'the XML of domain %s' % name)))
+            except KvmioError as err:
+                if err.details.get('libvirt_error_code') != VIR_ERR_NO_DOMAIN:
+                    raise
+                return []           # undefined since it was listed: it uses nothing any more
             return found
 
         parsed = [entry for entries in map_threads(read, domains) for entry in entries]

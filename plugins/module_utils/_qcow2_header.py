@@ -30,6 +30,7 @@ _INCOMPAT_DIRTY = 1 << 0
 _INCOMPAT_CORRUPT = 1 << 1
 _INCOMPAT_DATA_FILE = 1 << 2
 _INCOMPAT_EXTENDED_L2 = 1 << 4
+_INCOMPAT_KNOWN = (1 << 5) - 1         # bits QEMU 5.2 to 9.x define; an image with others is not opened
 _COMPAT_LAZY_REFCOUNTS = 1 << 0
 
 # First bytes of formats qcow2_create does not read, so that a file in one of them is never taken
@@ -81,6 +82,10 @@ class Qcow2Header:
     @property
     def extended_l2(self):
         return bool(self.incompatible & _INCOMPAT_EXTENDED_L2)
+
+    @property
+    def unknown_features(self):
+        return bool(self.incompatible & ~_INCOMPAT_KNOWN)
 
     @property
     def lazy_refcounts(self):

@@ -32,18 +32,21 @@ from ._errors import ApplyError, KvmioError, LibvirtUnavailable, PlanError, Qemu
 from ._image_chain import Chain, head_format, image_node, json_spec, kind_of, layer_from_fd, not_an_image, \
     open_file, printable, qemu_holds, read_head, walk_chain
 from ._image_plan import ACTION_DONE, FORMATS, PREALLOCATION_CHOICES, ImagePlan, WantedImage, check_disk_image, \
-    check_users, decide_format, effective_preallocation, human_size, image_facts, image_size, parse_size, \
-    plan_image, planned_facts, validate_wanted
+    check_users, decide_format, effective_preallocation, header_info, human_size, image_facts, image_size, \
+    parse_size, plan_image, planned_facts, validate_wanted
 from ._image_users import read_image_uses
 from ._image_workdir import WorkDir, backup_name, entry_stat, fsync_dir, link_backup, open_directory, \
     remove_dead_workdirs, same_file
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._qemu_img import QemuImg, module_runner
+from ._parallel import map_threads
+from ._qemu_img import QemuImg, module_runner, subprocess_runner
 from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect, read_mounts
 
-# Reading an image (qemu-img info, map) takes milliseconds; a qemu-img that takes this long is stuck.
+# Reading an image (qemu-img map) takes milliseconds; a qemu-img that takes this long is stuck.
 PROBE_TIMEOUT = 120
+# qemu-img map processes run at once while a list is read (they mostly wait on the kernel).
+MAP_WORKERS = 4
 
 # The options of one image: the single form takes them at the top level, the list form per entry
 # (an entry's unset option falls back to the top-level value).
@@ -117,6 +120,7 @@ class Job:
     dir_path: str
     name: str
     dir_fd: int = -1
+    st: os.stat_result | None = None   # lstat of the image's real name, None when it does not exist
     top: object = None                 # Layer of the existing image, open
     chain: object = None               # its whole Chain (convert, grow)
     backing: object = None             # Chain of a requested backing_file
@@ -130,6 +134,11 @@ class Job:
     attrs_differ: bool = False
     cleaned: list = field(default_factory=list)
     backup: str | None = None
+
+    @classmethod
+    def of(cls, request):
+        real = os.path.realpath(request.path)
+        return cls(request, real, os.path.dirname(real), os.path.basename(real))
 
     @property
     def path(self):
@@ -164,6 +173,9 @@ class Qcow2Run:
         self.params = module.params
         self.check_mode = module.check_mode
         self.qemu_img = QemuImg(module_runner(module))
+        # Reads overlap in threads: those use plain subprocess, which is safe in threads (Ansible's
+        # run_command forks with a preexec_fn, which is not).
+        self.reader = QemuImg(subprocess_runner())
         self.roots = [os.path.realpath(r) for r in self.params['allowed_roots']]
         self._uses = None
         self._uses_read = False
@@ -187,8 +199,11 @@ class Qcow2Run:
             for real in sorted(reals):                  # one order for every run: no deadlock between lists
                 stack.enter_context(HostLock(printable(real), self.params['lock_timeout']))
             stack.callback(self._close, jobs)
-            for request in requests:
-                jobs.append(self._plan(request))
+            for request in requests:                    # open and check every image (no qemu-img yet)
+                jobs.append(self._guarded(Job.of(request), self._open_job))
+            self._read_facts(jobs)                      # qemu-img map for all of them, overlapping
+            for job in jobs:                            # then decide, each refusal before any change
+                self._guarded(job, self._plan_job)
             results = []
             for job in jobs:
                 try:
@@ -248,11 +263,10 @@ class Qcow2Run:
             raise PlanError('%s (resolving to %s) is outside allowed_roots (%s); nothing was done'
                             % (what, printable(real), ', '.join(printable(r) for r in self.roots)))
 
-    def _plan(self, request):
-        real = os.path.realpath(request.path)
-        job = Job(request, real, os.path.dirname(real), os.path.basename(real))
+    def _guarded(self, job, step):
+        """Runs a planning step; an OSError becomes a PlanError naming the image."""
         try:
-            self._plan_job(job)
+            step(job)
         except OSError as err:
             job.close()
             raise PlanError('cannot read %s: %s; nothing was done' % (job.label, err.strerror)) from None
@@ -261,16 +275,31 @@ class Qcow2Run:
             raise
         return job
 
-    def _plan_job(self, job):
-        options = job.request.options
+    def _open_job(self, job):
         self._check_root(job.real, job.label)
         if os.path.islink(job.path) and not os.path.exists(job.path):
             raise PlanError('%s is a symbolic link to %s, which does not exist; nothing was done'
                             % (job.label, printable(job.real)))
         job.dir_fd = self._directory(job.dir_path, job.label)
-        st = entry_stat(job.dir_fd, job.name)
-        if st is not None:
-            self._read_existing(job, st, options['source_format'])
+        job.st = entry_stat(job.dir_fd, job.name)
+        if job.st is not None:
+            self._read_existing(job, job.st, job.request.options['source_format'])
+
+    def _read_facts(self, jobs):
+        """``before`` facts of every existing image; the qemu-img processes overlap (MAP_WORKERS at a time)."""
+        existing = [job for job in jobs if job.top is not None]
+        try:
+            facts = map_threads(lambda job: self._facts(job.top, self.reader), existing, workers=MAP_WORKERS)
+        except BaseException:
+            for job in existing:
+                job.close()
+            raise
+        for job, before in zip(existing, facts):
+            job.before = before
+
+    def _plan_job(self, job):
+        options = job.request.options
+        st = job.st
         if not self.check_mode:
             job.cleaned = remove_dead_workdirs(job.dir_fd, job.dir_path, job.name)
         if options['state'] == 'absent':
@@ -319,20 +348,23 @@ class Qcow2Run:
                             % (job.label, printable(header.data_file or '?')))
         if header is not None and header.encrypted:
             raise PlanError('%s is an encrypted qcow2 image; qcow2_create does not handle such images' % job.label)
-        job.before = self._facts(job.top)
+        if header is not None and header.unknown_features:
+            raise PlanError('%s uses qcow2 features this module does not know (incompatible feature bits %#x)'
+                            % (job.label, header.incompatible))
 
-    def _facts(self, layer):
-        """image_facts of one open layer: qemu-img info, and map for qcow2 with no backing file opened."""
-        single = Chain([layer])
-        info = self.qemu_img.info_spec(single.spec(backing=False), layer.path, [layer.fd], timeout=PROBE_TIMEOUT)
+    def _facts(self, layer, qemu_img=None):
+        """image_facts of one open layer: the header this module parsed, and ``qemu-img map`` (opening no
+        backing file) for the preallocation of a qcow2 image."""
+        actual = layer.st.st_blocks * 512 if layer.kind == 'file' else None
+        info = header_info(layer.fmt, layer.header, layer.backing_name, layer.size(), actual)
         extents = None
         if layer.fmt == 'qcow2':
-            extents = self.qemu_img.map_spec(single.spec(backing=True), layer.path, [layer.fd], timeout=PROBE_TIMEOUT)
+            extents = (qemu_img or self.qemu_img).map_spec(Chain([layer]).spec(backing=True), printable(layer.path),
+                                                           [layer.fd], timeout=PROBE_TIMEOUT)
         facts = image_facts(info, extents)
-        # The names exactly as the header holds them: qemu-img prints U+FFFD for bytes that are not UTF-8.
-        if layer.header is not None:
-            facts['backing_file'] = printable(layer.backing_name) if layer.backing_name is not None else None
-            facts['backing_format'] = printable(layer.header.backing_format) if layer.header.backing_format else None
+        for key in ('backing_file', 'backing_format'):
+            if facts[key] is not None:
+                facts[key] = printable(facts[key])
         return facts
 
     def _wanted(self, options):

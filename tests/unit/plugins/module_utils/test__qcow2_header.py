@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._qcow2_header import HEADER_READ, HeaderError, \
     decode_name, is_protocol, other_format, parse_header
+from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import header_info, image_facts
 
 
 def make(tmp_path, *options, backing=None, backing_format=None, size='16M'):
@@ -116,3 +117,23 @@ def test_protocol_names(name, protocol):
 
 def test_undecodable_names_survive():
     assert decode_name(b'\xff\xfe.img\0junk') == '\udcff\udcfe.img'
+
+
+@pytest.mark.parametrize('options, backing', [((), None), (('compat=0.10',), None), (('lazy_refcounts=on',), None),
+                                              (('extended_l2=on', 'cluster_size=128K'), 'base.qcow2'),
+                                              (('preallocation=metadata',), None)])
+def test_facts_from_the_header_are_the_facts_from_qemu_img_info(tmp_path, options, backing):
+    # qcow2_create reads these fields from the header itself (one process less per image): they must
+    # say exactly what qemu-img info says.
+    head, info = make(tmp_path, *options, backing=backing, backing_format='qcow2' if backing else None)
+    header = parse_header(head)
+    offset, size = header.backing_span()
+    name = decode_name(head[offset:offset + size]) if header.has_backing else None
+    mine = header_info('qcow2', header, name, None, info['actual-size'])
+    assert image_facts(mine, None) == image_facts(info, None)
+
+
+def test_unknown_incompatible_features_are_seen(tmp_path):
+    head, _info = make(tmp_path)
+    assert not parse_header(head).unknown_features
+    assert parse_header(mutate(head, 72, '>Q', 1 << 9)).unknown_features
