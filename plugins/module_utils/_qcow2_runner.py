@@ -300,8 +300,6 @@ class Qcow2Run:
     def _plan_job(self, job):
         options = job.request.options
         st = job.st
-        if not self.check_mode:
-            job.cleaned = remove_dead_workdirs(job.dir_fd, job.dir_path, job.name)
         if options['state'] == 'absent':
             if job.top is not None:
                 self._refuse_unsafe(job, 'remove')
@@ -463,6 +461,7 @@ class Qcow2Run:
     def _apply(self, job):
         if self.check_mode:
             return
+        job.cleaned = remove_dead_workdirs(job.dir_fd, job.dir_path, job.name)
         action = job.plan.action
         if action == 'create':
             self._create(job)

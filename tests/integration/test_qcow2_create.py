@@ -726,10 +726,10 @@ def test_a_list_with_one_bad_image_changes_nothing(tmp_path):
 
 
 def test_the_images_role_makes_one_module_call(tmp_path):
-    # Issue 17: the role hands the whole list to one qcow2_create call (one round trip per host).
-    playbook = tmp_path / 'images.yml'
-    saved = tmp_path / 'registered.json'
-    playbook.write_text('''
+    # Issue 17: the role hands the whole list to one qcow2_create call (one round trip per host);
+    # applied twice in one playbook, the second run changes nothing.
+    saved = tmp_path / 'registered'
+    play = '''
 - hosts: hypervisors
   gather_facts: false
   roles:
@@ -738,9 +738,11 @@ def test_the_images_role_makes_one_module_call(tmp_path):
     - name: Keep what the role's module task registered
       ansible.builtin.copy:
         content: "{{ {'registered': __images_result, 'exported': images_results} | to_json }}"
-        dest: "%s"
+        dest: "%s-%d.json"
         mode: "0600"
-''' % saved)
+'''
+    playbook = tmp_path / 'images.yml'
+    playbook.write_text(play % (saved, 1) + play % (saved, 2))
     entries = [{'path': str(tmp_path / ('%d.qcow2' % n)), 'size': '8M'} for n in range(3)]
     entries[2]['grow'] = True
     inventory = tmp_path / 'inventory.ini'
@@ -751,11 +753,9 @@ def test_the_images_role_makes_one_module_call(tmp_path):
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory), str(playbook),
             '-e', json.dumps({'images_list': entries})]
-    runs = []
-    for _attempt in range(2):
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-        runs.append(json.loads(saved.read_text()))
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    runs = [json.loads((tmp_path / ('registered-%d.json' % n)).read_text()) for n in (1, 2)]
     first, second = (run['registered'] for run in runs)
     assert 'results' not in first, 'one qcow2_create call, not a loop'
     assert first['changed'] and [r['action'] for r in first['images']] == ['created'] * 3
