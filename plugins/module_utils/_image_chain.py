@@ -244,8 +244,8 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
             name = layer.backing_name
             if is_protocol(name):
                 raise PlanError('%s names %s as its backing file, which is not a local file; qcow2_create follows '
-                                'only local files (write ./%s if it is one)' % (printable(current), printable(name),
-                                                                             printable(name)))
+                                'only local files (write ./%s if it is one)'
+                                % (printable(current), printable(name), printable(name)))
             if len(chain.layers) >= max_depth:
                 raise PlanError('the backing chain of %s is longer than %d files' % (printable(path), max_depth))
             current = backing_path(layer)

@@ -241,8 +241,8 @@ class Qcow2Run:
             except FileNotFoundError:
                 raise PlanError('the directory of %s, %s, does not exist' % (label, printable(path))) from None
             except OSError as err:
-                raise PlanError('cannot open the directory of %s, %s: %s' % (label, printable(path),
-                                                                              err.strerror)) from None
+                raise PlanError('cannot open the directory of %s, %s: %s'
+                                % (label, printable(path), err.strerror)) from None
         return self._dirs[path]
 
     def _uses_of(self, real):
@@ -410,8 +410,7 @@ class Qcow2Run:
         doing = ACTION_DONE[action]
         if job.top.kind == 'block':
             raise PlanError('%s is a block device; qcow2_create does not %s block devices (it would replace the '
-                            'device node with a file)' % (job.label, {'remove': 'remove', 'convert': 'convert',
-                                                                       'grow': 'grow'}[action]))
+                            'device node with a file)' % (job.label, action))
         check_users(job.label, action, job.uses, job.fmt, job.request.options['force'])
         if qemu_holds(job.top.fd):
             raise PlanError('%s is in use by another process (a QEMU process holds a lock on it), so it is not %s; '

@@ -35,8 +35,8 @@ def test_a_chain_with_formats_from_the_headers(tmp_path):
         assert [(os.path.basename(layer.path), layer.fmt) for layer in chain.layers] == [
             ('top.qcow2', 'qcow2'), ('middle.qcow2', 'qcow2'), ('base.raw', 'raw')]
         node = json.loads(chain.spec()[len('json:'):])
-        assert node['backing']['backing'] == {'driver': 'raw', 'file': {'driver': 'file',
-                                                                         'filename': chain.layers[2].fd_path}}
+        base_node = {'driver': 'raw', 'file': {'driver': 'file', 'filename': chain.layers[2].fd_path}}
+        assert node['backing']['backing'] == base_node
         assert 'backing' not in json.loads(chain.spec(backing=False)[len('json:'):])
         assert json.loads(chain.spec(start=1)[len('json:'):])['file']['filename'] == chain.layers[1].fd_path
     finally:

@@ -243,8 +243,8 @@ def test_a_raw_disk_is_whole_sectors(fmt, size, ok):
     ('remove', [RUNNING], 'qcow2', True, 'so it is not removed'),
     ('convert', [RAW_USER], 'raw', True, '/i/x is read as raw by domain db: converted to qcow2'),
     ('convert', [OVERLAY_USER], 'raw', False, '/i/x is read as raw by domain ci (through /i/top.qcow2)'),
-    ('remove', [QCOW2_USER], 'qcow2', False, '/i/x is a disk of domain web; remove it from the domain first, or '
-                                            'set force=true'),
+    ('remove', [QCOW2_USER], 'qcow2', False,
+     '/i/x is a disk of domain web; remove it from the domain first, or set force=true'),
     ('remove', None, 'qcow2', False, 'cannot check whether a domain uses /i/x'),
     ('convert', None, 'raw', False, 'cannot check whether a domain reads /i/x as raw'),
 ])

@@ -58,8 +58,8 @@ def test_missing_binary_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize('options, text', [
-    ({'compat': '1.1', 'preallocation': 'metadata', 'cluster_size': 65536}, 'cluster_size=65536,compat=1.1,'
-                                                                             'preallocation=metadata'),
+    ({'compat': '1.1', 'preallocation': 'metadata', 'cluster_size': 65536},
+     'cluster_size=65536,compat=1.1,preallocation=metadata'),
     ({'extended_l2': 'on', 'backing_fmt': 'raw', 'lazy_refcounts': None}, 'backing_fmt=raw,extended_l2=on'),
     ({}, ''),
 ])
