@@ -58,7 +58,11 @@ def parse_size(value, what='size'):
 def image_size(value):
     """A virtual size as qemu-img makes it: rounded up to a whole 512-byte sector (1000 -> 1024), so
     that a rerun with the same request finds the size it asked for."""
-    size = parse_size(value, 'size')
+    return whole_sectors(parse_size(value, 'size'))
+
+
+def whole_sectors(size):
+    """``size`` rounded up to a whole number of 512-byte sectors."""
     return -(-size // SECTOR) * SECTOR
 
 

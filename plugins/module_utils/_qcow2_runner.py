@@ -33,7 +33,7 @@ from ._image_chain import Chain, head_format, image_node, json_spec, kind_of, la
     open_file, printable, qemu_holds, read_head, walk_chain
 from ._image_plan import ACTION_DONE, FORMATS, PREALLOCATION_CHOICES, ImagePlan, WantedImage, check_disk_image, \
     check_users, decide_format, effective_preallocation, header_info, human_size, image_facts, image_size, \
-    parse_size, plan_image, planned_facts, validate_wanted
+    parse_size, plan_image, planned_facts, validate_wanted, whole_sectors
 from ._image_users import read_image_uses
 from ._image_workdir import WorkDir, backup_name, entry_stat, fsync_dir, link_backup, open_directory, \
     remove_dead_workdirs, same_file
@@ -403,14 +403,16 @@ class Qcow2Run:
                                  'will show the guest those bytes, not the qcow2 image' % printable(name))
         if job.top is None and wanted.size is None:
             size = base.header.virtual_size if base.header is not None else base.size()
-            job.wanted = dataclasses.replace(wanted, size=-(-size // 512) * 512)
+            job.wanted = dataclasses.replace(wanted, size=whole_sectors(size))
 
     def _refuse_unsafe(self, job, action):
         """D1, D2, D4: never convert, grow or remove a block device, or a file a domain or a QEMU uses."""
         doing = ACTION_DONE[action]
         if job.top.kind == 'block':
-            raise PlanError('%s is a block device; qcow2_create does not %s block devices (it would replace the '
-                            'device node with a file)' % (job.label, action))
+            why = 'grow it with the tool that manages it' if action == 'grow' else \
+                'it would replace or unlink the device node'
+            raise PlanError('%s is a block device; qcow2_create does not %s block devices (%s)'
+                            % (job.label, action, why))
         check_users(job.label, action, job.uses, job.fmt, job.request.options['force'])
         if qemu_holds(job.top.fd):
             raise PlanError('%s is in use by another process (a QEMU process holds a lock on it), so it is not %s; '

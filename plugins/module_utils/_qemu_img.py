@@ -147,15 +147,6 @@ class QemuImg:
             return rc == 0
         raise QemuImgError('qemu-img failed to compare %s with %s: %s' % (first, second, (err or out).strip()))
 
-    def lock_holder_error(self, path):
-        """The error qemu-img gives when another process (a running QEMU) holds the image's write
-        lock, or '' when the image is free. Reading without -U takes the shared lock QEMU would."""
-        rc, out, err = self.run_command([self.binary, 'info', '--output=json', '--', path])
-        text = (err or out or '').strip()
-        if rc != 0 and 'lock' in text:
-            return text
-        return ''
-
     def bench(self, path, fmt, cache, aio, count, depth, block_size, step, write):
         """Seconds ``qemu-img bench`` takes for ``count`` requests of ``block_size`` bytes."""
         args = ['bench', '-f', fmt, '-t', cache, '-i', aio, '-c', count, '-d', depth, '-s', block_size, '-S', step]
