@@ -405,6 +405,16 @@ def test_a_fifo_in_a_backing_chain_is_never_opened(tmp_path):
                                 'backing_format': 'raw', 'preallocation': 'off', 'uri': 'qemu:///system'})
     assert requested.failed and 'is a FIFO, not a regular file or block device' in requested['msg']
     assert not (tmp_path / 'new.qcow2').exists()
+    # An external data file named by the header, now a FIFO: the image is refused before anything opens it.
+    data = tmp_path / 'data.raw'
+    with_data = tmp_path / 'with-data.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'data_file=%s' % data, str(with_data), '16M'],
+                   check=True)
+    data.unlink()
+    os.mkfifo(data)
+    refused = run_as_process({'path': str(with_data), 'uri': 'qemu:///system'})
+    assert refused.failed and refused['msg'] == ('%s has an external data file (%s); qcow2_create does not handle '
+                                                 'such images' % (with_data, data)), refused['msg']
 
 
 INJECTIONS = [
