@@ -735,6 +735,23 @@ def test_a_list_with_one_bad_image_changes_nothing(tmp_path):
     assert twice.failed and 'are the same image' in twice['msg']
 
 
+def test_a_list_that_fails_while_applying_says_what_was_done(tmp_path):
+    small = tmp_path / 'small'
+    small.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(small)], check=True)
+    try:
+        result = images([{'path': str(tmp_path / 'first.qcow2'), 'size': '8M'},
+                         {'path': str(small / 'big.qcow2'), 'size': '64M', 'preallocation': 'full'},
+                         {'path': str(tmp_path / 'third.qcow2'), 'size': '8M'}])
+        assert result.failed and result['failed_image'] == str(small / 'big.qcow2')
+        assert result['msg'].startswith('cannot create %s: ' % (small / 'big.qcow2'))
+        assert result['msg'].endswith('; images done before it: %s' % (tmp_path / 'first.qcow2'))
+        assert [(r['path'], r['action']) for r in result['images']] == [(str(tmp_path / 'first.qcow2'), 'created')]
+        assert os.listdir(small) == [] and not (tmp_path / 'third.qcow2').exists()
+    finally:
+        subprocess.run(['umount', str(small)], check=True)
+
+
 def test_the_images_role_makes_one_module_call(tmp_path):
     # Issue 17: the role hands the whole list to one qcow2_create call (one round trip per host);
     # applied twice in one playbook, the second run changes nothing.
