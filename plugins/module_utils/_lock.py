@@ -61,7 +61,7 @@ def lock_directory():
 def lock_path(subject, directory=None):
     """A lock file for ``subject`` (a libvirt URI or an image path) in the private lock directory."""
     # Per user too: qemu:///session of two users are two different hosts' worth of libvirt.
-    digest = hashlib.sha256(('%d:%s' % (os.geteuid(), subject)).encode('utf-8')).hexdigest()[:16]
+    digest = hashlib.sha256(('%d:%s' % (os.geteuid(), subject)).encode('utf-8', 'surrogateescape')).hexdigest()[:16]
     return os.path.join(directory or lock_directory(), '%s.lock' % digest)
 
 

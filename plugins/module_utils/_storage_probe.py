@@ -173,6 +173,15 @@ def probe_odirect(path):
         os.close(fd)
 
 
+def probe_odirect_fd(fd, path):
+    """``probe_odirect`` for a file the caller already opened and checked (``path`` names it in messages)."""
+    problem = _kind_problem(path, os.fstat(fd))
+    if problem:
+        return None, problem
+    ok, why, _header = _read_direct(fd, path)
+    return ok, why
+
+
 def _read_direct(fd, path):
     """Opens the file behind ``fd`` again with O_DIRECT (through /proc/self/fd: the same inode, not
     the name) and reads one aligned block: (ok, why, header bytes or None)."""

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import QemuImgError
-from ansible_collections.kvmio.tuning.plugins.module_utils._qemu_img import QemuImg, subprocess_runner
+from ansible_collections.kvmio.tuning.plugins.module_utils._qemu_img import QemuImg, option_string, subprocess_runner
 
 
 @pytest.fixture
@@ -90,3 +90,32 @@ def test_a_qemu_img_call_that_hangs_is_bounded(tmp_path):
         runner.info(fifo, fmt='raw')
     assert time.monotonic() - started < 15
     assert err.value.msg.startswith('qemu-img did not finish within 2 s while trying to read the image %s' % fifo)
+
+
+@pytest.mark.parametrize('options, text', [
+    ({'compat': '1.1', 'preallocation': 'metadata', 'cluster_size': 65536},
+     'cluster_size=65536,compat=1.1,preallocation=metadata'),
+    ({'extended_l2': 'on', 'backing_fmt': 'raw', 'lazy_refcounts': None}, 'backing_fmt=raw,extended_l2=on'),
+    ({}, ''),
+])
+def test_option_string(options, text):
+    assert option_string(options) == text
+
+
+@pytest.mark.parametrize('options', [{'backing_fmt': 'raw,data_file=/etc/shadow'}, {'compat': '1.1 '},
+                                     {'preallocation': 'off\ndata_file=x'}, {'a=b': 'c'}, {'size': ''}])
+def test_option_values_that_would_add_options_are_refused(options):
+    with pytest.raises(QemuImgError) as err:
+        option_string(options)
+    assert 'option values must be plain words' in err.value.msg
+
+
+def test_a_stuck_qemu_img_is_stopped(tmp_path):
+    fifo = str(tmp_path / 'fifo')
+    os.mkfifo(fifo)
+    runner = QemuImg(subprocess_runner())
+    with pytest.raises(QemuImgError) as err:
+        runner.info_spec('json:{"driver": "raw", "file": {"driver": "file", "filename": "%s"}}' % fifo, fifo, [],
+                         timeout=1)
+    assert err.value.msg.startswith('qemu-img did not finish within 1 s while trying to read %s' % fifo)
+    assert err.value.msg.endswith('it was stopped')
