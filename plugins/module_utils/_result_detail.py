@@ -23,7 +23,18 @@ RESULT_DETAIL_ARGUMENT_SPEC = {
 
 
 def shape_domains(entries, detail, keep):
-    """The per-domain entries as ``detail`` asks: all their keys, or only ``keep`` (in that order)."""
+    """The per-domain entries as ``detail`` asks: all their keys, or only ``keep`` (in that order).
+
+    An item of ``keep`` is a key, or (key, sub-keys) to keep only those keys of a dict value."""
     if detail == 'full':
         return entries
-    return [{key: entry[key] for key in keep if key in entry} for entry in entries]
+    shaped = []
+    for entry in entries:
+        item = {}
+        for key in keep:
+            key, sub = (key, None) if isinstance(key, str) else key
+            if key in entry:
+                value = entry[key]
+                item[key] = {k: value[k] for k in sub if k in value} if sub and isinstance(value, dict) else value
+        shaped.append(item)
+    return shaped

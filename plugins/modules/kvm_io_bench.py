@@ -14,8 +14,8 @@ description:
     C(qemu-img bench) on them for every combination of O(caches), O(preallocations) and O(workloads);
     returns IOPS and MB/s of each, and the fastest safe choice.
   - Each cache mode runs with the io mode that M(kvmio.tuning.kvm_disk_tune) would set with it
-    (O(kvmio.tuning.kvm_disk_tune#module:io=auto)), and only where the tuner would accept it: no
-    V(none)/V(directsync) where O_DIRECT is refused. The skipped ones are listed with the reason.
+    (O(kvmio.tuning.kvm_disk_tune#module:io=auto)), and only where the tuner would accept it (no
+    V(none)/V(directsync) where O_DIRECT is refused); the skipped ones are listed with the reason.
   - C(qemu-img bench) runs on the host. It sees the image format and the cache mode, not what a guest
     sees (bus, iothreads, the guest's own flushes); rank setups with it, and measure a guest before
     you claim a speed-up.
@@ -53,10 +53,10 @@ options:
   caches:
     description:
       - Cache modes to measure.
+      - V(default) is a disk without a cache or io attribute, as C(virt-install) makes it (QEMU runs it
+        V(writeback) with V(threads)), the baseline of RV(speedup_vs_default).
     type: list
     elements: str
-      - V(default) is a disk without a cache or io attribute, as C(virt-install) makes it (QEMU runs it
-        V(writeback) with V(threads)): the baseline of RV(speedup_vs_default).
     choices: [default, writethrough, writeback, none, directsync]
     default: [default, writethrough, writeback, none, directsync]
   preallocations:

@@ -127,8 +127,6 @@ def test_fleet_results_are_summaries(fleet_runs):
         assert tasks[(host, 'kvmio.tuning.iothread_pin')]['result_bytes'] < 3000
 
 
-@pytest.mark.xfail(strict=True, reason='the images role calls qcow2_create once per image until the batched '
-                                       'qcow2_create (branch trust-qcow2) is merged; then remove this mark')
 def test_images_role_makes_one_qcow2_create_call_per_host(fleet_runs):
     for run in (fleet_runs['cold'], fleet_runs['warm']):
         assert calls(run, 'kvmio.tuning.qcow2_create') == {'hv1': 1, 'hv2': 1}

@@ -20,3 +20,9 @@ def test_summary_keeps_only_the_named_keys_and_skips_absent_ones():
     assert shaped == [{'name': 'web01', 'changed': True}, {'name': 'db01', 'changed': False}]
     assert [list(e) for e in shaped] == [['name', 'changed']] * 2
     assert 'disks' in ENTRIES[0], 'the input is not changed'
+
+
+def test_summary_keeps_only_the_named_keys_of_a_nested_dict():
+    entries = [{'name': 'web01', 'live': {'status': 'applied_live', 'disks': [{'target': 'vda'}]}}, {'name': 'db01'}]
+    shaped = shape_domains(entries, 'summary', ('name', ('live', ('status', 'method'))))
+    assert shaped == [{'name': 'web01', 'live': {'status': 'applied_live'}}, {'name': 'db01'}]
