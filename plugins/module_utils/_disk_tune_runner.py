@@ -31,7 +31,7 @@ from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._module import validated_overrides
 from ._overrides import check_literal_rules, policy_for, scsi_queues
 from ._parallel import map_threads
-from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_domains
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._save_image import DEFAULT_SAVE_DIR
 from ._selection import SELECTION_ARGUMENT_SPEC, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
@@ -233,7 +233,7 @@ class DiskTuneRun:
             domains.append(entry)
         result = {
             'changed': any(d['changed'] for d in domains),
-            'domains': shape_domains(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
+            'domains': shape_entries(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
             'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
             'backups': backups,
             'counts': {'domains': len(plans), 'changed': sum(1 for d in domains if d['changed']),

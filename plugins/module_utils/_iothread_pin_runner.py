@@ -22,7 +22,7 @@ from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._module import validated_overrides
 from ._pinning import DomainNeed, PinPolicy, allocate
-from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_domains
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides, still_defined
 from ._topology import topology_from_capabilities
 
@@ -265,7 +265,7 @@ class IothreadPinRun:
                             'placement': placement.as_dict() if placement else None,
                             'iothreads': tunes[plan.name].iothreads})
         result = {'changed': any(d['changed'] for d in domains),
-                  'domains': shape_domains(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
+                  'domains': shape_entries(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
                   'unplaced': unplaced, 'backups': backups,
                   'counts': {'domains': len(domains), 'changed': sum(1 for d in domains if d['changed']),

@@ -41,6 +41,7 @@ from ._libvirt import LIBVIRT_ARGUMENT_SPEC
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._parallel import map_threads
 from ._qemu_img import QemuImg, module_runner, subprocess_runner
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect_fd, read_mounts
 
 # Reading an image (qemu-img map) takes milliseconds; a qemu-img that takes this long is stuck.
@@ -81,7 +82,20 @@ def argument_spec():
     spec['images'] = {'type': 'list', 'elements': 'dict', 'options': entry}
     spec['allowed_roots'] = {'type': 'list', 'elements': 'path', 'default': []}
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
+
+
+# What result_detail=summary keeps of each entry of ``images`` (the list form).
+SUMMARY_IMAGE_KEYS = ('path', 'action', 'changed', 'drift', 'backup_file', 'cleaned')
+
+
+def _counts(results):
+    """How many images the list had, changed, and took each action."""
+    counts = {'images': len(results), 'changed': sum(1 for r in results if r['changed'])}
+    for result in results:
+        counts[result['action']] = counts.get(result['action'], 0) + 1
+    return counts
 
 
 MODULE_OPTIONS = {'add_file_common_args': True, 'mutually_exclusive': [('path', 'images')],
@@ -220,9 +234,10 @@ class Qcow2Run:
                 results.append(self._result(job))
         if self.params.get('images') is None:
             return results[0]
-        outcome = {'changed': any(r['changed'] for r in results), 'images': results}
+        outcome = {'changed': any(r['changed'] for r in results), 'counts': _counts(results)}
         if self.module._diff:
             outcome['diff'] = [r.pop('diff') for r in results]
+        outcome['images'] = shape_entries(results, self.params['result_detail'], SUMMARY_IMAGE_KEYS)
         return outcome
 
     def _close(self, jobs):

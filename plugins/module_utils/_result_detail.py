@@ -11,7 +11,8 @@ A result is stored once per host and run by AWX (its job events) and kept in mem
 ``ansible-playbook``: with ``full``, every disk's before/after settings, reasons and probe facts
 come to about 2 KB per domain (1.1 MB for 500 domains). ``summary`` keeps what the roles and
 people act on - each domain's name, whether it changed and needs a restart, the counts, the backups
-- and drops the per-disk and per-change detail. Pure: no I/O.
+- and drops the per-disk and per-change detail. qcow2_create's list form does the same per image
+(about 900 bytes each with ``full``). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ RESULT_DETAIL_ARGUMENT_SPEC = {
 }
 
 
-def shape_domains(entries, detail, keep):
-    """The per-domain entries as ``detail`` asks: all their keys, or only ``keep`` (in that order).
+def shape_entries(entries, detail, keep):
+    """The per-domain (or per-image) entries as ``detail`` asks: all their keys, or only ``keep`` (in that order).
 
     An item of ``keep`` is a key, or (key, sub-keys) to keep only those keys of a dict value."""
     if detail == 'full':

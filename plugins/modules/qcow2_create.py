@@ -220,6 +220,18 @@ options:
     type: list
     elements: path
     default: []
+  result_detail:
+    description:
+      - With O(images), how much each entry of RV(images) holds. V(full) returns every key (the image's
+        facts, filesystem, users), about 900 bytes per image.
+      - V(summary) keeps C(path), C(action), C(changed), C(drift), C(backup_file) and C(cleaned) of each image,
+        beside RV(counts). That is a small result for a fleet run, whose results AWX stores as job events
+        for every host.
+      - The C(kvmio.tuning.images) role uses V(summary) unless C(images_result_detail=full).
+      - Not used with O(path).
+    type: str
+    choices: [full, summary]
+    default: full
 notes:
   - O(uri) names the libvirt whose domains' use of the images is checked. If libvirt cannot be asked,
     the module warns, reads formats from the images themselves, and refuses removals and format-changing
@@ -359,8 +371,9 @@ images:
   description: >-
     One result per entry of O(images), in order, each with the keys returned for O(path) (C(path),
     C(action), C(changed), C(drift), C(image), C(size), C(filesystem), C(backup_file), C(cleaned),
-    C(format_source), C(used_by)). When applying fails part-way, the results of the images done before
-    the failure (and C(failed_image) names the one that failed).
+    C(format_source), C(used_by)); with O(result_detail=summary) only C(path), C(action), C(changed),
+    C(drift), C(backup_file) and C(cleaned). When applying fails part-way, the full results of the images
+    done before the failure (and C(failed_image) names the one that failed).
   returned: with O(images)
   type: list
   elements: dict
@@ -378,6 +391,13 @@ images:
       cleaned: []
       format_source: null
       used_by: null
+counts:
+  description: >-
+    How many images the list had and changed, and how many took each action (C(created), C(converted),
+    C(grown), C(removed), C(none), C(drift)).
+  returned: with O(images)
+  type: dict
+  sample: {images: 200, changed: 200, converted: 200}
 failed_image:
   description: The image whose change failed, when applying a list stopped part-way.
   returned: failure while applying O(images)

@@ -723,6 +723,25 @@ def test_a_list_of_images_in_one_call(tmp_path):
     assert again['changed'] is False and {r['action'] for r in again['images']} == {'none'}
 
 
+def test_a_list_returns_a_summary_per_image_with_the_counts(tmp_path):
+    import json
+    thin = tmp_path / 'thin.qcow2'
+    qemu_img.create(str(thin), '8M')
+    entries = [{'path': str(tmp_path / ('new%d.qcow2' % i)), 'size': '8M'} for i in range(3)] + \
+        [{'path': str(thin), 'convert': True}]
+    full = images(entries, check=True)
+    summary = images(entries, result_detail='summary')
+    assert not summary.failed, summary.get('msg')
+    assert [sorted(r) for r in summary['images']] == [['action', 'backup_file', 'changed', 'cleaned', 'drift',
+                                                       'path']] * 4
+    assert [(r['path'], r['action']) for r in summary['images']] == [(r['path'], r['action']) for r in full['images']]
+    assert summary['counts'] == full['counts'] == {'images': 4, 'changed': 4, 'created': 3, 'converted': 1}
+    assert summary['images'][3]['backup_file'] and os.path.exists(summary['images'][3]['backup_file'])
+    assert len(json.dumps(summary['images'])) * 2 < len(json.dumps(full['images']))
+    again = images(entries, result_detail='summary')
+    assert again['changed'] is False and again['counts'] == {'images': 4, 'changed': 0, 'none': 4}
+
+
 def test_a_list_with_one_bad_image_changes_nothing(tmp_path):
     big = tmp_path / 'big.qcow2'
     qemu_img.create(str(big), '32M')
