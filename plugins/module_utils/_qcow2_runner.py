@@ -238,6 +238,12 @@ class Qcow2Run:
         if self.module._diff:
             outcome['diff'] = [r.pop('diff') for r in results]
         outcome['images'] = shape_entries(results, self.params['result_detail'], SUMMARY_IMAGE_KEYS)
+        if self.params['result_detail'] == 'summary':
+            # Ansible echoes every option back (invocation.module_args), each images entry with all its
+            # suboptions, most of them null: about 350 bytes per image. Echo only what each entry sets.
+            echoed = dict(self.params, images=[{k: v for k, v in entry.items() if v is not None}
+                                               for entry in self.params['images']])
+            outcome['invocation'] = {'module_args': echoed}
         return outcome
 
     def _close(self, jobs):

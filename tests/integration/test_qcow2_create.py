@@ -738,6 +738,9 @@ def test_a_list_returns_a_summary_per_image_with_the_counts(tmp_path):
     assert summary['counts'] == full['counts'] == {'images': 4, 'changed': 4, 'created': 3, 'converted': 1}
     assert summary['images'][3]['backup_file'] and os.path.exists(summary['images'][3]['backup_file'])
     assert len(json.dumps(summary['images'])) * 2 < len(json.dumps(full['images']))
+    # Ansible's echo of the options lists only what each entry sets (not every suboption as null).
+    assert summary['invocation']['module_args']['images'][3] == {'path': str(thin), 'convert': True}
+    assert None in full['invocation']['module_args']['images'][0].values()
     again = images(entries, result_detail='summary')
     assert again['changed'] is False and again['counts'] == {'images': 4, 'changed': 0, 'none': 4}
 
