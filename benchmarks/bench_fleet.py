@@ -373,8 +373,14 @@ NO_VALIDATION_PLAYBOOK = _PLAY % 'tune.yml without role argument validation' + "
     - ansible.builtin.import_role: {name: kvmio.tuning.cpu_pinning, rolespec_validate: false}
       when: kvmio_tune_cpu_pinning | default(true) | bool
 """
-# The floor: the two modules as bare tasks (no roles, no exports), as the roles call them.
+# The floor: the modules as bare tasks (no roles, no exports), as the roles call them.
 MODULES_ONLY_PLAYBOOK = _PLAY % 'the modules alone' + """
+    - kvmio.tuning.qcow2_create:
+        images: "{{ images_list }}"
+        convert: "{{ images_convert }}"
+        uri: qemu:///session
+        result_detail: summary
+      when: images_list | default([]) | length > 0
     - kvmio.tuning.kvm_disk_tune:
         uri: qemu:///session
         backup_dir: ~/kvmio-backups

@@ -14,6 +14,9 @@ three limits per node (hosts are independent with strategy free):
   main process (H/S) x m_host         ansible-playbook's one process that runs the strategy and every result
 
 plus the job's fixed part (AWX starting the job, ansible-playbook starting, the first SSH handshake).
+m_host is measured twice: as the slope over N of the SSH runs (which includes the strategy's polling
+while it waits, inflated where the hosts wait for this machine's two CPUs), and per host and task in a
+controller-only run at 50 forks and 1,000 hosts (--controller); the model prints both.
 
 Usage: .venv/bin/python benchmarks/fleet_model.py [--results FILE] [--hosts 1000] [--forks 50] [--cores 16]
            [--budget 120] [--job-start 20] [--rtt-ms 0.5] [--image-gib 20]
@@ -84,16 +87,46 @@ def measured(results):
     return figures
 
 
-def fleet_time(fig, hosts, nodes, forks, cores, job_start, t_host):
+def fleet_time(fig, hosts, nodes, forks, cores, job_start, t_host, m_host=None):
     per_node = math.ceil(hosts / nodes)
     limits = {
         'forks': per_node / min(forks, per_node) * t_host,
         'controller CPU': per_node * fig['c_host'][0] / cores,
-        'main process': per_node * fig['m_host'][0],
+        'main process': per_node * (fig['m_host'][0] if m_host is None else m_host),
     }
     fixed = job_start + fig['t_fixed'][0]
     bound = max(limits, key=limits.get)
     return fixed + limits[bound], bound, limits, per_node
+
+
+def nodes_needed(fig, opts, t_warm, m_host=None):
+    """Prints the limits for 1, 2, ... nodes until the budget is met; returns that node count or None."""
+    for nodes in range(1, 65):
+        total, bound, limits, per_node = fleet_time(fig, opts.hosts, nodes, opts.forks, opts.cores, opts.job_start,
+                                                    t_warm, m_host)
+        if nodes <= 8 or total <= opts.budget:
+            print('  S=%2d nodes: %4d hosts each; forks %6.1f s, controller CPU %6.1f s, main process %6.1f s -> '
+                  '%6.1f s (%s-bound)' % (nodes, per_node, limits['forks'], limits['controller CPU'],
+                                          limits['main process'], total, bound))
+        if total <= opts.budget:
+            print('=> warm: %d execution node(s) of %d forks bring %d hosts under %.0f s (job_slice_count=%d).'
+                  % (nodes, opts.forks, opts.hosts, opts.budget, nodes))
+            return nodes
+    print('=> warm: no node count up to 64 meets the budget with these figures.')
+    return None
+
+
+def controller_figure(path):
+    """Main-process ms per host and task of the controller-only run (strategy free, median), if there is one."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding='utf-8') as handle:
+        data = json.load(handle)
+    runs = [r for r in data['rows'] if r['strategy'] == 'free' and r.get('main_per_host_task_ms')]
+    if not runs:
+        return None
+    return (statistics.median(r['main_per_host_task_ms'] for r in runs),
+            'bench_fleet --controller-hosts %d, %d forks' % (runs[0]['hosts'], runs[0]['forks']))
 
 
 def main(argv=None):
@@ -108,6 +141,8 @@ def main(argv=None):
     parser.add_argument('--rtt-ms', type=float, default=0.5, help='network round trip to a hypervisor (ms)')
     parser.add_argument('--gbit', type=float, default=1.0, help='network bandwidth to a hypervisor (Gbit/s)')
     parser.add_argument('--image-gib', type=float, default=20.0, help='data per image for the cold estimate (GiB)')
+    parser.add_argument('--controller', default=os.path.join(HERE, 'results', 'fleet-controller-h1000.json'),
+                        help='results of bench_fleet.py --controller-hosts, for the main process at fleet scale')
     opts = parser.parse_args(argv)
     with open(opts.results, encoding='utf-8') as handle:
         results = json.load(handle)
@@ -128,28 +163,21 @@ def main(argv=None):
           % (fig['t_host_warm'][0], network, 2 * fig['calls'][0] + 4, opts.rtt_ms, fig['payload'][0] / 1024, opts.gbit))
     print('Limits per execution node of %d forks and %d cores, %d hosts of %d domains, budget %.0f s, AWX job '
           'start %.0f s (assumed):' % (opts.forks, opts.cores, opts.hosts, fig['domains'], opts.budget, opts.job_start))
-    needed = None
-    for nodes in range(1, 65):
-        total, bound, limits, per_node = fleet_time(fig, opts.hosts, nodes, opts.forks, opts.cores, opts.job_start, t_warm)
-        if nodes <= 8 or total <= opts.budget:
-            print('  S=%2d nodes: %4d hosts each; forks %6.1f s, controller CPU %6.1f s, main process %6.1f s -> '
-                  '%6.1f s (%s-bound)' % (nodes, per_node, limits['forks'], limits['controller CPU'],
-                                          limits['main process'], total, bound))
-        if total <= opts.budget:
-            needed = nodes
-            break
-    if needed:
-        print('=> warm: %d execution node(s) of %d forks bring %d hosts under %.0f s (job_slice_count=%d).'
-              % (needed, opts.forks, opts.hosts, opts.budget, needed))
-    else:
-        print('=> warm: no node count up to 64 meets the budget with these figures.')
+    needed = nodes_needed(fig, opts, t_warm)
+    controller = controller_figure(opts.controller)
+    if controller:
+        per_task, source = controller
+        m_alt = per_task / 1000 * fig['tasks'][0]
+        print('\nThe same with the main process at %.1f ms per host and task (%s): m_host = %.3f s'
+              % (per_task, source, m_alt))
+        nodes_needed(fig, opts, t_warm, m_alt)
     conv_measured = fig['conversion'][0]
     print('\nCold: t_host = %.2f s measured, of which converting its %d (nearly empty) images took %.2f s on their own.'
           % (t_cold, 2 * fig['domains'], conv_measured))
     if 'conversion_mib_s' in fig:
         conv = 2 * fig['domains'] * opts.image_gib * 1024 / fig['conversion_mib_s'][0]
         nodes = needed or 1
-        total, bound, _limits, per_node = fleet_time(fig, opts.hosts, nodes, opts.forks, opts.cores, opts.job_start,
+        total, bound, _limits, _per_node = fleet_time(fig, opts.hosts, nodes, opts.forks, opts.cores, opts.job_start,
                                                      t_cold + conv)
         print('With %.0f GiB of data per image at the measured %.0f MiB/s (convert + compare): %.0f s per host of '
               'conversion; %d node(s) of %d forks: %.0f s for the fleet (%s-bound): conversions bound a cold run.'
