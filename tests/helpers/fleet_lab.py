@@ -162,14 +162,14 @@ class FleetLab:
             os.makedirs('/run/sshd', mode=0o755)
             self._made_run_sshd = True
         _run(['/usr/sbin/sshd', '-f', config])
-        for _ in range(100):
+        for _attempt in range(100):
             if os.path.exists(os.path.join(self.root, 'sshd.pid')):
                 return
             time.sleep(0.05)
         raise RuntimeError('the lab sshd did not start (%s)' % config)
 
     def _wait_for_libvirt(self, number):
-        for _ in range(100):
+        for _attempt in range(100):
             proc = subprocess.run(self.as_user(number, ['virsh', '-q', '-c', 'qemu:///session', 'version']),
                                   capture_output=True, check=False)
             if proc.returncode == 0:
@@ -275,7 +275,7 @@ class FleetLab:
         if os.path.join(self.root, 'sshd_config').encode() in cmdline:    # ours, not a reused pid (a substring:
             # sshd rewrites its command line to "sshd: /usr/sbin/sshd -f CONFIG [listener] ...")
             os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
+            for _attempt in range(50):
                 if not os.path.exists('/proc/%d' % pid):
                     break
                 time.sleep(0.05)
@@ -306,7 +306,7 @@ class FleetLab:
         self._stop_sshd()
         self._remove_locks(users)
         for user in users:
-            for _ in range(50):         # processes killed a moment ago may still be exiting
+            for _attempt in range(50):         # processes killed a moment ago may still be exiting
                 if subprocess.run(['pgrep', '-u', user], capture_output=True, check=False).returncode:
                     break
                 time.sleep(0.1)

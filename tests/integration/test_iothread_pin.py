@@ -115,10 +115,10 @@ def test_summary_result_keeps_names_counts_and_drops_placements_and_changes(syst
     import os
     os.chmod(system_domains.image_dir, 0o755)
     doms = []
-    for _ in range(3):
+    for _number in range(3):
         name = system_domains.name('pin')
-        doms.append(system_domains.define(dx.domain(name, [dx.disk(system_domains.image(name + '.qcow2'), 'vda',
-                                                                  'virtio')])))
+        disk = dx.disk(system_domains.image(name + '.qcow2'), 'vda', 'virtio')
+        doms.append(system_domains.define(dx.domain(name, [disk])))
     options = dict(domains=[d.name() for d in doms], iothreads='auto', vcpu_pinning='auto', emulator_pinning='auto',
                    iothread_pinning='auto', pinning_mode='shared')
     planned = pin(backup_dir, check=True, **options)

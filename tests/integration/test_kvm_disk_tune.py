@@ -230,7 +230,7 @@ def test_xml_path_mode_tunes_a_file_in_place(tmp_path, backup_dir, image_dir):
 def test_summary_result_keeps_names_counts_restarts_and_backups_only(libvirt_env, backup_dir):
     import json
     uri, factory = libvirt_env
-    doms = [typical_domain(factory, bus_mix=False) for _ in range(4)]
+    doms = [typical_domain(factory, bus_mix=False) for _number in range(4)]
     names = sorted(d.name() for d in doms)
     options = dict(domains=names, discard='unmap', detect_zeroes='auto')
     planned = tune(uri, backup_dir, check=True, **options)      # full, the default
