@@ -15,6 +15,7 @@ from ._cputune_xml import CpuTune, current_iothreads, current_pins, iothread_use
     plan_cputune, plan_live_pins
 from ._backup import DEFAULT_BACKUP_DIR
 from ._define import define_plans
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
@@ -48,6 +49,7 @@ def argument_spec():
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     return spec
 
 
@@ -133,6 +135,8 @@ class IothreadPinRun:
             errors = [e for p in plans for e in p.errors]
             if errors:
                 raise PlanError('; '.join(errors) + '. Nothing was changed.')
+            # Check mode too: it reports what a real run would be refused.
+            checked = check_plans(plans, params['define_check'])
             active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:
@@ -141,7 +145,7 @@ class IothreadPinRun:
             if params['live']:
                 for name in sorted(active):
                     live[name] = self._apply_live(client, handles[name], tunes[name])
-        return self._result(plans, tunes, placements, unplaced, active, live, backups)
+        return self._result(plans, tunes, placements, unplaced, active, live, backups, checked)
 
     def _tune(self, name, root, count, explicit, placement):
         def pick(key, auto_value):
@@ -181,10 +185,12 @@ class IothreadPinRun:
                     client.pin_iothread_live(dom, number, tune.iothread_pins[number])
         return changes
 
-    def _result(self, plans, tunes, placements, unplaced, active, live, backups):
+    def _result(self, plans, tunes, placements, unplaced, active, live, backups, checked):
         for plan in plans:
             for warning in plan.warnings:
                 self.module.warn(warning)
+        for warning in checked.warnings():
+            self.module.warn(warning)
         domains = []
         for plan in plans:
             config_only = [c for c in plan.changes if not c.live]
@@ -197,7 +203,7 @@ class IothreadPinRun:
                             'iothreads': tunes[plan.name].iothreads})
         result = {'changed': any(d['changed'] for d in domains), 'domains': domains,
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
-                  'unplaced': unplaced, 'backups': backups}
+                  'unplaced': unplaced, 'backups': backups, 'define_check': checked.as_dict()}
         if self.module._diff:
             result['diff'] = [diff_entry(p) for p in plans if p.changed]
         return result
