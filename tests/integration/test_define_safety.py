@@ -27,7 +27,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import ROOT_CACHE_DIR, check_defines
+from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import ROOT_CACHE_DIR, check_defines, private_directory
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
 from ansible_collections.kvmio.tuning.plugins.modules import domain_restore, kvm_disk_tune
@@ -170,17 +170,22 @@ def test_the_check_is_private_cached_and_never_touches_the_real_libvirt(system_d
 
 
 def test_a_cache_directory_another_user_controls_is_not_used(tmp_path):
-    home = nobody_dir()
+    home = tempfile.mkdtemp(prefix='kvmio-cache-', dir='/var/tmp')
+    os.chmod(home, 0o755)
     try:
-        as_nobody('mkdir', '-m', '0777', os.path.join(home, 'cache'))
-        as_nobody('ln', '-s', os.path.join(home, 'cache'), os.path.join(home, 'link'))
+        os.mkdir(os.path.join(home, 'cache'))
+        os.chown(os.path.join(home, 'cache'), NOBODY, NOBODY)
+        os.chmod(os.path.join(home, 'cache'), 0o777)
+        os.symlink(os.path.join(home, 'cache'), os.path.join(home, 'link'))
+        os.lchown(os.path.join(home, 'link'), NOBODY, NOBODY)
+        assert private_directory(os.path.join(home, 'link', 'kvmio')) == '%s/link is a symbolic link' % home
+        assert private_directory(os.path.join(home, 'cache', 'kvmio')) == '%s/cache belongs to uid %d' % (home, NOBODY)
         xml = dx.domain('kvmio-test-planted', [dx.disk('/var/tmp/planted.qcow2', 'vda', 'virtio')])
-        for planted in ('cache', 'link'):
-            check = check_defines([('kvmio-test-planted', xml, xml)], cache_dir=os.path.join(home, planted, 'kvmio'),
-                                  redefine=False)
-            assert check.checked == ['kvmio-test-planted']
-            assert check.notes and 'not using the cache directory' in check.notes[0], check.notes
-            assert os.listdir(os.path.join(home, 'cache')) == [], 'nothing is written where nobody can write'
+        check = check_defines([('kvmio-test-planted', xml, xml)], cache_dir=os.path.join(home, 'cache', 'kvmio'),
+                              redefine=False)
+        assert check.checked == ['kvmio-test-planted']
+        assert check.notes and 'not using the cache directory' in check.notes[0], check.notes
+        assert os.listdir(os.path.join(home, 'cache')) == [], 'nothing is written where another user can write'
     finally:
         shutil.rmtree(home)
 
