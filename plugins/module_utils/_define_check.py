@@ -43,8 +43,12 @@ from ._errors import PlanError
 
 DEFINE_CHECK_ARGUMENT_SPEC = {'define_check': {'type': 'bool', 'default': True}}
 
-# Root-only: libvirt keeps QEMU's probed capabilities under it, and each run's throwaway root.
+# Root-only: libvirt keeps QEMU's probed capabilities under it, and each run's throwaway root
+# unless /dev/shm can hold that (a tmpfs: libvirt flushes every domain config it saves, and 500
+# domains take half the time there).
 ROOT_CACHE_DIR = '/var/cache/kvmio/define-check'
+MEMORY_DIR = '/dev/shm'
+RUN_PREFIX = 'kvmio-define-check-run-'
 EMBEDDED_DRIVER_SINCE = (6, 1, 0)
 # A run's root left behind by a killed module is removed by a later run after this long.
 STALE_ROOT_SECONDS = 6 * 3600
@@ -137,20 +141,34 @@ def private_directory(path):
     return None
 
 
-def _remove_stale_roots(cache_dir):
+def _remove_stale_roots(directory):
+    """Roots of runs killed before they could remove them (ours only: /dev/shm is shared)."""
     now = time.time()
-    for entry in os.listdir(cache_dir):
-        path = os.path.join(cache_dir, entry)
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
         try:
             info = os.lstat(path)
         except OSError:
             continue
-        if entry.startswith('run-') and stat.S_ISDIR(info.st_mode) and now - info.st_mtime > STALE_ROOT_SECONDS:
+        if (entry.startswith(RUN_PREFIX) and stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+                and now - info.st_mtime > STALE_ROOT_SECONDS):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _runs_directory(cache_dir):
+    """Where this run's root goes: /dev/shm when it is the usual sticky tmpfs directory, else the cache."""
+    try:
+        info = os.lstat(MEMORY_DIR)
+    except OSError:
+        return cache_dir
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and info.st_mode & stat.S_ISVTX:
+        return MEMORY_DIR
+    return cache_dir
+
+
 def _make_root(cache_dir, notes):
-    """A fresh embedded root; with a trusted cache directory, its ``cache`` is shared between runs."""
+    """A fresh embedded root (mkdtemp: a new 0700 directory); with a trusted cache directory, its
+    ``cache`` is shared between runs."""
     shared = os.path.join(cache_dir, 'libvirt-cache')
     try:
         problem = private_directory(cache_dir) or private_directory(shared)
@@ -159,9 +177,10 @@ def _make_root(cache_dir, notes):
     if problem is not None:
         notes.append('define check: not using the cache directory %s (%s); QEMU is probed afresh, which '
                      'takes a few seconds' % (cache_dir, problem))
-        return tempfile.mkdtemp(prefix='kvmio-define-check-')
-    _remove_stale_roots(cache_dir)
-    root = tempfile.mkdtemp(prefix='run-', dir=cache_dir)
+        return tempfile.mkdtemp(prefix=RUN_PREFIX)
+    runs = _runs_directory(cache_dir)
+    _remove_stale_roots(runs)
+    root = tempfile.mkdtemp(prefix=RUN_PREFIX, dir=runs)
     # The embedded root keeps QEMU's capabilities under cache/qemu/capabilities; the link makes that
     # the shared, root-only directory checked above.
     os.symlink(shared, os.path.join(root, 'cache'))

@@ -24,6 +24,7 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - kvmio.tuning._attributes
   - kvmio.tuning._libvirt.LOCK
+  - kvmio.tuning._libvirt.DEFINE_CHECK
 options:
   backups:
     description: Backup files to restore, at most one per domain.
@@ -74,6 +75,18 @@ restart_required:
   returned: always
   type: list
   elements: str
+define_check:
+  description:
+    - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
+      accepted; C(unchecked) maps each domain that could not be checked to the reason.
+  returned: always
+  type: dict
+  sample: {checked: [web01, web02], unchecked: {}}
+refused:
+  description: When the define check failed the run, each refused domain with libvirt's message.
+  returned: when libvirt refuses a planned XML
+  type: dict
+  sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
 backups:
   description: Files holding the XML each domain had before the restore.
   returned: always
