@@ -89,6 +89,9 @@ def test_a_batch_where_libvirt_refuses_the_sixth_plan_changes_nothing_and_names_
     originals = {n: factory.conn.lookupByName(n).XMLDesc(INACTIVE) for n in names}
     backups = tmp_path / 'backups'
     checked = tune(backups, check=True, domains=[prefix + '-*'])
+    unchecked = tune(backups, check=True, domains=[prefix + '-*'], define_check=False)
+    assert not unchecked.failed and unchecked['define_check'] == {
+        'checked': [], 'unchecked': {name: 'define_check=false' for name in names}}
     real = tune(backups, domains=[prefix + '-*'])
     if real.failed:
         assert real['msg'].startswith('libvirt refuses the planned XML of %s, so nothing was changed' % names[5])
