@@ -19,7 +19,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from ._bus_convert import CONVERTIBLE_FROM, BusConversion, controllers_of_type, drive_controller, move_blocker
-from ._disk_policy import SETTINGS, DiskSettings, Guards, decide_disk
+from ._disk_policy import SETTINGS, DiskSettings, Guards, decide_disk, effective_settings
 from ._disk_xml import boot_disks, disk_info, disk_source, settings_report, source_label
 from ._domain_plan import Change, DomainPlan, untunable_reason
 from ._domain_xml import domain_name, make_child, parse_domain, same_document, set_attr, to_text, vcpu_count
@@ -55,8 +55,10 @@ def _needs_move(disk, want_bus, devices):
     if bus in CONVERTIBLE_FROM.get(want_bus, ()):
         return True
     if want_bus == 'scsi' and bus == 'scsi':
+        # A scsi disk whose controller is not virtio-scsi moves; so does one whose controller element is
+        # missing: libvirt would add an lsilogic one for it (and the next run would move the disk again).
         ctrl = controllers_of_type(devices, 'scsi').get(drive_controller(disk))
-        return ctrl is not None and ctrl.get('model') != 'virtio-scsi'
+        return ctrl is None or ctrl.get('model') != 'virtio-scsi'
     return False
 
 
@@ -86,7 +88,7 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         return plan
     disks = devices.findall('disk')
     boot = boot_disks(root, disks)
-    effective = []
+    requests = []       # (disk, settings before, requested settings, bus, skip, settings a disk rule set)
     for disk in disks:
         target = disk.find('target')
         _type, path, _proto = disk_source(disk, volume_paths)
@@ -96,11 +98,12 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         overrides = {}
         for rule in rules:
             overrides.update({k: v for k, v in rule.overrides.items() if v is not None})
-        effective.append((disk, settings_report(disk), policy.settings.merged(overrides),
-                          overrides.get('bus', policy.bus), bool(overrides.get('skip'))))
+        requests.append((disk, settings_report(disk), policy.settings.merged(overrides),
+                         overrides.get('bus', policy.bus), bool(overrides.get('skip')),
+                         frozenset(k for k in overrides if k in SETTINGS)))
 
     moves = {'scsi': [], 'virtio': []}
-    for disk, before_report, _settings, bus, skip in effective:
+    for disk, before_report, _settings, bus, skip, _specific in requests:
         if skip or bus == 'keep' or not _needs_move(disk, bus, devices):
             continue
         label = '%s: disk %s' % (plan.name, before_report['target'])
@@ -126,15 +129,16 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
     elif moves['virtio']:
         plan.changes.extend(BusConversion(root, None).convert(moves))
 
-    for disk, before_report, settings, _bus, skip in effective:
-        info = disk_info(disk, volume_paths)
+    for disk, before_report, settings, _bus, skip, specific in requests:
+        info = disk_info(disk, volume_paths, devices)
+        before_report['effective'] = effective_settings(info, before_report, host)
         report = {'target': info.target, 'device': info.device, 'source': source_label(disk, info),
                   'before': before_report, 'reasons': {}, 'skipped': ''}
         if skip:
             report['skipped'] = 'skip=true in a disks override'
         else:
             facts = storage.get(info.path) if (storage is not None and info.path) else None
-            decision = decide_disk(info, settings, facts, host, policy.guards)
+            decision = decide_disk(info, settings, facts, host, policy.guards, specific)
             report['skipped'] = decision.skipped
             report['reasons'] = decision.reasons
             plan.errors.extend('%s: disk %s' % (plan.name, e) for e in decision.errors)
@@ -145,6 +149,7 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
                     plan.changes.append(Change(info.target, key, info.current.get(key), value,
                                                decision.reasons.get(key, '')))
         report['after'] = settings_report(disk)
+        report['after']['effective'] = effective_settings(info, report['after'], host)
         plan.disks.append(report)
 
     if plan.errors:     # a plan that cannot be applied proposes nothing

@@ -27,11 +27,15 @@ from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DIS
 from ._disk_xml import local_source_paths, volume_sources
 from ._domain_plan import diff_entry
 from ._domain_xml import domain_name, parse_domain
-from ._errors import PlanError
+from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._live_apply import LiveApply, live_diff
+from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
+from ._parallel import map_threads
+from ._save_image import DEFAULT_SAVE_DIR
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 from ._xml_file import XmlFile
 from ._xml_layout import LayoutError, LayoutKeeper
@@ -78,6 +82,8 @@ def argument_spec():
         'disks': {'type': 'list', 'elements': 'dict', 'default': [], 'options': DISK_RULE_SPEC},
         'overrides': {'type': 'dict', 'default': {}},
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
+        'apply': {'type': 'str', 'choices': list(APPLY_CHOICES), 'default': 'config'},
+        'save_dir': {'type': 'path', 'default': DEFAULT_SAVE_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
     spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
@@ -181,6 +187,9 @@ class DiskTuneRun:
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
             xmls = client.inactive_xmls(doms)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
             for root in roots.values():
@@ -206,11 +215,39 @@ class DiskTuneRun:
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
-        return self._result(plans, active, backups, checked)
+            live = self._apply_live(client, doms, plans, active) if params['apply'] != 'config' else {}
+        return self._result(plans, active, backups, checked, live)
+
+    def _apply_live(self, client, doms, plans, active):
+        """Brings each running domain to its (now stored) disk settings: {name: (result, Change list)}."""
+        applier = LiveApply(client, self.module.check_mode, self.params['apply'] == 'live_or_pause',
+                            self.params['save_dir'], self.module.warn)
+        running = [plan for plan in plans if plan.name in active]
+
+        def apply_one(plan):
+            later = [c for c in plan.changes if c.setting not in LIVE_SETTINGS] if plan.changed else []
+            try:
+                return applier.apply(doms[plan.name], plan.after, later)
+            except KvmioError as err:
+                return err
+
+        outcomes = dict(zip([plan.name for plan in running], map_threads(apply_one, running)))
+        failed = {name: err for name, err in outcomes.items() if isinstance(err, KvmioError)}
+        if failed:
+            # Say exactly what was done: every other domain's live result, and which ones changed.
+            name, err = sorted(failed.items())[0]
+            done = {n: o for n, o in outcomes.items() if n not in failed}
+            err.details.update(failed_domain=name, live={n: state for n, (state, _c) in done.items()},
+                               applied_live=sorted(n for n, (_s, changes) in done.items() if changes))
+            raise err
+        return outcomes
 
     # --- file mode ------------------------------------------------------------------------
 
     def _run_file(self, path):
+        if self.params['apply'] != 'config':
+            raise PlanError('apply=%s brings running domains of libvirt to their settings; with xml_path there is '
+                            'none: use apply=config' % self.params['apply'])
         with XmlFile(path) as xml_file:
             text = xml_file.text
             root = parse_domain(text, path)
@@ -269,23 +306,39 @@ class DiskTuneRun:
         if errors:
             raise PlanError('; '.join(errors) + '. Nothing was changed.', errors=errors)
 
-    def _result(self, plans, active, backups, checked):
+    def _result(self, plans, active, backups, checked, live=None):
         for plan in plans:
             for warning in plan.warnings:
                 self.module.warn(warning)
         for warning in checked.warnings():
             self.module.warn(warning)
-        changed_plans = [p for p in plans if p.changed]
+        live = live or {}
+        domains, diffs = [], []
+        for plan in plans:
+            entry = {'name': plan.name, 'changed': plan.changed, 'restart_required': plan.changed and plan.name in active,
+                     'changes': plan.change_dicts(), 'disks': plan.disks}
+            if plan.changed:
+                diffs.append(diff_entry(plan))
+            if plan.name in live:
+                state, done = live[plan.name]
+                entry.update(changed=plan.changed or bool(done), live=state,
+                             live_changes=[change.as_dict() for change in done],
+                             restart_required=state['status'] in ('restart_required', 'partially_applied'))
+                running = live_diff(plan.name, state)
+                if running:
+                    diffs.append(running)
+            domains.append(entry)
         result = {
-            'changed': bool(changed_plans),
-            'domains': [{'name': p.name, 'changed': p.changed, 'restart_required': p.changed and p.name in active,
-                         'changes': p.change_dicts(), 'disks': p.disks} for p in plans],
-            'restart_required': sorted(p.name for p in changed_plans if p.name in active),
+            'changed': any(d['changed'] for d in domains),
+            'domains': domains,
+            'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
             'backups': backups,
             'define_check': checked.as_dict(),
             # Probe facts once per storage path (many disks share bases and directories).
             'storage': self.prober.all_facts() if self.prober is not None else {},
         }
+        if live:
+            result['tainted'] = sorted(name for name, (state, _done) in live.items() if state['taint'])
         if self.module._diff:
-            result['diff'] = [diff_entry(p) for p in changed_plans]
+            result['diff'] = diffs
         return result

@@ -72,8 +72,26 @@ def settings_report(disk):
     return report
 
 
-def disk_info(disk, volume_paths=None):
-    """The DiskInfo that ``decide_disk`` and the rule table read."""
+def disk_iothread(disk, devices):
+    """The iothread a disk's I/O runs in: its own (virtio-blk) or its virtio-scsi controller's, or None."""
+    target = disk.find('target')
+    bus = target.get('bus') if target is not None else None
+    if bus == 'virtio':
+        driver = disk.find('driver')
+        return driver.get('iothread') if driver is not None else None
+    if bus == 'scsi' and devices is not None:
+        address = disk.find('address')
+        index = address.get('controller', '0') if address is not None and address.get('type') == 'drive' else '0'
+        for ctrl in devices.findall('controller'):
+            if ctrl.get('type') == 'scsi' and ctrl.get('index', '0') == index and ctrl.get('model') == 'virtio-scsi':
+                driver = ctrl.find('driver')
+                return driver.get('iothread') if driver is not None else None
+    return None
+
+
+def disk_info(disk, volume_paths=None, devices=None):
+    """The DiskInfo that ``decide_disk`` and the rule table read. ``devices``: the domain's
+    ``<devices>``, to find the iothread of a virtio-scsi disk's controller."""
     target = disk.find('target')
     driver = disk.find('driver')
     source_type, path, protocol = disk_source(disk, volume_paths)
@@ -84,7 +102,7 @@ def disk_info(disk, volume_paths=None):
         driver_name=driver.get('name') if driver is not None else None,
         image_format=declared_format(disk),
         readonly=disk.find('readonly') is not None, shareable=disk.find('shareable') is not None,
-        current=current_settings(disk))
+        iothread=disk_iothread(disk, devices), current=current_settings(disk))
 
 
 def source_label(disk, info):

@@ -22,7 +22,7 @@ from ._errors import PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._pinning import DomainNeed, PinPolicy, allocate
-from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides
+from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides, still_defined
 from ._topology import topology_from_capabilities
 
 PIN_KEYS = ('vcpu_pinning', 'emulator_pinning', 'iothread_pinning')
@@ -99,6 +99,9 @@ class IothreadPinRun:
             _count, online = client.cpu_map()
             topology = topology_from_capabilities(client.capabilities_xml(), online)
             xmls = client.inactive_xmls(handles)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(text, 'the XML of domain %s' % name) for name, text in xmls.items()}
             reserved = frozenset(parse_cpuset(params['reserved_cpus'], 'reserved_cpus')) if params['reserved_cpus'] \
                 else frozenset()

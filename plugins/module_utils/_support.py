@@ -22,6 +22,7 @@ FEATURES = {
     'virtio_blk_discard': ((4, 0, 0), (0, 0, 0), (0, 0, 0), 'discard through virtio-blk'),
     'qcow2_extended_l2': ((5, 2, 0), (0, 0, 0), (0, 0, 0), 'qcow2 extended_l2'),
     'scsi_iothread': ((2, 1, 0), (1, 2, 8), (0, 0, 0), 'an iothread for a virtio-scsi controller'),
+    'writeback_default': ((1, 2, 0), (0, 0, 0), (0, 0, 0), 'writeback for a disk without a cache mode'),
 }
 
 

@@ -21,11 +21,16 @@ description:
     changes, in check mode too.
   - O(cache=auto) probes the storage as QEMU will use it (an O_DIRECT open and an aligned read of the
     image and every file of its backing chain) and picks V(none) where that works, else V(writeback).
-    It never picks V(writethrough), QEMU's slow default for small writes, or V(unsafe).
+    It never picks V(writethrough) or V(unsafe). A disk without a cache attribute runs V(writeback)
+    (QEMU's default since 1.2); each disk's result shows the literal and the effective settings.
   - Whether anything changed is judged on the XML libvirt stores after its own normalisation, so a
     second run reports C(changed=false).
-  - Changes reach a running domain at its next boot. The module never restarts anything; it lists
-    such domains in RV(restart_required).
+  - By default (O(apply=config)) changes reach a running domain at its next boot. The module never
+    restarts anything; it lists such domains in RV(restart_required).
+  - With O(apply=live), running domains get the new C(cache), C(discard) and C(detect_zeroes) at once,
+    without a restart or a pause, where the write cache the guest sees stays the same; with
+    O(apply=live_or_pause), C(io) and C(iothread) changes too, through a save and restore that pauses the
+    guest for seconds. See O(apply), and the guide C(docs/live-apply.md) for the risks.
   - With O(xml_path), a domain XML file (a template kept in git, virt-install or vagrant-libvirt
     output) is tuned in place with the same logic and the same result keys; the file changes only where
     a setting changes.
@@ -190,6 +195,42 @@ options:
         before it is redefined. No domain is defined without its backup.
     type: path
     default: /var/lib/kvmio/backups
+  apply:
+    description:
+      - How the settings reach running domains. Idempotence is then judged on what QEMU really runs,
+        so a run after a save/restore or a migration that undid a live change applies it again.
+      - V(config) changes the persistent configuration only; running domains get it at their next boot.
+      - V(live) also brings every running domain's disks to their configured C(cache), C(discard) and
+        C(detect_zeroes) with one QMP C(blockdev-reopen) per disk chain (a few milliseconds of drained
+        I/O), checked on QEMU's nodes afterwards. It never changes the write cache the guest sees
+        (WCE, on for V(none), V(writeback) and V(unsafe), off for V(writethrough) and V(directsync)), so
+        V(writethrough) to V(none) gets O_DIRECT now and the write cache at the next start
+        (C(partially_applied) in RV(domains[].live)); it never leaves C(io=native) without
+        O_DIRECT, never sets no-flush under a guest without a write cache, and changes nothing while a
+        block job or a migration runs. C(io) and C(iothread) cannot change this way
+        (C(pending) in RV(domains[].live) says so).
+      - V(live_or_pause) does the same, and for a domain with C(io) or C(iothread) changes saves it to
+        O(save_dir), gives the save image the new settings (C(virsh save-image-define), which validates
+        them and keeps the guest ABI) and restores it; the guest pauses for seconds
+        (RV(domains[].live.pause)). If that fails the unchanged image is restored, so the guest runs as
+        before.
+      - Changes through QEMU's monitor leave libvirt's live XML as it was and mark the domain tainted
+        (C(custom-monitor), RV(tainted)). A save/restore, managedsave, a migration without C(--xml) or a
+        snapshot rebuild QEMU from that live XML and undo them; run the module again afterwards, or
+        restart the domain to make them permanent.
+      - Not used with O(xml_path).
+    type: str
+    choices: [config, live, live_or_pause]
+    default: config
+  save_dir:
+    description:
+      - Where O(apply=live_or_pause) writes a domain's save image (about the size of its memory) while it
+        is paused. Created with mode 0700 when missing; refused when another user can enter it, or change
+        it or a directory above it. Each image is removed once its domain runs again.
+      - The filesystem must have room for the guest's memory plus 64 MiB, or the domain is not paused
+        (what a reopen can do is still done).
+    type: path
+    default: /var/lib/kvmio/save
 notes:
   - "What each kind of disk gets: hard disks on files, block devices and storage-pool volumes get all
     settings; read-only disks get no O(discard)/O(detect_zeroes); shareable disks accept only
@@ -203,6 +244,11 @@ notes:
     the domains that were defined, with RV(backups).
 seealso:
   - module: kvmio.tuning.qcow2_create
+  - module: kvmio.tuning.kvm_io_info
+    description: Shows per running disk what QEMU really runs, beside the persistent and live XML.
+  - name: QEMU QMP reference, blockdev-reopen
+    description: The command O(apply=live) uses.
+    link: https://www.qemu.org/docs/master/interop/qemu-qmp-ref.html
   - name: libvirt domain XML, hard drives
     description: The meaning of every disk driver attribute.
     link: https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms
@@ -247,6 +293,26 @@ EXAMPLES = r'''
   diff: true
   register: plan
 
+- name: Give running domains cache=none at once, without a restart
+  kvmio.tuning.kvm_disk_tune:
+    cache: auto
+    discard: unmap
+    detect_zeroes: auto
+    apply: live
+  register: tuned
+
+- name: Say what still waits for a restart, and which domains carry monitor changes
+  ansible.builtin.debug:
+    msg: "restart: {{ tuned.restart_required }}; live XML stale until restart: {{ tuned.tainted }}"
+
+- name: Also change io on running domains, pausing each for seconds
+  kvmio.tuning.kvm_disk_tune:
+    domains: ['batch-*']
+    cache: none
+    io: native
+    apply: live_or_pause
+    save_dir: /var/lib/kvmio/save
+
 - name: Tune a domain XML template kept in git
   kvmio.tuning.kvm_disk_tune:
     xml_path: /srv/templates/web.xml
@@ -257,7 +323,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 changed:
-  description: Whether any domain's stored XML (or the O(xml_path) file) changed.
+  description: Whether any domain's stored XML (or the O(xml_path) file) changed, or a running domain's QEMU did.
   returned: always
   type: bool
   sample: true
@@ -272,11 +338,13 @@ domains:
       type: str
       sample: web01
     changed:
-      description: Whether this domain's stored XML changed (in check mode, would change).
+      description: Whether this domain's stored XML or its running QEMU changed (in check mode, would change).
       type: bool
       sample: true
     restart_required:
-      description: The domain is running and its new settings apply at its next boot.
+      description:
+        - The domain is running and some of its new settings apply at its next boot.
+        - With O(apply=live) or O(apply=live_or_pause), true only for what the running QEMU still lacks.
       type: bool
       sample: false
     changes:
@@ -312,9 +380,91 @@ domains:
         why. The probe facts of each source are in RV(storage).
       type: list
       elements: dict
+    live:
+      description:
+        - What O(apply) did to the running domain (in check mode, would do, predicted from the live XML
+          unless the domain already carries monitor changes).
+      returned: for running domains, when O(apply) is V(live) or V(live_or_pause)
+      type: dict
+      contains:
+        status:
+          description: >-
+            V(in_sync) (QEMU already runs the configuration), V(applied_live), V(partially_applied)
+            (see C(pending)) or V(restart_required) (nothing could be applied live).
+          type: str
+          sample: applied_live
+        method:
+          description: V(blockdev-reopen), V(save-restore), or null when nothing was changed.
+          type: str
+          sample: blockdev-reopen
+        predicted:
+          description: Check mode - this says what would be done.
+          type: bool
+        read_from:
+          description: >-
+            Where QEMU's state was read - V(qemu) (QMP C(query-named-block-nodes) and C(query-block)) or
+            V(live_xml) (a domain without monitor changes runs exactly its live XML; read from there, it
+            is not tainted).
+          type: str
+          sample: qemu
+        taint:
+          description: V(custom-monitor) when libvirt marks the running QEMU process as changed through its monitor, else null.
+          type: str
+          sample: custom-monitor
+        pause:
+          description: >-
+            For a save/restore, how long the guest was stopped, in seconds, measured from the save call to
+            the restore's return (C(pause_seconds)), with C(save_seconds), C(define_seconds),
+            C(restore_seconds) and the save image's size C(image_bytes).
+          type: dict
+          sample: {pause_seconds: 2.41, save_seconds: 2.04, define_seconds: 0.002, restore_seconds: 0.36, image_bytes: 792291}
+        error:
+          description: Why a save/restore was not done, or failed and restored the guest unchanged.
+          type: str
+        pending:
+          description: Changes of the domain other than disk settings (controllers), which wait for the next boot.
+          type: list
+          elements: dict
+        disks:
+          description: >-
+            Per configured hard disk - C(target), C(status) (as above), C(method), C(running) (what QEMU
+            ran before, as C(cache), C(io), C(discard), C(detect_zeroes), C(iothread)), C(now), C(wanted),
+            C(applied) (the settings changed), C(pending) (each setting still waiting for a restart, with
+            C(running), C(wanted) and C(why)), C(reopen_ms) and C(error).
+          type: list
+          elements: dict
+          sample:
+            - target: vda
+              status: partially_applied
+              method: blockdev-reopen
+              running: {cache: writethrough, io: native, discard: unmap, detect_zeroes: unmap, iothread: null}
+              now: {cache: directsync, io: native, discard: unmap, detect_zeroes: unmap, iothread: null}
+              applied: [cache]
+              pending:
+                - setting: cache
+                  running: directsync
+                  wanted: none
+                  why: "the guest's write cache (WCE) cannot change while it runs: it runs as directsync until a restart"
+              reopen_ms: 3.2
+    live_changes:
+      description: Each setting changed in the running QEMU, in the shape of RV(domains[].changes), with C(live=true).
+      returned: for running domains, when O(apply) is V(live) or V(live_or_pause)
+      type: list
+      elements: dict
+      sample: [{device: vda, setting: cache, before: writeback, after: none, reason: "blockdev-reopen, without a restart", live: true}]
 restart_required:
-  description: Names of running domains whose configuration changed; they need a restart (not a reboot from inside the guest).
+  description:
+    - Names of running domains whose configuration changed; they need a restart (not a reboot from inside the guest).
+    - With O(apply=live) or O(apply=live_or_pause), the running domains whose QEMU still lacks some configured setting.
   returned: always
+  type: list
+  elements: str
+  sample: [web01]
+tainted:
+  description: >-
+    Running domains marked C(custom-monitor) by libvirt: their QEMU runs settings their live XML does not
+    say (see O(apply) for what undoes them).
+  returned: when O(apply) is V(live) or V(live_or_pause)
   type: list
   elements: str
   sample: [web01]
@@ -351,10 +501,23 @@ defined:
   elements: str
   sample: [web01, web02]
 failed_domain:
-  description: When writing a backup or a define failed, the domain it failed on.
-  returned: on failure while backing up or defining
+  description: When writing a backup, a define or a live apply failed, the domain it failed on.
+  returned: on failure while backing up, defining or applying live
   type: str
   sample: web03
+applied_live:
+  description: When a live apply failed, the other running domains this run had changed live.
+  returned: on failure while applying live
+  type: list
+  elements: str
+  sample: [web01]
+save_image:
+  description: >-
+    When a domain could not be restored after its save, the image holding its memory (kept; restore it
+    with C(virsh restore)).
+  returned: on that failure
+  type: str
+  sample: /var/lib/kvmio/save/kvmio-save-1a2b3c/domain.save
 diff:
   description: Before/after XML of each changed domain; with O(xml_path), the file's own text before and after.
   returned: when diff mode is on

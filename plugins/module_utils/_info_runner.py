@@ -5,7 +5,7 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""kvm_io_facts: read every domain, its disks, their storage and images, and report findings. Read-only."""
+"""kvm_io_info: read every domain, its disks, their storage and images, and report findings. Read-only."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from ._cpuset import format_cpuset
 from ._cputune_xml import current_iothreads, current_pins
 from ._disk_xml import disk_info, volume_sources
 from ._domain_xml import parse_domain
-from ._errors import QemuImgError
-from ._findings import SEVERITIES, disk_findings, domain_findings, summarise
+from ._errors import KvmioError, QemuImgError
+from ._disk_policy import SEVERITIES, disk_kind_skip_reason, effective_settings
+from ._findings import disk_findings, domain_findings, summarise
 from ._host_probe import host_support
 from ._image_plan import image_facts
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._live_apply import READ_QEMU_CHOICES, running_disks
+from ._live_plan import driver_settings, live_findings
 from ._qemu_img import QemuImg, module_runner
-from ._selection import SELECTION_ARGUMENT_SPEC, select_names
+from ._selection import SELECTION_ARGUMENT_SPEC, select_names, still_defined
 from ._storage_probe import StorageProber
 
 
@@ -27,11 +30,12 @@ def argument_spec():
     spec = dict(LIBVIRT_ARGUMENT_SPEC)
     spec.update(SELECTION_ARGUMENT_SPEC)
     spec.update({'probe_storage': {'type': 'bool', 'default': True},
-                 'inspect_images': {'type': 'bool', 'default': True}})
+                 'inspect_images': {'type': 'bool', 'default': True},
+                 'read_qemu': {'type': 'str', 'choices': list(READ_QEMU_CHOICES), 'default': 'auto'}})
     return spec
 
 
-class FactsRun:
+class InfoRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -48,6 +52,14 @@ class FactsRun:
                 self._images[path] = {'error': err.msg}
         return self._images[path]
 
+    def _running(self, client, dom):
+        """{target: (live XML settings, RunningDisk)} of a running domain; {} when it stopped meanwhile."""
+        try:
+            return running_disks(client, dom, self.params['read_qemu'])[1]
+        except KvmioError as err:
+            self.module.warn('%s: cannot read what its QEMU runs: %s' % (dom.name(), err.msg))
+            return {}
+
     def run(self):
         params = self.params
         prober = StorageProber() if params['probe_storage'] else None
@@ -55,6 +67,9 @@ class FactsRun:
             handles = client.persistent_domains()
             names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
             roots = {n: parse_domain(xml, 'the XML of domain %s' % n) for n, xml in client.inactive_xmls(handles).items()}
+            names, vanished = still_defined(names, roots)
+            if vanished:
+                self.module.warn(vanished)
             active = client.active_names()
             volume_paths = {}
             for name in names:
@@ -63,21 +78,26 @@ class FactsRun:
             emulators = sorted({r.findtext('devices/emulator') or '' for r in roots.values()} - {''})
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
+            running = {name: self._running(client, handles[name]) for name in names if name in active}
         all_vcpu_pins = {n: current_pins(roots[n]) for n in roots}
         domains, findings = [], []
         for name in names:
             root = roots[name]
             disks = []
             for disk_el in root.findall('devices/disk'):
-                info = disk_info(disk_el, volume_paths)
+                info = disk_info(disk_el, volume_paths, root.find('devices'))
                 storage = prober.facts(info.path) if (prober and info.path) else None
                 image = self._image(info.path) if (params['inspect_images'] and storage is not None
                                                    and storage.kind in ('file', 'block')) else None
                 found = disk_findings(name, info, storage, image, host)
+                live_settings, now = running.get(name, {}).get(info.target, (None, None))
+                if now is not None and not disk_kind_skip_reason(info):
+                    found.extend(live_findings(name, info.target, live_settings, now, driver_settings(disk_el)))
                 findings.extend(found)
                 disks.append({'target': info.target, 'bus': info.bus, 'device': info.device, 'source': info.path,
-                              'settings': info.current, 'iothread': (disk_el.find('driver').get('iothread')
-                                                                     if disk_el.find('driver') is not None else None),
+                              'settings': info.current, 'effective': effective_settings(info, host=host),
+                              'iothread': info.iothread,
+                              'live_settings': live_settings, 'running': now.as_dict() if now is not None else None,
                               'storage': storage.as_dict() if storage else None, 'image': image,
                               'findings': [f['code'] for f in found]})
             others = set()
