@@ -34,6 +34,9 @@ VIRTIO_ONLY_SOURCES = frozenset(('vhostuser', 'vhostvdpa'))
 # virtio device options (libvirt's virDomainCheckVirtioOptionsAreAbsent refuses them on other buses).
 # Not dropped: iommu=on is what a confidential (SEV) guest needs to reach the device at all.
 VIRTIO_DEVICE_OPTIONS = ('iommu', 'ats', 'packed', 'page_per_vq')
+# QEMU 7.2 refuses a virtio-scsi controller with more queues (VIRTIO_QUEUE_MAX less its 2 fixed ones);
+# libvirt refuses values past 2**32 at define time and accepts the rest, which then fail at start.
+MAX_SCSI_QUEUES = 1022
 _DISK_NAME_PREFIXES = ('xvd', 'ubd', 'hd', 'sd', 'vd', 'fd')
 _CONTROLLER_TYPE_OF_BUS = {'ide': 'ide', 'sata': 'sata', 'scsi': 'scsi'}
 

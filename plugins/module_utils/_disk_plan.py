@@ -18,7 +18,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from ._bus_convert import CONVERTIBLE_FROM, BusConversion, controllers_of_type, drive_controller, move_blocker
+from ._bus_convert import CONVERTIBLE_FROM, MAX_SCSI_QUEUES, BusConversion, controllers_of_type, drive_controller, \
+    move_blocker
 from ._disk_policy import SETTINGS, DiskSettings, Guards, decide_disk, effective_settings
 from ._disk_xml import boot_disks, disk_info, disk_source, settings_report, source_label
 from ._domain_plan import Change, DomainPlan, untunable_reason
@@ -123,7 +124,7 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         moves[bus].append(disk)
     queues = policy.scsi_queues
     if queues == 'auto':
-        queues = vcpu_count(root)
+        queues = min(vcpu_count(root), MAX_SCSI_QUEUES) if vcpu_count(root) else None
     if policy.bus == 'scsi' or moves['scsi']:
         plan.changes.extend(BusConversion(root, queues).convert(moves))
     elif moves['virtio']:

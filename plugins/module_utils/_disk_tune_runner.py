@@ -19,6 +19,7 @@ import os
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ._backup import DEFAULT_BACKUP_DIR, write_backup
+from ._bus_convert import MAX_SCSI_QUEUES
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
 from ._disk_plan import DiskRule, TunePolicy, plan_domain
@@ -97,8 +98,9 @@ def _queues(value, where):
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise PlanError("%sscsi_queues must be a positive number or 'auto', not '%s'" % (where, value))
+    if not 1 <= number <= MAX_SCSI_QUEUES:
+        raise PlanError("%sscsi_queues must be a number from 1 to %d (QEMU's limit for virtio-scsi) or 'auto', not "
+                        "'%s'; nothing was changed" % (where, MAX_SCSI_QUEUES, value))
     return number
 
 

@@ -116,7 +116,8 @@ options:
     default: keep
   scsi_queues:
     description:
-      - Number of queues of the virtio-scsi controller (multiqueue), or V(auto) for the domain's vCPU count.
+      - Number of queues of the virtio-scsi controller (multiqueue), from 1 to 1022 (QEMU's limit), or V(auto)
+        for the domain's vCPU count (at most 1022).
       - Applied to the controller the module adds and to existing virtio-scsi controllers when O(bus=scsi).
     type: str
   convert_boot_disk:

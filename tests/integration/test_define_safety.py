@@ -73,10 +73,11 @@ def network_disk(dev, cache=None, io=None):
 
 def test_a_batch_where_libvirt_refuses_the_sixth_plan_changes_nothing_and_names_it(system_domains, tmp_path):
     """Six domains; the sixth has a network disk with cache=none io=native, which the default policy
-    plans as writeback+native (the planner bug of issue 14 W1, fixed in the rule table by the lead).
-    libvirt refuses that at define time: the run must stop before the first define, check mode must
-    say so too, and nothing may change. Once the planner no longer makes that plan, the whole run
-    goes through instead; a run that defines some domains and then fails is never right."""
+    planned as writeback+native (issue 14 W1; the rule table now plans writeback+threads). While a
+    planner makes a plan libvirt refuses, the run must stop before the first define, check mode must
+    say so too, and nothing may change; once it does not, the whole run goes through. A run that
+    defines some domains and then fails is never right. (The deterministic batch refusal is the
+    domain_restore test below: a backup is passed to libvirt as it is.)"""
     factory = system_domains
     prefix = factory.name('w1')
     names = ['%s-%d' % (prefix, i) for i in range(6)]
@@ -130,6 +131,23 @@ def test_restoring_a_batch_where_libvirt_refuses_one_backup_restores_nothing(sys
     assert real['msg'].startswith('libvirt refuses the planned XML of %s-5, so nothing was changed' % prefix)
     assert REFUSAL in real['msg'] and not real.get('defined')
     assert {n: factory.conn.lookupByName(n).XMLDesc(INACTIVE) for n in originals} == originals
+
+
+def test_scsi_queues_libvirt_or_qemu_cannot_take_are_refused_at_plan_time(tmp_path):
+    """Found by the define check: 2**32 queues passed the plan and libvirt refused it at define time
+    (and QEMU 7.2 refuses more than 1022 at start). Now the plan refuses both, naming the option."""
+    template = tmp_path / 'web.xml'
+    original = write_template(template)
+    for queues in ('4294967296', '1023'):
+        result = tune(tmp_path / 'b', xml_path=str(template), probe_storage=False, bus='scsi', scsi_queues=queues,
+                      convert_boot_disk=True, cache='keep', io='keep')
+        assert result.failed and result['msg'] == (
+            "scsi_queues must be a number from 1 to 1022 (QEMU's limit for virtio-scsi) or 'auto', not '%s'; nothing "
+            "was changed" % queues)
+        assert template.read_text() == original
+    fine = tune(tmp_path / 'b', xml_path=str(template), probe_storage=False, bus='scsi', scsi_queues='1022',
+                convert_boot_disk=True, cache='keep', io='keep')
+    assert not fine.failed and fine['define_check']['checked'] == ['web-template']
 
 
 def test_domains_naming_absent_pools_networks_secrets_filters_and_devices_pass_the_check(system_domains, tmp_path):
