@@ -63,7 +63,7 @@ options:
         message, and changes nothing (no backup, no define). The real libvirt is never touched by it.
       - A domain whose current XML even the embedded driver refuses (a remote O(uri), an emulator that only
         the real host has, a SPICE TLS port that needs the daemon's C(qemu.conf)) is not checked; it is
-        listed in RV(define_check.unchecked) with the reason, and a warning says so.
+        listed in RV(define_check) with the reason, and a warning says so.
       - The first run on a host, and the first after QEMU or libvirt changed, take a few seconds more
         (libvirt probes QEMU's capabilities); later runs reuse the probe from a root-only (0700) cache,
         C(/var/cache/kvmio/define-check) (for other users C(~/.cache/kvmio/define-check)). A cache path

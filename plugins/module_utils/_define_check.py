@@ -136,8 +136,8 @@ def private_directory(path):
         if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
             return '%s is writable by group or others' % current
     if info.st_uid != euid or info.st_mode & 0o077:
-        return '%s is not private to uid %d (owner %d, mode %04o)' % (path, euid, info.st_uid,
-                                                                     stat.S_IMODE(info.st_mode))
+        return '%s is not private to uid %d (owner %d, mode %04o)' % (
+            path, euid, info.st_uid, stat.S_IMODE(info.st_mode))
     return None
 
 
@@ -290,8 +290,8 @@ def check_plans(plans, enabled=True, cache_dir=None, redefine=True):
     plans = [plan for plan in plans if plan.changed]
     if not enabled:
         return DefineCheck(unchecked={plan.name: 'define_check=false' for plan in plans})
-    check = check_defines([(plan.name, plan.source or None, plan.after) for plan in plans], cache_dir=cache_dir,
-                           redefine=redefine)
+    check = check_defines([(plan.name, plan.source or None, plan.after) for plan in plans],
+                          cache_dir=cache_dir, redefine=redefine)
     if check.refused:
         names = sorted(check.refused)
         raise PlanError('libvirt refuses the planned XML of %s, so nothing was changed (every planned XML was '

@@ -28,7 +28,6 @@ import pytest
 from lxml import etree
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import ROOT_CACHE_DIR, check_defines, private_directory
-from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
 from ansible_collections.kvmio.tuning.plugins.modules import domain_restore, kvm_disk_tune
 from helpers import domain_xml as dx
@@ -448,12 +447,19 @@ def test_xml_path_on_a_full_filesystem_fails_clearly_and_leaves_the_file(tmp_pat
         subprocess.run(['umount', str(full)], check=True)
 
 
+def crlf_bom(golden):
+    """A golden template (stored with LF) as a Windows editor writes it: a UTF-8 BOM and CRLF."""
+    with open(os.path.join(GOLDEN, golden), 'rb') as handle:
+        return b'\xef\xbb\xbf' + handle.read().replace(b'\n', b'\r\n')
+
+
 def test_a_template_kept_in_git_gets_a_diff_only_where_a_setting_changed(tmp_path):
     """BOM, XML declaration, comments and a PI around the root, CDATA, references, both quote
     styles and CRLF line ends: git sees three changed lines, exactly the reviewed golden file."""
     repo = tmp_path / 'templates'
     repo.mkdir()
-    shutil.copy(os.path.join(GOLDEN, 'template-crlf-bom.xml'), repo / 'web.xml')
+    original, expected = [crlf_bom(name) for name in ('template.xml', 'template.virtio-none-native.xml')]
+    (repo / 'web.xml').write_bytes(original)
     git = ['git', '-C', str(repo), '-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'core.autocrlf=false']
     subprocess.run(git + ['init', '-q'], check=True)
     subprocess.run(git + ['add', 'web.xml'], check=True)
@@ -462,17 +468,13 @@ def test_a_template_kept_in_git_gets_a_diff_only_where_a_setting_changed(tmp_pat
                'bus': 'virtio'}
     result = tune(tmp_path / 'b', diff=True, **options)
     assert not result.failed and result['changed'], result
-    with open(os.path.join(GOLDEN, 'template-crlf-bom.virtio-none-native.xml'), 'rb') as handle:
-        assert (repo / 'web.xml').read_bytes() == handle.read()
+    assert (repo / 'web.xml').read_bytes() == expected
     numstat = subprocess.run(git + ['diff', '--numstat'], check=True, capture_output=True, text=True).stdout
     assert numstat == '3\t3\tweb.xml\n'
-    with open(os.path.join(GOLDEN, 'template-crlf-bom.xml'), 'rb') as handle:
-        original = handle.read()
     assert result['diff'][0]['before'] == original.decode('utf-8')
-    assert result['diff'][0]['after'] == (repo / 'web.xml').read_bytes().decode('utf-8')
+    assert result['diff'][0]['after'] == expected.decode('utf-8')
     with open(result['backups'][0], 'rb') as handle:
         assert handle.read() == original
     again = tune(tmp_path / 'b', **options)
     assert not again.failed and again['changed'] is False
     assert subprocess.run(git + ['diff', '--numstat'], check=True, capture_output=True, text=True).stdout == numstat
-

@@ -3,10 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The layout keeper: an edited XML file differs from the original only where a setting changed.
 
-Golden files (``golden/``): a template with a BOM, an XML declaration, comments and a processing
-instruction around the root, CDATA, character and entity references, both quote styles, a space
-before ``/>`` and CRLF line ends; each expected output was reviewed by hand as a diff. The sweep runs
-the keeper on every document of libvirt's corpus.
+Golden files (``golden/``): a template with an XML declaration, comments and a processing
+instruction around the root, CDATA, character and entity references, both quote styles and a space
+before ``/>``; each expected output was reviewed by hand as a diff. They are stored with LF line
+ends and no BOM (the repository's sanity checks refuse others); each test also runs them with a
+UTF-8 BOM and CRLF line ends, as Windows editors write them. The sweep runs the keeper on every
+document of libvirt's corpus.
 """
 
 from __future__ import annotations
@@ -40,26 +42,32 @@ def tune_text(text, policy):
     return keeper.render(root), plan
 
 
-def read(name):
+def read(name, style='lf'):
+    """A golden file as stored (``lf``) or as a Windows editor writes it (``crlf-bom``)."""
     with open(os.path.join(GOLDEN, name), 'rb') as handle:
-        return handle.read().decode('utf-8')
+        text = handle.read().decode('utf-8')
+    return '\ufeff' + text.replace('\n', '\r\n') if style == 'crlf-bom' else text
 
 
+@pytest.mark.parametrize('style', ['lf', 'crlf-bom'])
 @pytest.mark.parametrize('policy', sorted(POLICIES))
-def test_golden_template_changes_only_the_changed_settings(policy):
-    original = read('template-crlf-bom.xml')
+def test_golden_template_changes_only_the_changed_settings(policy, style):
+    original = read('template.xml', style)
     new, plan = tune_text(original, POLICIES[policy])
     assert plan.changed and not plan.errors
-    assert new == read('template-crlf-bom.%s.xml' % policy)
-    assert new.startswith('\ufeff<?xml version="1.0" encoding="UTF-8"?>\r\n<!-- web template')
-    assert new.endswith('</domain>\r\n<!-- end of template -->\r\n')
-    assert '\n' not in new.replace('\r\n', '')
+    assert new == read('template.%s.xml' % policy, style)
+    newline = '\r\n' if style == 'crlf-bom' else '\n'
+    assert new.startswith(('\ufeff' if style == 'crlf-bom' else '') + '<?xml version="1.0" encoding="UTF-8"?>'
+                          + newline + '<!-- web template')
+    assert new.endswith('</domain>%s<!-- end of template -->%s' % (newline, newline))
+    if style == 'crlf-bom':
+        assert '\n' not in new.replace('\r\n', '')
     # What the diff does not show is still the same document as the transform's.
     assert canonical(parse_domain(new)) == canonical(plan.after)
 
 
 def test_a_second_run_leaves_the_file_byte_for_byte():
-    tuned = read('template-crlf-bom.virtio-none-native.xml')
+    tuned = read('template.virtio-none-native.xml', 'crlf-bom')
     again, plan = tune_text(tuned, POLICIES['virtio-none-native'])
     assert not plan.changed and again == tuned
 
