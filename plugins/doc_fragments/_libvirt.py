@@ -71,7 +71,9 @@ options:
       - Needs libvirt >= 6.1 on the managed host; with an older libvirt every domain is listed as unchecked.
       - Set V(false) only where libvirt's embedded driver cannot run on the host (for example a confined
         environment that forbids the module to start QEMU for the probe); a planned XML libvirt refuses then
-        stops the run at its define, and RV(defined) lists what was already defined.
+        stops the run at its define, and RV(defined) lists what was already defined. With the roles, set it
+        through C(module_defaults) for M(kvmio.tuning.kvm_disk_tune), M(kvmio.tuning.iothread_pin) and
+        M(kvmio.tuning.domain_restore).
     type: bool
     default: true
 '''

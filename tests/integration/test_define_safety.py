@@ -261,6 +261,30 @@ def test_bus_scsi_leaves_disks_that_cannot_move_and_moves_the_rest(system_domain
              for d in root.findall('devices/disk')}
     assert buses == {images['vda']: 'virtio', 'vhost-user': 'virtio', images['vdc']: 'virtio',
                      images['vdd']: 'virtio', images['hdb']: 'ide', images['sda']: 'scsi'}
+    # Disks with settings that do move (CHS geometry without translation, block sizes, serial and
+    # WWN, a transient overlay, a rotation rate): libvirt takes them and QEMU starts with them.
+    os.chmod(factory.image_dir, 0o755)      # QEMU runs as libvirt-qemu under libvirtd
+    for bus in ('scsi', 'virtio'):
+        other = factory.name('w2' + bus)
+        movable = [dx.disk(factory.image(other + '-root.qcow2'), 'vda', 'virtio'),
+                   dx.disk(factory.image(other + '-g.qcow2'), 'hdb', 'ide',
+                           extra="<geometry cyls='16' heads='16' secs='63'/><serial>s1</serial>"
+                                 "<wwn>5000c50015ea71ad</wwn>"),
+                   dx.disk(factory.image(other + '-b.qcow2'), 'sda', 'sata',
+                           extra="<blockio logical_block_size='512' physical_block_size='4096'/>").replace(
+                               "bus='sata'", "bus='sata' rotation_rate='1'"),
+                   dx.disk(factory.image(other + '-t.qcow2'), 'hdc', 'ide', extra='<transient/>')]
+        moved = factory.define(dx.domain(other, movable))
+        result = tune(tmp_path / 'b', domains=[other], bus=bus, cache='keep', io='keep')
+        assert not result.failed, result['msg']
+        assert result['changed'] and result['define_check']['checked'] == [other], result['define_check']
+        assert [c['after'] for c in result['domains'][0]['changes'] if c['setting'] == 'bus'] == [bus] * 3
+        moved.create()
+        try:
+            time.sleep(0.3)
+            assert moved.isActive()
+        finally:
+            moved.destroy()
 
 
 def test_a_template_moved_to_scsi_keeps_clear_of_its_unaddressed_luns(system_domains, tmp_path):
