@@ -218,7 +218,11 @@ def _kill_probes(root):
 
 def _run_child(request, timeout):
     source = inspect.getsource(_define_check_child)
-    env = {'PATH': CHILD_PATH, 'LC_ALL': 'C'}
+    # Whatever libvirt keeps per user (an unprivileged embedded driver uses HOME and the XDG
+    # directories) stays inside the throwaway root too.
+    root = request['root']
+    env = {'PATH': CHILD_PATH, 'LC_ALL': 'C', 'HOME': root, 'XDG_CACHE_HOME': os.path.join(root, 'cache'),
+           'XDG_CONFIG_HOME': os.path.join(root, 'etc'), 'XDG_RUNTIME_DIR': os.path.join(root, 'run')}
     proc = subprocess.Popen([sys.executable, '-I', '-c', source], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd='/', env=env, start_new_session=True, close_fds=True)
     try:
