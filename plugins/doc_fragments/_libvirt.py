@@ -31,12 +31,15 @@ options:
     description:
       - Persistent domains to act on, by name or glob pattern (V(web*), V(db-[0-9])).
       - A name without glob characters must exist, or the module fails before changing anything.
+      - A pattern that is exactly the name of a defined domain names that domain only, even when it
+        holds glob characters (V(adv[1]) selects the domain C(adv[1]), not C(adv1)).
     type: list
     elements: str
     default: ['*']
   exclude:
     description:
-      - Names or glob patterns of domains to leave alone, applied after O(domains).
+      - Names or glob patterns of domains to leave alone, applied after O(domains); an exact name wins
+        over a glob, as in O(domains).
     type: list
     elements: str
     default: []
@@ -49,6 +52,9 @@ options:
       - Seconds to wait for another kvmio.tuning run working on the same libvirt URI (or, for
         M(kvmio.tuning.qcow2_create), the same image) to finish. Runs on one host take turns, so no
         run overwrites another's changes; past the timeout the module fails and changes nothing.
+      - The lock files live in a directory only the running user can write, checked on every run -
+        C(/run/kvmio-tuning) for root, C($XDG_RUNTIME_DIR/kvmio-tuning) or C(/tmp/kvmio-tuning-UID)
+        for other users (refused if another user created it).
     type: int
     default: 300
 '''

@@ -9,9 +9,12 @@
 
 A conversion rewrites the target (bus and a free name with the bus's prefix), drops the old
 ``<address>`` (virtio-blk: libvirt assigns a PCI slot; virtio-scsi: an explicit drive address on the
-chosen controller), drops settings the new bus does not accept, adds one virtio-scsi controller
-when there is none, and removes a controller the conversion emptied unless the machine has it
-built in (libvirt would add it back, and the next run would see a change again).
+chosen controller), drops settings the new bus does not accept, and gives the disks a virtio-scsi
+controller when there is none: an SCSI controller that only the moving disks used becomes it (same
+index and slot), else one is added at the lowest free index. A controller the conversion emptied is
+removed unless libvirt would add it back: one the machine has built in, or one below an index that
+disks of its bus still use (libvirt defines every controller from 0 to the highest one a disk
+names). Otherwise the stored XML would differ from the plan and the next run would change it again.
 
 Some disks cannot move at all (``move_blocker``): libvirt refuses them on any other bus, and
 dropping what ties them to their bus would change what the guest sees. Each rule below was checked
@@ -142,9 +145,10 @@ def _built_in(ctype, index, root):
     return False
 
 
-def _controller_in_use(devices, ctype, index):
+def _controller_in_use(devices, ctype, index, ignoring=()):
+    """Whether a device other than those in ``ignoring`` is attached to controller ``ctype`` ``index``."""
     for device in devices:
-        if not isinstance(device.tag, str):
+        if not isinstance(device.tag, str) or device in ignoring:
             continue
         if device.tag == 'disk':
             target = device.find('target')
@@ -157,6 +161,16 @@ def _controller_in_use(devices, ctype, index):
                     and drive_controller(device) == index):
                 return True
     return False
+
+
+def _highest_index_in_use(devices, ctype):
+    """The highest ``ctype`` controller index a disk names, or -1: libvirt adds every controller from 0 to it."""
+    highest = -1
+    for disk in devices.findall('disk'):
+        target = disk.find('target')
+        if target is not None and _CONTROLLER_TYPE_OF_BUS.get(target.get('bus')) == ctype:
+            highest = max(highest, drive_controller(disk) or 0)
+    return highest
 
 
 class BusConversion:
@@ -179,7 +193,7 @@ class BusConversion:
         if self.scsi_queues is not None:
             self._set_queues_on_existing()
         if disks_by_bus.get('scsi'):
-            self._to_scsi(disks_by_bus['scsi'], taken)
+            self._to_scsi(disks_by_bus['scsi'], taken, moving)
         for disk in disks_by_bus.get('virtio', ()):
             self._to_virtio(disk, taken)
         self._remove_emptiedcontrollers_of_type()
@@ -187,15 +201,38 @@ class BusConversion:
 
     # --- virtio-scsi ----------------------------------------------------------------------
 
-    def _virtio_scsi_controller(self, iothread):
+    def _virtio_scsi_controller(self, iothread, moving):
         scsi = controllers_of_type(self.devices, 'scsi')
         for index in sorted(scsi):
             if scsi[index].get('model') == 'virtio-scsi':
                 return index
+        attrs = {}
+        if self.scsi_queues is not None:
+            attrs['queues'] = self.scsi_queues
+        if iothread is not None:
+            attrs['iothread'] = iothread
+        settings = ''.join(' %s=%s' % kv for kv in sorted(attrs.items()))
+        for index in sorted(scsi):
+            # An HBA that only the moving disks use becomes their virtio-scsi controller: a new one at
+            # another index would leave a gap below it that libvirt fills with its default model.
+            if not _controller_in_use(self.devices, 'scsi', index, ignoring=moving):
+                ctrl = scsi[index]
+                before = ctrl.get('model') or 'default'
+                ctrl.set('model', 'virtio-scsi')
+                if attrs:
+                    driver = ctrl.find('driver')
+                    if driver is None:
+                        driver = make_child(ctrl, 'driver', index=0)
+                    for key, value in attrs.items():
+                        set_attr(driver, key, value)
+                self.changes.append(Change('controller scsi %d' % index, 'model', before, 'virtio-scsi' + settings,
+                                           'bus=scsi needs a virtio-scsi controller; only the moved disks used '
+                                           'this one'))
+                return index
         used = set(scsi)
         for device in self.devices.findall('disk'):
             target = device.find('target')
-            if target is not None and target.get('bus') == 'scsi':
+            if target is not None and target.get('bus') == 'scsi' and device not in moving:
                 used.add(drive_controller(device))
         index = 0
         while index in used:
@@ -203,15 +240,10 @@ class BusConversion:
         anchor = self._insert_index('controller')
         ctrl = make_child(self.devices, 'controller', {'type': 'scsi', 'index': index, 'model': 'virtio-scsi'},
                           index=anchor)
-        attrs = {}
-        if self.scsi_queues is not None:
-            attrs['queues'] = self.scsi_queues
-        if iothread is not None:
-            attrs['iothread'] = iothread
         if attrs:
             make_child(ctrl, 'driver', attrs)
-        self.changes.append(Change('controller scsi %d' % index, 'model', None, 'virtio-scsi%s' % ''.join(
-            ' %s=%s' % kv for kv in sorted(attrs.items())), 'bus=scsi needs a virtio-scsi controller'))
+        self.changes.append(Change('controller scsi %d' % index, 'model', None, 'virtio-scsi' + settings,
+                                   'bus=scsi needs a virtio-scsi controller'))
         return index
 
     def _set_queues(self, ctrl, index):
@@ -239,7 +271,7 @@ class BusConversion:
                 return positions[-1] + 1
         return None
 
-    def _to_scsi(self, disks, taken):
+    def _to_scsi(self, disks, taken, moving):
         iothread = None
         for disk in disks:
             driver = disk.find('driver')
@@ -247,7 +279,7 @@ class BusConversion:
                 iothread = driver.get('iothread')
         if iothread is not None and self.root.find('iothreads') is None:
             iothread = None
-        index = self._virtio_scsi_controller(iothread)
+        index = self._virtio_scsi_controller(iothread, moving)
         used_units = set()
         for device in self.devices:
             if not isinstance(device.tag, str) or device in disks:
@@ -267,7 +299,12 @@ class BusConversion:
         for disk in disks:
             while ('0', '0', str(unit)) in used_units:
                 unit += 1
-            device = disk.find('target').get('dev')
+            target = disk.find('target')
+            device = target.get('dev')
+            if target.get('bus') == 'scsi' and drive_controller(disk) != index:
+                # Same bus, another HBA: the change list says so, not only the diff.
+                self.changes.append(Change(device, 'controller', 'scsi %s' % drive_controller(disk),
+                                           'scsi %d' % index, 'bus=scsi: disks run on a virtio-scsi controller'))
             self._retarget(disk, 'scsi', taken)
             address = disk.find('address')
             if address is not None:
@@ -335,6 +372,8 @@ class BusConversion:
         for ctype, index in sorted(self._emptied, key=lambda ci: (ci[0], ci[1] if ci[1] is not None else -1)):
             if index is None or _built_in(ctype, index, self.root):
                 continue
+            if index < _highest_index_in_use(self.devices, ctype):
+                continue        # libvirt would add it back: it defines every controller up to the highest in use
             ctrl = controllers_of_type(self.devices, ctype).get(index)
             if ctrl is None or (ctype == 'scsi' and ctrl.get('model') == 'virtio-scsi'):
                 continue

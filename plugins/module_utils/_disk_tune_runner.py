@@ -16,27 +16,25 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
 from ._backup import DEFAULT_BACKUP_DIR, write_backup
-from ._bus_convert import MAX_SCSI_QUEUES
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
-from ._disk_plan import DiskRule, TunePolicy, plan_domain
-from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
-    DiskSettings, Guards
-from ._disk_xml import local_source_paths, volume_sources
+from ._disk_plan import plan_domain
+from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
+from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import domain_name, parse_domain
+from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._live_apply import LiveApply, live_diff
 from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
+from ._module import validated_overrides
+from ._overrides import check_literal_rules, policy_for, scsi_queues
 from ._parallel import map_threads
 from ._save_image import DEFAULT_SAVE_DIR
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 from ._xml_file import XmlFile
 from ._xml_layout import LayoutError, LayoutKeeper
@@ -91,78 +89,11 @@ def argument_spec():
     return spec
 
 
-def _queues(value, where):
-    if value is None or value == 'auto':
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if not 1 <= number <= MAX_SCSI_QUEUES:
-        raise PlanError("%sscsi_queues must be a number from 1 to %d (QEMU's limit for virtio-scsi) or 'auto', not "
-                        "'%s'; nothing was changed" % (where, MAX_SCSI_QUEUES, value))
-    return number
-
-
-def _rules(entries):
-    return tuple(DiskRule(match=e['match'], overrides={k: v for k, v in e.items() if k != 'match'}) for e in entries)
-
-
-def validated_overrides(raw):
-    """{pattern: validated dict}; an invalid entry fails naming the key and the problem."""
-    result = {}
-    for pattern, entry in (raw or {}).items():
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        outcome = ArgumentSpecValidator(POLICY_SPEC).validate(entry)
-        if outcome.error_messages:
-            raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(outcome.error_messages)))
-        result[pattern] = {k: v for k, v in outcome.validated_parameters.items() if v is not None}
-    return result
-
-
-def policy_for(name, params, overrides):
-    """The TunePolicy for domain ``name``: module options, then matching overrides in order."""
-    merged = {k: params[k] for k in ('cache', 'io', 'discard', 'detect_zeroes', 'bus', 'scsi_queues',
-                                     'convert_boot_disk', 'migratable')}
-    rules = list(params['disks'])
-    skip = False
-    for pattern, entry in overrides.items():
-        if matches(name, pattern):
-            merged.update({k: v for k, v in entry.items() if k not in ('disks', 'skip')})
-            rules.extend(entry.get('disks', []))
-            skip = skip or entry.get('skip', False)
-    policy = TunePolicy(
-        settings=DiskSettings(cache=merged['cache'], io=merged['io'], discard=merged['discard'],
-                              detect_zeroes=merged['detect_zeroes']),
-        bus=merged['bus'], scsi_queues=_queues(merged['scsi_queues'], '%s: ' % name),
-        convert_boot_disk=merged['convert_boot_disk'],
-        guards=Guards(allow_unsafe=params['allow_unsafe'], migratable=merged['migratable']),
-        disk_rules=_rules(rules))
-    return policy, skip
-
-
-def _check_literal_rules(plans, params, overrides):
-    """A literal disk ``match`` (no glob) that matched no disk is a typo: refuse."""
-    matched = set()
-    for plan in plans:
-        matched.update(plan.matched_rules)
-    unknown = [r['match'] for r in params['disks'] if not is_glob(r['match']) and r['match'] not in matched]
-    for pattern, entry in overrides.items():
-        hit = {m for p in plans if matches(p.name, pattern) for m in p.matched_rules}
-        unknown.extend("%s (overrides['%s'])" % (r['match'], pattern) for r in entry.get('disks', [])
-                       if not is_glob(r['match']) and r['match'] not in hit)
-    if unknown:
-        raise PlanError('disks: no disk has the target or source %s; nothing was changed' % ', '.join(unknown),
-                        unknown_disks=unknown)
-
-
-def _storage(prober, paths):
+def _storage(prober, sources):
+    """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
         return None
-    return {path: prober.facts(path) for path in paths}
+    return {path: prober.facts(path, fmt) for path, fmt in sources.items()}
 
 
 class DiskTuneRun:
@@ -171,8 +102,8 @@ class DiskTuneRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.overrides = validated_overrides(self.params['overrides'])
-        _queues(self.params['scsi_queues'], '')
+        self.overrides = validated_overrides(self.params['overrides'], POLICY_SPEC)
+        scsi_queues(self.params['scsi_queues'])
         self.prober = StorageProber() if self.params['probe_storage'] else None
 
     def run(self):
@@ -202,15 +133,16 @@ class DiskTuneRun:
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
+            known = frozenset(handles)
             for name in names:
-                policy, skip = policy_for(name, params, self.overrides)
+                policy, skip = policy_for(name, params, self.overrides, known)
                 if skip:
                     continue
-                storage = _storage(self.prober, local_source_paths(roots[name], volume_paths))
+                storage = _storage(self.prober, local_source_formats(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
-            _check_literal_rules(plans, params, self.overrides)
+            check_literal_rules(plans, params, self.overrides, known)
             # Check mode too: it reports what a real run would be refused.
             checked = check_plans(plans, params['define_check'])
             active = client.active_names()
@@ -254,20 +186,21 @@ class DiskTuneRun:
             text = xml_file.text
             root = parse_domain(text, path)
             name = domain_name(root) or os.path.basename(xml_file.real_path)
+            known = frozenset((name,))
             # As in libvirt mode, an override naming another domain is a typo, never silently ignored.
             unknown = sorted(p for p in self.overrides if not is_glob(p) and p != name)
             if unknown:
                 raise PlanError('overrides name domains other than %s, the domain of xml_path %s: %s; nothing was '
                                 'changed' % (name, path, ', '.join(unknown)))
-            policy, skip = policy_for(name, self.params, self.overrides)
+            policy, skip = policy_for(name, self.params, self.overrides, known)
             if skip:
                 return self._result([], set(), [], DefineCheck())
             keeper = self._layout_keeper(text, root, path)
-            storage = _storage(self.prober, local_source_paths(root))
+            storage = _storage(self.prober, local_source_formats(root))
             host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
             plan = plan_domain(text, policy, storage, host, origin=path, root=root)
             self._fail_on_plan_errors([plan])
-            _check_literal_rules([plan], self.params, self.overrides)
+            check_literal_rules([plan], self.params, self.overrides, known)
             new_text = self._render(keeper, root, plan, text, path) if plan.changed else text
             # A file no libvirt holds: its planned XML is defined in place of the current one.
             checked = check_plans([dataclasses.replace(plan, after=new_text)], self.params['define_check'],

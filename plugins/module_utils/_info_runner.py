@@ -23,7 +23,13 @@ from ._live_apply import READ_QEMU_CHOICES, running_disks
 from ._live_plan import driver_settings, live_findings
 from ._qemu_img import QemuImg, module_runner
 from ._selection import SELECTION_ARGUMENT_SPEC, select_names, still_defined
-from ._storage_probe import StorageProber
+from ._storage_probe import DEFAULT_FORMAT, StorageProber
+
+# Seconds one qemu-img read may take: an image on a hung NFS server must not hang the whole audit.
+QEMU_IMG_TIMEOUT = 30
+# Formats handed to qemu-img -f (libvirt's names; libvirt opens an 'iso' as raw). Others are not inspected.
+INSPECTED_FORMATS = {'raw': 'raw', 'iso': 'raw', 'qcow2': 'qcow2', 'qed': 'qed', 'vmdk': 'vmdk', 'vdi': 'vdi',
+                     'vpc': 'vpc', 'vhdx': 'vhdx', 'luks': 'luks'}
 
 
 def argument_spec():
@@ -39,18 +45,25 @@ class InfoRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.qemu_img = QemuImg(module_runner(module))
+        self.qemu_img = QemuImg(module_runner(module), timeout=QEMU_IMG_TIMEOUT)
         self._images = {}
 
-    def _image(self, path):
-        if path not in self._images:
+    def _image(self, path, declared):
+        """qemu-img facts of ``path`` opened as the format its domain declares (``declared``; None:
+        raw, as libvirt does), never as the bytes suggest; a qcow2's backing file is not opened."""
+        key = (path, declared or DEFAULT_FORMAT)
+        if key not in self._images:
+            fmt = INSPECTED_FORMATS.get(key[1])
+            if fmt is None:
+                self._images[key] = {'error': 'format %s is not inspected' % key[1]}
+                return self._images[key]
             try:
-                info = self.qemu_img.info(path)
-                extents = self.qemu_img.map(path) if info.get('format') == 'qcow2' else None
-                self._images[path] = image_facts(info, extents)
+                info = self.qemu_img.info(path, fmt=fmt)
+                extents = self.qemu_img.map(path, fmt=fmt) if fmt == 'qcow2' else None
+                self._images[key] = image_facts(info, extents)
             except QemuImgError as err:
-                self._images[path] = {'error': err.msg}
-        return self._images[path]
+                self._images[key] = {'error': err.msg}
+        return self._images[key]
 
     def _running(self, client, dom):
         """{target: (live XML settings, RunningDisk)} of a running domain; {} when it stopped meanwhile."""
@@ -86,9 +99,9 @@ class InfoRun:
             disks = []
             for disk_el in root.findall('devices/disk'):
                 info = disk_info(disk_el, volume_paths, root.find('devices'))
-                storage = prober.facts(info.path) if (prober and info.path) else None
-                image = self._image(info.path) if (params['inspect_images'] and storage is not None
-                                                   and storage.kind in ('file', 'block')) else None
+                storage = prober.facts(info.path, info.image_format) if (prober and info.path) else None
+                image = self._image(info.path, info.image_format) if (
+                    params['inspect_images'] and storage is not None and storage.kind in ('file', 'block')) else None
                 found = disk_findings(name, info, storage, image, host)
                 live_settings, now = running.get(name, {}).get(info.target, (None, None))
                 if now is not None and not disk_kind_skip_reason(info):

@@ -194,6 +194,11 @@ options:
     description:
       - Directory where each domain's inactive XML is saved (mode 0600, one file per domain and run)
         before it is redefined. No domain is defined without its backup.
+      - The directory, and every directory above it, must be writable only by root (the user running
+        the module); one another user owns or can write (or a link another user made) is refused,
+        because M(kvmio.tuning.domain_restore) redefines domains from what it finds there and the
+        files hold the domains' secrets (graphics passwords). It is created with mode 0700.
+        Backup file names are cut to 255 bytes with a hash of the whole domain name.
     type: path
     default: /var/lib/kvmio/backups
   apply:

@@ -44,11 +44,19 @@ attributes:
     details: Nothing is changed, so there is no diff.
 options:
   probe_storage:
-    description: Probe each disk's storage (O_DIRECT, filesystem, backing chain).
+    description:
+      - Probe each disk's storage (O_DIRECT, filesystem, backing chain).
+      - Only regular files and block devices are read, without waiting on a FIFO; each probe is bounded
+        to 10 seconds and then reports that it could not tell.
     type: bool
     default: true
   inspect_images:
-    description: Read each image with C(qemu-img info) and C(qemu-img map) (format, preallocation state).
+    description:
+      - Read each image with C(qemu-img info) and C(qemu-img map) (format, preallocation state).
+      - Each image is opened as the format its domain declares (C(<driver type>), V(raw) when none is
+        declared, as libvirt does), never as its bytes suggest, and a qcow2 image without its backing
+        chain; a guest writes the bytes of a raw disk, a qcow2 header naming any file or server included.
+      - Each read is bounded to 30 seconds (a hung NFS server); past it, the image's facts hold the error.
     type: bool
     default: true
   read_qemu:
