@@ -351,7 +351,10 @@ class BusConversion:
                                        'target names follow the bus (%s*)' % prefix))
 
     def _dropped(self, device, setting, before, bus):
-        self.changes.append(Change(device, setting, before, None, 'bus %s has no %s' % (bus, setting)))
+        reason = 'bus %s has no %s' % (bus, setting)
+        if setting in ('iothread', 'iothreads'):
+            reason += "; a SCSI disk runs in its controller's iothread"
+        self.changes.append(Change(device, setting, before, None, reason))
 
     def _drop_virtio_settings(self, disk, device):
         driver = disk.find('driver')
