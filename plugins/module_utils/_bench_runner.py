@@ -5,7 +5,8 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""kvm_io_bench: qemu-img bench on scratch images in the user's storage, for each candidate setup."""
+"""kvm_io_bench: mode=host runs qemu-img bench on scratch images in the user's storage for each cache mode and
+preallocation; mode=guest hands over to ``_guest_bench_runner`` (fio in a throwaway guest)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ import time
 
 from ._disk_policy import ODIRECT_CACHES
 from ._errors import PlanError
+from ._fio import WORKLOADS as GUEST_WORKLOADS
+from ._guest_bench import BENCH_CACHES
+from ._guest_bench_runner import GUEST_ARGUMENT_SPEC, GuestBench
+from ._guest_image import module_process_runner
 from ._image_plan import human_size, parse_size
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC
 from ._qemu_img import QemuImg, module_runner
 from ._storage_probe import filesystem_of, probe_odirect, read_mounts
 
@@ -32,25 +38,57 @@ MEASURABLE_SECONDS = 0.05
 MAX_GROWTH_ROUNDS = 2
 
 
+HOST_DEFAULTS = {'size': '256M', 'caches': list(CACHES), 'workloads': ['write', 'read'], 'time_limit': 300}
+GUEST_DEFAULTS = {'time_limit': 1800}
+
+
 def argument_spec():
-    return {
+    spec = dict(LIBVIRT_ARGUMENT_SPEC)
+    spec.update({
+        'mode': {'type': 'str', 'choices': ['host', 'guest'], 'default': 'host'},
         'path': {'type': 'path', 'required': True},
-        'size': {'type': 'str', 'default': '256M'},
+        'size': {'type': 'str'},
         'count': {'type': 'int', 'default': 4000},
         'depth': {'type': 'int', 'default': 16},
-        'caches': {'type': 'list', 'elements': 'str', 'choices': list(CACHES), 'default': list(CACHES)},
+        'caches': {'type': 'list', 'elements': 'str', 'choices': list(BENCH_CACHES)},
         'preallocations': {'type': 'list', 'elements': 'str', 'choices': ['off', 'metadata', 'falloc'],
                            'default': ['off', 'metadata']},
-        'workloads': {'type': 'list', 'elements': 'str', 'choices': list(WORKLOADS), 'default': ['write', 'read']},
-        'time_limit': {'type': 'int', 'default': 300},
-    }
+        'workloads': {'type': 'list', 'elements': 'str', 'choices': list(WORKLOADS) + list(GUEST_WORKLOADS)},
+        'time_limit': {'type': 'int'},
+    })
+    spec.update(GUEST_ARGUMENT_SPEC)
+    return spec
+
+
+def _with_defaults(params, defaults):
+    filled = dict(params)
+    for key, value in defaults.items():
+        if filled.get(key) is None:
+            filled[key] = value
+    return filled
 
 
 class BenchRun:
+    """Dispatches on O(mode): qemu-img bench on the host (below), or fio in a guest (``_guest_bench_runner``)."""
+
     def __init__(self, module):
         self.module = module
-        self.params = module.params
+        if module.params['mode'] == 'guest':
+            self.params = _with_defaults(module.params, GUEST_DEFAULTS)
+        else:
+            self.params = _with_defaults(module.params, HOST_DEFAULTS)
         self.qemu_img = QemuImg(module_runner(module))
+
+    def run(self):
+        if self.params['mode'] == 'guest':
+            return GuestBench(self.params, module_process_runner(self.module), self.module.warn,
+                              check_mode=self.module.check_mode).run()
+        wrong = [w for w in self.params['workloads'] if w not in WORKLOADS]
+        wrong += [c for c in self.params['caches'] if c not in CACHES]
+        if wrong:
+            raise PlanError('%s apply to mode=guest only (mode=host measures caches %s and workloads %s)'
+                            % (', '.join(wrong), ', '.join(CACHES), ', '.join(WORKLOADS)))
+        return self._run_host()
 
     def _check(self, size):
         path = self.params['path']
@@ -86,7 +124,7 @@ class BenchRun:
             count *= 10
             rounds += 1
 
-    def run(self):
+    def _run_host(self):
         params = self.params
         size = parse_size(params['size'])
         span = max(step for _w, _b, step in WORKLOADS.values()) * params['count']
@@ -94,7 +132,7 @@ class BenchRun:
         self._check(size)
         combos = [(c, p) for p in params['preallocations'] for c in params['caches']]
         _mp, fstype = filesystem_of(os.path.realpath(params['path']), read_mounts())
-        result = {'changed': False, 'path': params['path'], 'filesystem': fstype, 'results': [], 'skipped': []}
+        result = {'changed': False, 'mode': 'host', 'path': params['path'], 'filesystem': fstype, 'results': [], 'skipped': []}
         if self.module.check_mode:
             result['skipped'] = ['check mode: %d combinations not run' % (len(combos) * len(params['workloads']))]
             return result
