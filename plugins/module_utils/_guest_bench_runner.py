@@ -132,7 +132,7 @@ class GuestBench:
 
     def _check_space(self):
         path = self.params['path']
-        needed = self.region * len(self.workloads) + (192 << 20)     # one image at a time, guest copies, slack
+        needed = self.region * len(self.workloads) + (256 << 20)     # one image at a time, guest copies, slack
         usage = shutil.disk_usage(path)
         if usage.total == 0:
             self.warn('%s reports no capacity (ramfs?); free space was not checked' % path)
@@ -231,28 +231,31 @@ class GuestBench:
 
     def _wait(self, console, boot_timeout):
         """Reads the console until the guest is done or gone, or a time limit passes.
-        Returns (console text, how it ended)."""
+        Returns (console text, how it ended, {marker: seconds after start when first seen})."""
         started = time.monotonic()
         limit = boot_timeout + len(self.workloads) * (self.params['runtime'] + JOB_SLACK)
-        data, booted = b'', False
+        data, seen = b'', {}
         with open(console, 'rb') as handle:
             while True:
                 chunk = handle.read(MAX_CONSOLE - len(data))
                 data += chunk
-                if len(data) >= MAX_CONSOLE:
-                    return data.decode('utf-8', 'replace'), 'the guest printed more than %d bytes' % MAX_CONSOLE
-                booted = booted or b'KVMIO-BOOTED' in data
-                if b'KVMIO-DONE' in data:
-                    return data.decode('utf-8', 'replace'), 'done'
                 elapsed = time.monotonic() - started
-                if not booted and elapsed > boot_timeout:
-                    return data.decode('utf-8', 'replace'), 'no boot'
+                for marker, key in ((b'', 'first_output'), (b'KVMIO-BOOTED', 'init'), (b'KVMIO-FIO', 'fio')):
+                    if key not in seen and data and marker in data:
+                        seen[key] = round(elapsed, 1)
+                text = data.decode('utf-8', 'replace')
+                if len(data) >= MAX_CONSOLE:
+                    return text, 'the guest printed more than %d bytes' % MAX_CONSOLE, seen
+                if b'KVMIO-DONE' in data:
+                    return text, 'done', seen
+                if 'init' not in seen and elapsed > boot_timeout:
+                    return text, 'no boot', seen
                 if elapsed > limit:
-                    return data.decode('utf-8', 'replace'), 'the guest did not finish within %d s' % limit
+                    return text, 'the guest did not finish within %d s' % limit, seen
                 if not self._alive():
-                    data += handle.read()
+                    data += handle.read(MAX_CONSOLE - len(data))
                     ended = 'done' if b'KVMIO-DONE' in data else 'the guest stopped before it finished'
-                    return data.decode('utf-8', 'replace'), ended
+                    return data.decode('utf-8', 'replace'), ended, seen
                 if not chunk:
                     time.sleep(0.2)
 
@@ -279,8 +282,10 @@ class GuestBench:
         try:
             evicted = self._make_image(image, candidate)
             os.close(os.open(console, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            prepared = time.monotonic()
             name = self._boot(client, candidate, image, staged[0], staged[1], console, domain_type)
-            text, ended = self._wait(console, boot_timeout)
+            started = time.monotonic()
+            text, ended, seen = self._wait(console, boot_timeout)
         finally:
             self._destroy()
             for path in (image, console):
@@ -291,6 +296,9 @@ class GuestBench:
                    for w in self.workloads}
         run = {'candidate': candidate.name, 'domain': name, 'accelerator': 'kvm' if domain_type == 'kvm' else 'tcg',
                'seconds': round(time.monotonic() - began, 1), 'ended': ended, 'cache_drop': evicted,
+               'phases': {'image': round(prepared - began, 1), 'start': round(started - prepared, 1),
+                          'guest': round(time.monotonic() - started, 1)},
+               'since_start': seen,
                'boot_seconds': report.booted_at, 'fio_start_seconds': report.fio_at, 'guest_disk': report.disk,
                'figures': figures, 'notes': report.notes + report.errors}
         if ended not in ('done', 'no boot'):
