@@ -132,7 +132,7 @@ class BenchRun:
         self._check(size)
         combos = [(c, p) for p in params['preallocations'] for c in params['caches']]
         _mp, fstype = filesystem_of(os.path.realpath(params['path']), read_mounts())
-        result = {'changed': False, 'mode': 'host', 'path': params['path'], 'filesystem': fstype, 'results': [], 'skipped': []}
+        result = {'changed': False, 'mode': 'host', 'filesystem': fstype, 'results': [], 'skipped': []}
         if self.module.check_mode:
             result['skipped'] = ['check mode: %d combinations not run' % (len(combos) * len(params['workloads']))]
             return result

@@ -29,7 +29,8 @@ from ._fio import DEFAULT_WORKLOADS, WORKLOADS, encode_jobs, job_figures, job_li
 from ._guest_bench import (BASELINE, BENCH_CACHES, BENCH_IOS, BUSES, PRESETS, baseline, check_candidate,
                            collection_candidates, compare, dedupe, domain_candidate, matrix_candidates,
                            preset_candidates, run_order, summarise, user_candidate, verdict)
-from ._guest_image import DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE, guest_image, stage_guest_image, user_guest_image
+from ._guest_image import (DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE, guest_image, stage_guest_image,
+                           user_guest_image, verify_staged)
 from ._guest_xml import GuestDisk, GuestSpec, guest_domain_xml
 from ._host_probe import host_support
 from ._image_plan import human_size, parse_size
@@ -58,6 +59,7 @@ GUEST_ARGUMENT_SPEC = {
     'domain': {'type': 'str'},
     'disk': {'type': 'str'},
     'alternatives': {'type': 'str', 'choices': list(PRESETS), 'default': 'quick'},
+    'references': {'type': 'bool', 'default': True},
     'candidates': {'type': 'list', 'elements': 'dict', 'options': CANDIDATE_SPEC, 'default': []},
     'ios': {'type': 'list', 'elements': 'str', 'choices': list(BENCH_IOS), 'default': ['native', 'io_uring', 'threads']},
     'buses': {'type': 'list', 'elements': 'str', 'choices': list(BUSES), 'default': ['virtio']},
@@ -104,8 +106,7 @@ class GuestBench:
         self.qemu_img = QemuImg(lambda argv: run_command(argv))
         self.workloads = list(params.get('workloads') or DEFAULT_WORKLOADS)
         self.region = parse_size(params.get('size') or DEFAULT_REGION, 'size')
-        self.domain_type = None
-        self.accel_note = ''
+        self.image = None
         self._dom = None
 
     # --- checks -----------------------------------------------------------------------------
@@ -166,7 +167,7 @@ class GuestBench:
     def _candidates(self, client, storage, host, guest_buses, probe_path):
         params = self.params
         plan, notes = collection_candidates(storage, host, probe_path)
-        found = [baseline()] + plan
+        found = [baseline()] + plan if params['references'] else []
         if params['domain']:
             found.append(self._domain_candidate(client))
         if params['alternatives'] == 'matrix':
@@ -175,6 +176,8 @@ class GuestBench:
         else:
             found += preset_candidates(params['alternatives'], plan[0])
         found += [user_candidate(i, entry) for i, entry in enumerate(params['candidates'])]
+        if not found:
+            raise PlanError('nothing to measure: with references=false, name a domain or give candidates')
         unique, dupes = dedupe(found)
         runnable, skipped = [], []
         for candidate in unique:
@@ -276,6 +279,7 @@ class GuestBench:
             pass
 
     def _run_one(self, client, candidate, run_dir, staged, domain_type, boot_timeout):
+        verify_staged(self.image, staged)
         image = os.path.join(run_dir, 'scratch.%s' % candidate.image_format)
         console = os.path.join(run_dir, 'console.log')
         began = time.monotonic()
@@ -318,7 +322,8 @@ class GuestBench:
         self._validate()
         params = self.params
         _mp, fstype = filesystem_of(os.path.realpath(params['path']), read_mounts())
-        result = {'changed': False, 'mode': 'guest', 'path': params['path'], 'filesystem': fstype,
+        # No 'path' key: AnsibleModule.exit_json would add that path's stat (mode, owner, size) to the result.
+        result = {'changed': False, 'mode': 'guest', 'filesystem': fstype,
                   'workloads': self.workloads, 'skipped': [], 'notes': [], 'runs': []}
         if self.check_mode:
             return self._check_mode_result(result)
@@ -347,7 +352,7 @@ class GuestBench:
 
     def _run(self, client, result):
         params = self.params
-        image = self._image()
+        image = self.image = self._image()
         result['changed'] = image.source == 'built'
         result['guest'] = image.as_dict()
         deadline = time.monotonic() + params['time_limit']

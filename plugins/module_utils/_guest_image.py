@@ -514,3 +514,11 @@ def stage_guest_image(image, directory):
         staged.append(target)
     return tuple(staged)
 
+
+def verify_staged(image, staged):
+    """Raises when a staged copy no longer matches the image's hashes: QEMU runs as another user that
+    libvirt gives the files to for the length of a boot, and a later boot must not trust them blindly."""
+    for key, path in zip(('kernel', 'initrd'), staged):
+        if image.sha256.get(key) and file_sha256(path, follow=False) != image.sha256[key]:
+            raise GuestImageError('the staged %s %s changed between boots (hash mismatch); refusing to boot it'
+                                  % (key, path))

@@ -133,6 +133,14 @@ options:
     type: str
     choices: [none, quick, standard, matrix]
     default: quick
+  references:
+    description:
+      - O(mode=guest) only. Measure the baseline (a disk as C(virt-install) makes it) and the collection's plan,
+        without and with an iothread, beside the other candidates.
+      - V(false) measures only O(domain)'s disk, O(alternatives) and O(candidates); there are then no ratios to the
+        baseline and no RV(collection) verdict.
+    type: bool
+    default: true
   candidates:
     description: O(mode=guest) only. More configurations to measure.
     type: list
@@ -310,11 +318,6 @@ mode:
   returned: always
   type: str
   sample: guest
-path:
-  description: O(path) as given.
-  returned: always
-  type: str
-  sample: /var/lib/libvirt/images
 filesystem:
   description: Filesystem type of O(path).
   returned: always
