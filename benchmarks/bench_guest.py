@@ -133,7 +133,8 @@ def main(argv=None):
     if opts.uri is None:
         opts.uri, embed_root = _embedded_uri()
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.kvmio.tuning.plugins.module_utils._bench_runner import GUEST_DEFAULTS, argument_spec
+    from ansible_collections.kvmio.tuning.plugins.module_utils._bench_runner import argument_spec
+    from ansible_collections.kvmio.tuning.plugins.module_utils._guest_bench import GUEST_DEFAULTS
     from ansible_collections.kvmio.tuning.plugins.module_utils._guest_bench_runner import GuestBench
     from ansible_collections.kvmio.tuning.plugins.module_utils._guest_image import process_runner
     work = tempfile.mkdtemp(prefix='kvmio-bench-guest-', dir=opts.dir)

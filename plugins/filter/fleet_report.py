@@ -6,16 +6,16 @@ from __future__ import annotations
 
 DOCUMENTATION = r'''
 name: fleet_report
-short_description: Aggregate kvm_io_facts results of many hosts into a fleet report
+short_description: Aggregate kvm_io_info results of many hosts into a fleet report
 version_added: 0.1.0
 description:
-  - Takes a dictionary of host name to M(kvmio.tuning.kvm_io_facts) result and returns the fleet
+  - Takes a dictionary of host name to M(kvmio.tuning.kvm_io_info) result and returns the fleet
     report as data, or rendered with O(format) as Markdown or a self-contained HTML page with charts.
 author:
   - kvmio.tuning maintainers (@kvmio)
 options:
   _input:
-    description: Host name to kvm_io_facts result.
+    description: Host name to kvm_io_info result.
     type: dict
     required: true
   format:
@@ -52,7 +52,7 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._report import build_
 
 def fleet_report(hosts, format='data', before=None, bench=None):  # pylint: disable=redefined-builtin
     if not isinstance(hosts, dict):
-        raise AnsibleFilterError('fleet_report takes a dict of host name to kvm_io_facts result, not %s'
+        raise AnsibleFilterError('fleet_report takes a dict of host name to kvm_io_info result, not %s'
                                  % type(hosts).__name__)
     report = build_report(hosts, before=before, bench=bench)
     if format == 'markdown':

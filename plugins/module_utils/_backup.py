@@ -16,6 +16,9 @@ import tempfile
 from ._errors import ApplyError
 from ._parallel import map_threads
 
+# Where modules save each domain's XML before they redefine it (option backup_dir).
+DEFAULT_BACKUP_DIR = '/var/lib/kvmio/backups'
+
 # Measured, 500 backups on ext4: 68 ms one after another, 22 ms eight at a time.
 FSYNC_WORKERS = 8
 

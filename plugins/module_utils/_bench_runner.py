@@ -15,16 +15,15 @@ import shutil
 import tempfile
 import time
 
-from ._disk_policy import ODIRECT_CACHES
+from ._disk_policy import AUTO_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
 from ._errors import PlanError
 from ._fio import WORKLOADS as GUEST_WORKLOADS
-from ._guest_bench import BENCH_CACHES
-from ._guest_bench_runner import GUEST_ARGUMENT_SPEC, GuestBench
-from ._guest_image import module_process_runner
+from ._guest_bench import GUEST_ARGUMENT_SPEC
+from ._host_probe import host_support
 from ._image_plan import human_size, parse_size
-from ._libvirt import LIBVIRT_ARGUMENT_SPEC
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, library_version
 from ._qemu_img import QemuImg, module_runner
-from ._storage_probe import filesystem_of, probe_odirect, read_mounts
+from ._storage_probe import StorageProber, filesystem_of, read_mounts
 
 # name: (write, block size, step between requests)
 WORKLOADS = {
@@ -32,17 +31,20 @@ WORKLOADS = {
     'read': (False, 4096, 65536),        # 4K reads spread over the image
     'seqwrite': (True, 65536, 65536),    # 64K sequential writes
 }
-CACHES = ('writethrough', 'writeback', 'none', 'directsync')
+# 'default': no cache attribute and no io attribute, as virt-install makes a disk (QEMU runs writeback
+# and threads): the baseline every ratio is taken against.
+CACHES = ('default', 'writethrough', 'writeback', 'none', 'directsync')
+BASELINE = ('default', 'off')
 # qemu-img bench reports milliseconds: a shorter run is mostly rounding error.
 MEASURABLE_SECONDS = 0.05
 MAX_GROWTH_ROUNDS = 2
 
 
 HOST_DEFAULTS = {'size': '256M', 'caches': list(CACHES), 'workloads': ['write', 'read'], 'time_limit': 300}
-GUEST_DEFAULTS = {'time_limit': 1800}
 
 
 def argument_spec():
+    """Both modes' options (kvm_io_bench picks BenchRun or _guest_bench_runner.GuestBenchRun by O(mode))."""
     spec = dict(LIBVIRT_ARGUMENT_SPEC)
     spec.update({
         'mode': {'type': 'str', 'choices': ['host', 'guest'], 'default': 'host'},
@@ -50,7 +52,7 @@ def argument_spec():
         'size': {'type': 'str'},
         'count': {'type': 'int', 'default': 4000},
         'depth': {'type': 'int', 'default': 16},
-        'caches': {'type': 'list', 'elements': 'str', 'choices': list(BENCH_CACHES)},
+        'caches': {'type': 'list', 'elements': 'str', 'choices': list(CACHES)},
         'preallocations': {'type': 'list', 'elements': 'str', 'choices': ['off', 'metadata', 'falloc'],
                            'default': ['off', 'metadata']},
         'workloads': {'type': 'list', 'elements': 'str', 'choices': list(WORKLOADS) + list(GUEST_WORKLOADS)},
@@ -60,34 +62,22 @@ def argument_spec():
     return spec
 
 
-def _with_defaults(params, defaults):
-    filled = dict(params)
-    for key, value in defaults.items():
-        if filled.get(key) is None:
-            filled[key] = value
-    return filled
-
-
 class BenchRun:
-    """Dispatches on O(mode): qemu-img bench on the host (below), or fio in a guest (``_guest_bench_runner``)."""
+    """kvm_io_bench mode=host: qemu-img bench on scratch images."""
 
     def __init__(self, module):
         self.module = module
-        if module.params['mode'] == 'guest':
-            self.params = _with_defaults(module.params, GUEST_DEFAULTS)
-        else:
-            self.params = _with_defaults(module.params, HOST_DEFAULTS)
+        self.params = dict(module.params)
+        for key, value in HOST_DEFAULTS.items():
+            if self.params.get(key) is None:
+                self.params[key] = value
         self.qemu_img = QemuImg(module_runner(module))
 
     def run(self):
-        if self.params['mode'] == 'guest':
-            return GuestBench(self.params, module_process_runner(self.module), self.module.warn,
-                              check_mode=self.module.check_mode).run()
         wrong = [w for w in self.params['workloads'] if w not in WORKLOADS]
-        wrong += [c for c in self.params['caches'] if c not in CACHES]
         if wrong:
-            raise PlanError('%s apply to mode=guest only (mode=host measures caches %s and workloads %s)'
-                            % (', '.join(wrong), ', '.join(CACHES), ', '.join(WORKLOADS)))
+            raise PlanError('workloads %s apply to mode=guest only (mode=host measures %s)'
+                            % (', '.join(wrong), ', '.join(WORKLOADS)))
         return self._run_host()
 
     def _check(self, size):
@@ -132,6 +122,7 @@ class BenchRun:
         self._check(size)
         combos = [(c, p) for p in params['preallocations'] for c in params['caches']]
         _mp, fstype = filesystem_of(os.path.realpath(params['path']), read_mounts())
+        # No 'path' key: AnsibleModule.exit_json would add that path's stat (mode, owner, size) to the result.
         result = {'changed': False, 'mode': 'host', 'filesystem': fstype, 'results': [], 'skipped': []}
         if self.module.check_mode:
             result['skipped'] = ['check mode: %d combinations not run' % (len(combos) * len(params['workloads']))]
@@ -142,13 +133,15 @@ class BenchRun:
             probe = os.path.join(scratch, 'probe')
             with open(probe, 'wb') as handle:
                 handle.write(b'\0' * 4096)
-            odirect, why = probe_odirect(probe)
-            result['odirect'] = odirect
+            storage = StorageProber().facts(probe)
+            result['odirect'] = storage.odirect
+            host = host_support(self.qemu_img.version(), library_version())
             for cache, prealloc in combos:
-                io = 'native' if cache in ODIRECT_CACHES else 'threads'
-                if cache in ODIRECT_CACHES and odirect is not True:
-                    result['skipped'].append('cache=%s: O_DIRECT does not work here (%s)' % (cache, why))
+                settings, problem = candidate_settings(cache, probe, storage, host)
+                if problem:
+                    result['skipped'].append('cache=%s: %s' % (cache, problem))
                     continue
+                cache, io = settings['cache'], settings['io']
                 for workload in params['workloads']:
                     if time.monotonic() > deadline:
                         result['skipped'].append('%s/%s/%s: time_limit of %d s reached'
@@ -158,17 +151,34 @@ class BenchRun:
                                                    prealloc, workload)
                     block = WORKLOADS[workload][1]
                     result['results'].append({
-                        'cache': cache, 'io': io, 'preallocation': prealloc, 'workload': workload, 'count': count,
+                        'cache': cache, 'io': io, 'baseline': settings['baseline'], 'preallocation': prealloc,
+                        'workload': workload, 'count': count,
                         'seconds': seconds, 'iops': round(count / seconds) if seconds else None,
                         'mb_per_s': round(count * block / seconds / 1e6, 1) if seconds else None})
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        writes = [r for r in result['results'] if r['workload'] == 'write' and r['cache'] != 'writethrough']
+        # Every row ran with settings decide_disk accepts; the recommendation is the fastest of what
+        # cache=auto may choose (a host bench cannot see what writethrough costs a guest).
+        writes = [r for r in result['results'] if r['workload'] == 'write' and not r['baseline']
+                  and r['cache'] in AUTO_CACHES]
         if writes:
             best = max(writes, key=lambda r: r['iops'] or 0)
             result['recommendation'] = {k: best[k] for k in ('cache', 'io', 'preallocation', 'iops')}
-        default = [r for r in result['results'] if r['workload'] == 'write' and r['cache'] == 'writethrough'
-                   and r['preallocation'] == 'off']
-        if default and writes:
+        default = [r for r in result['results'] if r['workload'] == 'write' and r['baseline']
+                   and r['preallocation'] == BASELINE[1]]
+        if default and writes and default[0]['iops']:
             result['speedup_vs_default'] = round(result['recommendation']['iops'] / default[0]['iops'], 1)
         return result
+
+
+def candidate_settings(cache, path, storage, host):
+    """({'cache', 'io', 'baseline'}, '') as the tuner would set a disk on this storage with ``cache``
+    and ``io=auto`` (or, for 'default', as virt-install leaves it); (None, why) when it refuses."""
+    disk = DiskInfo(target='vda', bus='virtio', path=path, image_format='qcow2')
+    if cache == 'default':
+        eff = effective_settings(disk, {}, host)
+        return {'cache': eff['cache'], 'io': eff['io'], 'baseline': True}, ''
+    decision = decide_disk(disk, DiskSettings(cache=cache, io='auto'), storage, host)
+    if decision.errors:
+        return None, '; '.join(decision.errors)
+    return {'cache': decision.final['cache'], 'io': decision.final['io'], 'baseline': False}, ''

@@ -16,6 +16,7 @@ built in (libvirt would add it back, and the next run would see a change again).
 
 from __future__ import annotations
 
+from ._domain_plan import Change
 from ._domain_xml import machine_type, make_child, remove_child, set_attr
 
 BUS_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd', 'ide': 'hd', 'usb': 'sd', 'fdc': 'fd', 'xen': 'xvd'}
@@ -43,7 +44,8 @@ def _free_name(prefix, taken):
     return prefix + dev_suffix(index)
 
 
-def _drive_controller(device):
+def drive_controller(device):
+    """The index of the controller a device's drive address names (0 without one), None if unreadable."""
     address = device.find('address')
     if address is not None and address.get('type') == 'drive':
         try:
@@ -53,7 +55,8 @@ def _drive_controller(device):
     return 0
 
 
-def _controllers(devices, ctype):
+def controllers_of_type(devices, ctype):
+    """{index: element} of the ``<controller type=ctype>`` children of ``<devices>``."""
     found = {}
     for ctrl in devices.findall('controller'):
         if ctrl.get('type') == ctype:
@@ -83,12 +86,12 @@ def _controller_in_use(devices, ctype, index):
         if device.tag == 'disk':
             target = device.find('target')
             bus = target.get('bus') if target is not None else None
-            if _CONTROLLER_TYPE_OF_BUS.get(bus) == ctype and _drive_controller(device) == index:
+            if _CONTROLLER_TYPE_OF_BUS.get(bus) == ctype and drive_controller(device) == index:
                 return True
         elif device.tag != 'controller':
             address = device.find('address')
             if (ctype == 'scsi' and address is not None and address.get('type') == 'drive'
-                    and _drive_controller(device) == index):
+                    and drive_controller(device) == index):
                 return True
     return False
 
@@ -116,13 +119,13 @@ class BusConversion:
             self._to_scsi(disks_by_bus['scsi'], taken)
         for disk in disks_by_bus.get('virtio', ()):
             self._to_virtio(disk, taken)
-        self._remove_emptied_controllers()
+        self._remove_emptiedcontrollers_of_type()
         return self.changes
 
     # --- virtio-scsi ----------------------------------------------------------------------
 
     def _virtio_scsi_controller(self, iothread):
-        scsi = _controllers(self.devices, 'scsi')
+        scsi = controllers_of_type(self.devices, 'scsi')
         for index in sorted(scsi):
             if scsi[index].get('model') == 'virtio-scsi':
                 return index
@@ -130,7 +133,7 @@ class BusConversion:
         for device in self.devices.findall('disk'):
             target = device.find('target')
             if target is not None and target.get('bus') == 'scsi':
-                used.add(_drive_controller(device))
+                used.add(drive_controller(device))
         index = 0
         while index in used:
             index += 1
@@ -144,10 +147,8 @@ class BusConversion:
             attrs['iothread'] = iothread
         if attrs:
             make_child(ctrl, 'driver', attrs)
-        self.changes.append({'disk': None, 'setting': 'controller', 'before': None,
-                             'after': 'scsi index=%d model=virtio-scsi%s' % (
-                                 index, ''.join(' %s=%s' % kv for kv in sorted(attrs.items()))),
-                             'reason': 'bus=scsi needs a virtio-scsi controller'})
+        self.changes.append(Change('controller scsi %d' % index, 'model', None, 'virtio-scsi%s' % ''.join(
+            ' %s=%s' % kv for kv in sorted(attrs.items())), 'bus=scsi needs a virtio-scsi controller'))
         return index
 
     def _set_queues(self, ctrl, index):
@@ -158,11 +159,11 @@ class BusConversion:
             driver = make_child(ctrl, 'driver', index=0)
         before = driver.get('queues')
         if set_attr(driver, 'queues', self.scsi_queues):
-            self.changes.append({'disk': None, 'setting': 'controller scsi %d queues' % index, 'before': before,
-                                 'after': str(self.scsi_queues), 'reason': 'scsi_queues'})
+            self.changes.append(Change('controller scsi %d' % index, 'queues', before, str(self.scsi_queues),
+                                       'scsi_queues'))
 
     def _set_queues_on_existing(self):
-        scsi = _controllers(self.devices, 'scsi')
+        scsi = controllers_of_type(self.devices, 'scsi')
         for index in sorted(scsi):
             if scsi[index].get('model') == 'virtio-scsi':
                 self._set_queues(scsi[index], index)
@@ -189,7 +190,7 @@ class BusConversion:
             if not isinstance(device.tag, str) or device in disks:
                 continue
             address = device.find('address')
-            if address is not None and address.get('type') == 'drive' and _drive_controller(device) == index:
+            if address is not None and address.get('type') == 'drive' and drive_controller(device) == index:
                 target = device.find('target')
                 if device.tag == 'disk' and (target is None or target.get('bus') != 'scsi'):
                     continue
@@ -227,18 +228,17 @@ class BusConversion:
         target = disk.find('target')
         old_bus, old_dev = target.get('bus'), target.get('dev')
         if old_bus in _CONTROLLER_TYPE_OF_BUS:
-            self._emptied.add((_CONTROLLER_TYPE_OF_BUS[old_bus], _drive_controller(disk)))
+            self._emptied.add((_CONTROLLER_TYPE_OF_BUS[old_bus], drive_controller(disk)))
         prefix = BUS_PREFIX[bus]
         new_dev = old_dev if (old_dev and old_dev.startswith(prefix) and old_dev not in taken) else _free_name(prefix, taken)
         taken.add(new_dev)
         target.set('bus', bus)
         target.set('dev', new_dev)
         if old_bus != bus:
-            self.changes.append({'disk': old_dev, 'setting': 'bus', 'before': old_bus, 'after': bus,
-                                 'reason': 'bus=%s' % bus})
+            self.changes.append(Change(old_dev, 'bus', old_bus, bus, 'bus=%s' % bus))
         if old_dev != new_dev:
-            self.changes.append({'disk': old_dev, 'setting': 'target', 'before': old_dev, 'after': new_dev,
-                                 'reason': 'target names follow the bus (%s*)' % prefix})
+            self.changes.append(Change(old_dev, 'target', old_dev, new_dev,
+                                       'target names follow the bus (%s*)' % prefix))
 
     def _drop_virtio_settings(self, disk):
         driver = disk.find('driver')
@@ -250,14 +250,14 @@ class BusConversion:
                     remove_child(driver, child)
         set_attr(disk, 'model', None)
 
-    def _remove_emptied_controllers(self):
+    def _remove_emptiedcontrollers_of_type(self):
         for ctype, index in sorted(self._emptied, key=lambda ci: (ci[0], ci[1] if ci[1] is not None else -1)):
             if index is None or _built_in(ctype, index, self.root):
                 continue
-            ctrl = _controllers(self.devices, ctype).get(index)
+            ctrl = controllers_of_type(self.devices, ctype).get(index)
             if ctrl is None or (ctype == 'scsi' and ctrl.get('model') == 'virtio-scsi'):
                 continue
             if not _controller_in_use(self.devices, ctype, index):
                 remove_child(self.devices, ctrl)
-                self.changes.append({'disk': None, 'setting': 'controller', 'before': '%s index=%d' % (ctype, index),
-                                     'after': None, 'reason': 'no device uses it after the bus change'})
+                self.changes.append(Change('controller %s %d' % (ctype, index), 'model', ctrl.get('model') or ctype,
+                                           None, 'no device uses it after the bus change'))

@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._cpuset import format_cpuset, parse_cpuset
-from ._disk_plan import DomainPlan
-from ._domain_xml import domain_name, domain_type, make_child, parse_domain, remove_child, same_document, \
-    set_attr, to_text, vcpu_count
-
-TUNABLE_DOMAIN_TYPES = frozenset(('qemu', 'kvm'))
+from ._domain_plan import Change, DomainPlan, untunable_reason
+from ._domain_xml import domain_name, make_child, parse_domain, remove_child, same_document, set_attr, to_text, \
+    vcpu_count
+from ._errors import PlanError
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,14 @@ def current_iothreads(root):
     return int(text) if text.isdigit() else 0
 
 
-def current_vcpu_pins(root):
+def current_pins(root, tag='vcpupin', key='vcpu'):
+    """{number: frozenset of CPUs} of the ``<cputune>`` pins ``tag`` (vcpupin, iothreadpin), keyed by
+    their ``key`` attribute. Pins that cannot be read are left out (libvirt would not store them)."""
     pins = {}
-    for pin in root.findall('cputune/vcpupin'):
+    for pin in root.findall('cputune/%s' % tag):
         try:
-            pins[int(pin.get('vcpu'))] = frozenset(parse_cpuset(pin.get('cpuset')))
-        except (TypeError, ValueError):
+            pins[int(pin.get(key))] = frozenset(parse_cpuset(pin.get('cpuset')))
+        except (TypeError, ValueError, PlanError):
             continue
     return pins
 
@@ -77,7 +78,7 @@ def memory_node(root):
 
 def _label(el):
     if el.tag == 'disk':
-        return 'disk %s' % el.find('target').get('dev')
+        return el.find('target').get('dev')
     return 'controller scsi %s' % el.get('index', '0')
 
 
@@ -101,7 +102,7 @@ def _apply_iothreads(root, tune, plan):
     old = current_iothreads(root)
     if wanted != old:
         _set_child_text(root, 'iothreads', str(wanted))
-        plan.changes.append({'item': 'iothreads', 'before': old or None, 'after': wanted})
+        plan.changes.append(Change('domain', 'iothreads', old or None, wanted, live=True))
     ids = root.find('iothreadids')
     if ids is not None:
         have = {int(i.get('id')): i for i in ids.findall('iothread') if (i.get('id') or '').isdigit()}
@@ -125,8 +126,7 @@ def _apply_iothreads(root, tune, plan):
         if driver is None:
             driver = make_child(el, 'driver', index=0)
         if set_attr(driver, 'iothread', wanted_id):
-            plan.changes.append({'item': '%s iothread' % _label(el), 'before': before, 'after': str(wanted_id),
-                                 'live': False})
+            plan.changes.append(Change(_label(el), 'iothread', before, str(wanted_id)))
 
 
 def _cputune(root):
@@ -139,7 +139,7 @@ def _cputune(root):
     return el
 
 
-def _set_pin(cputune, tag, key, number, cpus, plan, item):
+def _set_pin(cputune, tag, key, number, cpus, plan, device):
     wanted = format_cpuset(cpus)
     existing = [p for p in cputune.findall(tag) if key is None or p.get(key) == str(number)]
     before = existing[0].get('cpuset') if existing else None
@@ -155,7 +155,7 @@ def _set_pin(cputune, tag, key, number, cpus, plan, item):
         return
     pin.set('cpuset', wanted)
     if before is None or parse_cpuset(before) != set(cpus):
-        plan.changes.append({'item': item, 'before': before, 'after': wanted})
+        plan.changes.append(Change(device, 'pin', before, wanted, live=True))
 
 
 def _apply_pins(root, tune, plan):
@@ -168,9 +168,9 @@ def _apply_pins(root, tune, plan):
             if not (pin.get('vcpu') or '').isdigit() or int(pin.get('vcpu')) >= count:
                 remove_child(cputune, pin)
         for vcpu, cpus in sorted(tune.vcpus.items()):
-            _set_pin(cputune, 'vcpupin', 'vcpu', vcpu, cpus, plan, 'vcpu %d pin' % vcpu)
+            _set_pin(cputune, 'vcpupin', 'vcpu', vcpu, cpus, plan, 'vcpu %d' % vcpu)
     if tune.emulator is not None:
-        _set_pin(cputune, 'emulatorpin', None, None, tune.emulator, plan, 'emulator pin')
+        _set_pin(cputune, 'emulatorpin', None, None, tune.emulator, plan, 'emulator')
     if tune.iothread_pins is not None:
         count = tune.iothreads if tune.iothreads is not None else current_iothreads(root)
         for pin in cputune.findall('iothreadpin'):
@@ -178,7 +178,7 @@ def _apply_pins(root, tune, plan):
                 remove_child(cputune, pin)
         for number, cpus in sorted(tune.iothread_pins.items()):
             if number <= count:
-                _set_pin(cputune, 'iothreadpin', 'iothread', number, cpus, plan, 'iothread %d pin' % number)
+                _set_pin(cputune, 'iothreadpin', 'iothread', number, cpus, plan, 'iothread %d' % number)
 
 
 def _apply_numatune(root, tune, plan):
@@ -197,7 +197,32 @@ def _apply_numatune(root, tune, plan):
     set_attr(memory, 'nodeset', tune.numa_node)
     after = '%s:%s' % (tune.numa_mode, tune.numa_node)
     if before != after:
-        plan.changes.append({'item': 'numatune memory', 'before': before, 'after': after, 'live': False})
+        plan.changes.append(Change('domain', 'numatune memory', before, after))
+
+
+def plan_live_pins(current, tune):
+    """The Changes a running domain takes now (no restart) to match ``tune``, in the order to apply them:
+    missing iothreads first, then vCPU, emulator and iothread pins. ``current`` is what libvirt reports
+    for the running domain: {'vcpus': {n: cpus}, 'emulator': cpus, 'iothreads': {id: cpus}}."""
+    changes = []
+    added = set()
+    for number in range(1, (tune.iothreads or 0) + 1):
+        if number not in current['iothreads']:
+            added.add(number)
+            changes.append(Change('iothread %d' % number, 'iothread', None, 'added', live=True))
+    for vcpu, cpus in sorted((tune.vcpus or {}).items()):
+        have = current['vcpus'].get(vcpu)
+        if have is not None and have != cpus:
+            changes.append(Change('vcpu %d' % vcpu, 'pin', format_cpuset(have), format_cpuset(cpus), live=True))
+    if tune.emulator is not None and current['emulator'] != tune.emulator:
+        changes.append(Change('emulator', 'pin', format_cpuset(current['emulator']), format_cpuset(tune.emulator),
+                              live=True))
+    for number, cpus in sorted((tune.iothread_pins or {}).items()):
+        have = current['iothreads'].get(number)
+        if (have is not None or number in added) and have != cpus:
+            changes.append(Change('iothread %d' % number, 'pin', format_cpuset(have) if have else None,
+                                  format_cpuset(cpus), live=True))
+    return changes
 
 
 def plan_cputune(xml_text, tune, origin=None):
@@ -205,8 +230,9 @@ def plan_cputune(xml_text, tune, origin=None):
     root = parse_domain(xml_text, origin or 'domain XML')
     before = to_text(root)
     plan = DomainPlan(name=domain_name(root), before=before, after=before, source=xml_text)
-    if domain_type(root) not in TUNABLE_DOMAIN_TYPES:
-        plan.warnings.append("%s: domain type '%s' is not QEMU/KVM; left alone" % (plan.name, domain_type(root)))
+    untunable = untunable_reason(root)
+    if untunable:
+        plan.warnings.append('%s: %s' % (plan.name, untunable))
         return plan
     if tune.iothreads is not None:
         _apply_iothreads(root, tune, plan)

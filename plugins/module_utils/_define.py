@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 from ._backup import sync_backups, write_backup
-from ._domain_xml import parse_domain, same_document, to_text
+from ._domain_xml import same_document
 from ._errors import ApplyError, KvmioError
 from ._parallel import map_threads
 
@@ -50,7 +50,7 @@ def define_plans(client, doms, plans, backup_dir):
             stop.set()
             return err
         plan.changed = not same_document(stored, plan.source)
-        plan.after = stored         # libvirt's text; diff_entry() serialises it like ``before``
+        plan.after = stored         # libvirt's text; _domain_plan.diff_entry() serialises it like ``before``
         done.add(plan.name)
         return None
 
@@ -64,9 +64,3 @@ def define_plans(client, doms, plans, backup_dir):
         raise err
     return backups
 
-
-def diff_entry(plan, after_header=None):
-    """A before/after diff of one plan, both sides serialised the same way (so only real changes show)."""
-    return {'before': plan.before, 'after': to_text(parse_domain(plan.after, 'the XML of domain %s' % plan.name)),
-            'before_header': '%s (inactive XML, before)' % plan.name,
-            'after_header': after_header or '%s (inactive XML, after)' % plan.name}

@@ -18,13 +18,12 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from ._bus_convert import CONVERTIBLE_FROM, BusConversion, _controllers, _drive_controller
-from ._disk_policy import SETTINGS, DiskInfo, DiskSettings, Guards, decide_disk
+from ._bus_convert import CONVERTIBLE_FROM, BusConversion, controllers_of_type, drive_controller
+from ._disk_policy import SETTINGS, DiskSettings, Guards, decide_disk, effective_settings
+from ._disk_xml import boot_disks, disk_info, disk_source, settings_report, source_label
+from ._domain_plan import Change, DomainPlan, untunable_reason
+from ._domain_xml import domain_name, make_child, parse_domain, same_document, set_attr, to_text, vcpu_count
 from ._support import HostSupport
-from ._domain_xml import (domain_name, domain_type, make_child, parse_domain, same_document, set_attr, to_text,
-                          vcpu_count)
-
-TUNABLE_DOMAIN_TYPES = frozenset(('qemu', 'kvm'))
 
 
 @dataclass(frozen=True)
@@ -48,83 +47,6 @@ class TunePolicy:
     disk_rules: tuple = ()
 
 
-@dataclass
-class DomainPlan:
-    name: str
-    before: str                         # the input, serialised as ``after`` is (for diffs)
-    after: str
-    source: str = ''                    # the input exactly as given (for backups)
-    changed: bool = False
-    disks: list = field(default_factory=list)
-    changes: list = field(default_factory=list)
-    errors: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    matched_rules: set = field(default_factory=set)
-
-
-def disk_source(disk, volume_paths=None):
-    """(source type, local path or None, network protocol or None) of a ``<disk>`` element."""
-    source_type = disk.get('type', 'file')
-    source = disk.find('source')
-    if source is None:
-        return source_type, None, None
-    if source_type == 'file':
-        return source_type, source.get('file') or None, None
-    if source_type == 'block':
-        return source_type, source.get('dev') or None, None
-    if source_type == 'volume':
-        key = (source.get('pool'), source.get('volume'))
-        return source_type, (volume_paths or {}).get(key), None
-    if source_type == 'network':
-        return source_type, None, source.get('protocol')
-    return source_type, None, None
-
-
-def local_source_paths(xml_root, volume_paths=None):
-    """Every local path the domain's tunable disks use, for the storage probe."""
-    paths = []
-    for disk in xml_root.findall('devices/disk'):
-        if disk.get('device', 'disk') in ('disk',):
-            _type, path, _proto = disk_source(disk, volume_paths)
-            if path and path not in paths:
-                paths.append(path)
-    return paths
-
-
-def volume_sources(xml_root):
-    return [(s.get('pool'), s.get('volume')) for s in xml_root.findall("devices/disk[@type='volume']/source")
-            if s.get('pool') and s.get('volume')]
-
-
-def _current_settings(disk):
-    driver = disk.find('driver')
-    return {key: (driver.get(key) if driver is not None else None) for key in SETTINGS}
-
-
-def disk_info(disk, volume_paths=None):
-    target = disk.find('target')
-    driver = disk.find('driver')
-    source_type, path, protocol = disk_source(disk, volume_paths)
-    return DiskInfo(
-        target=target.get('dev', '?') if target is not None else '?',
-        bus=target.get('bus', '') if target is not None else '',
-        device=disk.get('device', 'disk'), source_type=source_type, path=path, protocol=protocol,
-        driver_name=driver.get('name') if driver is not None else None,
-        readonly=disk.find('readonly') is not None, shareable=disk.find('shareable') is not None,
-        current=_current_settings(disk))
-
-
-def boot_disks(root, disks):
-    """Disks the guest may boot from: those with a boot order, else the first hard disk."""
-    ordered = [d for d in disks if d.find('boot') is not None and d.get('device', 'disk') == 'disk']
-    if ordered:
-        return ordered
-    if root.find('os/boot') is not None and root.find("os/boot[@dev='hd']") is None:
-        return []
-    hard = [d for d in disks if d.get('device', 'disk') == 'disk']
-    return hard[:1]
-
-
 def _needs_move(disk, want_bus, devices):
     target = disk.find('target')
     if target is None or disk.get('device', 'disk') != 'disk' or not target.get('dev'):
@@ -133,17 +55,11 @@ def _needs_move(disk, want_bus, devices):
     if bus in CONVERTIBLE_FROM.get(want_bus, ()):
         return True
     if want_bus == 'scsi' and bus == 'scsi':
-        ctrl = _controllers(devices, 'scsi').get(_drive_controller(disk))
-        return ctrl is not None and ctrl.get('model') != 'virtio-scsi'
+        # A scsi disk whose controller is not virtio-scsi moves; so does one whose controller element is
+        # missing: libvirt would add an lsilogic one for it (and the next run would move the disk again).
+        ctrl = controllers_of_type(devices, 'scsi').get(drive_controller(disk))
+        return ctrl is None or ctrl.get('model') != 'virtio-scsi'
     return False
-
-
-def _settings_report(disk):
-    target = disk.find('target')
-    report = _current_settings(disk)
-    report['bus'] = target.get('bus') if target is not None else None
-    report['target'] = target.get('dev') if target is not None else None
-    return report
 
 
 def _apply_driver(disk, wanted):
@@ -164,14 +80,15 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
     before = to_text(root)
     plan = DomainPlan(name=domain_name(root), before=before, after=before, source=xml_text)
     devices = root.find('devices')
-    if domain_type(root) not in TUNABLE_DOMAIN_TYPES:
-        plan.warnings.append("%s: domain type '%s' is not QEMU/KVM; left alone" % (plan.name, domain_type(root)))
+    untunable = untunable_reason(root)
+    if untunable:
+        plan.warnings.append('%s: %s' % (plan.name, untunable))
         return plan
     if devices is None:
         return plan
     disks = devices.findall('disk')
     boot = boot_disks(root, disks)
-    effective = []
+    requests = []       # (disk, settings before, requested settings, bus, skip, settings a disk rule set)
     for disk in disks:
         target = disk.find('target')
         _type, path, _proto = disk_source(disk, volume_paths)
@@ -181,11 +98,12 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         overrides = {}
         for rule in rules:
             overrides.update({k: v for k, v in rule.overrides.items() if v is not None})
-        effective.append((disk, _settings_report(disk), policy.settings.merged(overrides),
-                          overrides.get('bus', policy.bus), bool(overrides.get('skip'))))
+        requests.append((disk, settings_report(disk), policy.settings.merged(overrides),
+                         overrides.get('bus', policy.bus), bool(overrides.get('skip')),
+                         frozenset(k for k in overrides if k in SETTINGS)))
 
     moves = {'scsi': [], 'virtio': []}
-    for disk, before_report, _settings, bus, skip in effective:
+    for disk, before_report, _settings, bus, skip, _specific in requests:
         if skip or bus == 'keep' or not _needs_move(disk, bus, devices):
             continue
         label = '%s: disk %s' % (plan.name, before_report['target'])
@@ -207,16 +125,16 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
     elif moves['virtio']:
         plan.changes.extend(BusConversion(root, None).convert(moves))
 
-    for disk, before_report, settings, _bus, skip in effective:
-        info = disk_info(disk, volume_paths)
-        report = {'target': info.target, 'device': info.device, 'source': info.path or (
-            '%s:%s' % (info.protocol, disk.find('source').get('name', '')) if info.protocol else None),
-            'before': before_report, 'reasons': {}, 'skipped': ''}
+    for disk, before_report, settings, _bus, skip, specific in requests:
+        info = disk_info(disk, volume_paths, devices)
+        before_report['effective'] = effective_settings(info, before_report, host)
+        report = {'target': info.target, 'device': info.device, 'source': source_label(disk, info),
+                  'before': before_report, 'reasons': {}, 'skipped': ''}
         if skip:
             report['skipped'] = 'skip=true in a disks override'
         else:
             facts = storage.get(info.path) if (storage is not None and info.path) else None
-            decision = decide_disk(info, settings, facts, host, policy.guards)
+            decision = decide_disk(info, settings, facts, host, policy.guards, specific)
             report['skipped'] = decision.skipped
             report['reasons'] = decision.reasons
             plan.errors.extend('%s: disk %s' % (plan.name, e) for e in decision.errors)
@@ -224,9 +142,10 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
             if decision.wanted and not decision.errors:
                 _apply_driver(disk, decision.wanted)
                 for key, value in decision.wanted.items():
-                    plan.changes.append({'disk': info.target, 'setting': key, 'before': info.current.get(key),
-                                         'after': value, 'reason': decision.reasons.get(key, '')})
-        report['after'] = _settings_report(disk)
+                    plan.changes.append(Change(info.target, key, info.current.get(key), value,
+                                               decision.reasons.get(key, '')))
+        report['after'] = settings_report(disk)
+        report['after']['effective'] = effective_settings(info, report['after'], host)
         plan.disks.append(report)
 
     if plan.errors:     # a plan that cannot be applied proposes nothing

@@ -17,20 +17,20 @@ import os
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ._backup import write_atomic, write_backup
-from ._define import define_plans, diff_entry
-from ._disk_plan import DiskRule, TunePolicy, local_source_paths, plan_domain, volume_sources
+from ._backup import DEFAULT_BACKUP_DIR, write_atomic, write_backup
+from ._define import define_plans
+from ._disk_plan import DiskRule, TunePolicy, plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
     DiskSettings, Guards
+from ._disk_xml import local_source_paths, volume_sources
+from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
-
-DEFAULT_BACKUP_DIR = '/var/lib/kvmio/backups'
 
 DISK_RULE_SPEC = {
     'match': {'type': 'str', 'required': True},
@@ -176,6 +176,9 @@ class DiskTuneRun:
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
             xmls = client.inactive_xmls(doms)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(xmls[name], 'the XML of domain %s' % name) for name in names}
             volume_paths = {}
             for root in roots.values():
@@ -240,7 +243,7 @@ class DiskTuneRun:
         result = {
             'changed': bool(changed_plans),
             'domains': [{'name': p.name, 'changed': p.changed, 'restart_required': p.changed and p.name in active,
-                         'changes': p.changes if p.changed else [], 'disks': p.disks} for p in plans],
+                         'changes': p.change_dicts(), 'disks': p.disks} for p in plans],
             'restart_required': sorted(p.name for p in changed_plans if p.name in active),
             'backups': backups,
             # Probe facts once per storage path (many disks share bases and directories).

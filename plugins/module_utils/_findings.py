@@ -7,19 +7,28 @@
 
 """Audit findings for a disk or a domain, with the fix the collection would apply. Pure.
 
-The fixes come from the same ``decide_disk`` that kvm_disk_tune applies, so the audit never
-disagrees with the tuning it recommends.
+A disk's findings are the rule table and the advisory table of ``_disk_policy`` run on the disk's
+current settings; the fix for cache and io is what ``decide_disk`` recommends. So the audit never
+disagrees with the tuning: a rule the tuner enforces is a finding here, with the same words.
 """
 
 from __future__ import annotations
 
-from ._disk_policy import ODIRECT_CACHES, DiskSettings, decide_disk, disk_kind_skip_reason
+from ._disk_policy import ADVISORIES, DISK_RULES, SEVERITIES, THIN_QCOW2, Check, broken_rules, \
+    disk_kind_skip_reason, effective_settings, recommended
 
-SEVERITIES = ('critical', 'high', 'medium', 'low')
+# Domain-level advisories (CPU pins), fixed by iothread_pin.
+VCPUS_UNPINNED = Check('vcpus_unpinned', 'low', frozenset(), None, 'pin the vCPUs too', fixed_by='iothread_pin',
+                       remedy='vcpu_pinning=auto', evidence='vCPUs and pinned iothreads compete for the same CPUs')
+PINS_OVERLAP = Check('pins_overlap', 'medium', frozenset(), None, 'give each domain its own CPUs',
+                     fixed_by='iothread_pin', remedy='vcpu_pinning=auto',
+                     evidence='two dedicated vCPUs time-share one CPU')
+DOMAIN_ADVISORIES = (VCPUS_UNPINNED, PINS_OVERLAP)
 
 
-def _finding(code, severity, subject, message, fix):
-    return {'code': code, 'severity': severity, 'subject': subject, 'message': message, 'fix': fix}
+def _finding(check, subject, message, fix):
+    return {'code': check.code, 'severity': check.severity, 'subject': subject, 'message': message, 'fix': fix,
+            'fixed_by': check.fixed_by, 'evidence': check.evidence}
 
 
 def disk_findings(domain, disk, storage, image, host):
@@ -27,50 +36,31 @@ def disk_findings(domain, disk, storage, image, host):
     if disk_kind_skip_reason(disk):
         return []
     subject = '%s/%s' % (domain, disk.target)
-    auto = decide_disk(disk, DiskSettings(cache='auto', io='auto'), storage, host)
-    recommended = 'cache=%s io=%s' % (auto.wanted.get('cache', disk.current.get('cache')),
-                                      auto.wanted.get('io', disk.current.get('io')))
-    cache, io = disk.current.get('cache'), disk.current.get('io')
+    settings = recommended(disk, storage, host)
     found = []
-    if cache in ODIRECT_CACHES and storage is not None and storage.odirect is False:
-        found.append(_finding('odirect_refused', 'critical', subject,
-                              'cache=%s needs O_DIRECT, which %s refuses: the domain will not start'
-                              % (cache, storage.fstype), 'kvm_disk_tune ' + recommended))
-    if io == 'native' and cache not in ODIRECT_CACHES:
-        found.append(_finding('native_without_odirect', 'critical', subject,
-                              'io=native without an O_DIRECT cache (cache=%s): QEMU refuses to start it' % (cache or 'default'),
-                              'kvm_disk_tune ' + recommended))
-    if cache in (None, 'writethrough') and disk.source_type != 'network':
-        found.append(_finding('writethrough', 'high', subject,
-                              'cache=%s: every write waits for the disk (10-100x slower small writes)'
-                              % (cache or 'default (writethrough)'), 'kvm_disk_tune ' + recommended))
-    if image and image.get('format') == 'qcow2' and image.get('preallocation') == 'off':
-        found.append(_finding('thin_qcow2', 'medium', subject,
-                              'thin qcow2 image %s: allocating writes run at about half speed' % disk.path,
-                              'qcow2_create convert=true preallocation=metadata (domain shut down)'))
-    if disk.device == 'disk' and disk.bus in ('ide', 'sata'):
-        found.append(_finding('emulated_bus', 'medium', subject,
-                              'bus %s is emulated: far slower than virtio' % disk.bus,
-                              'kvm_disk_tune bus=scsi (needs the virtio-scsi driver in the guest)'))
-    if not disk.readonly and disk.current.get('discard') != 'unmap' and disk.source_type != 'network':
-        found.append(_finding('no_discard', 'low', subject, 'guest discards do not free host space',
-                              'kvm_disk_tune discard=unmap detect_zeroes=auto'))
+    for check, message in broken_rules(disk, disk.current, storage, host, checks=DISK_RULES + ADVISORIES):
+        found.append(_finding(check, subject, message, '%s %s' % (check.fixed_by, check.remedy or settings)))
+    eff = effective_settings(disk, host=host)
+    message = THIN_QCOW2.check(disk, disk.current, eff, storage, host, None, image=image)
+    if message:
+        found.append(_finding(THIN_QCOW2, subject, message, '%s %s' % (THIN_QCOW2.fixed_by, THIN_QCOW2.remedy)))
     return found
 
 
 def domain_findings(domain, vcpu_pins, iothread_pins, others_vcpu_cpus):
     """Domain-level findings: unpinned vCPUs beside pinned iothreads, vCPU pins shared with other domains."""
     found = []
+
+    def add(check, message):
+        found.append(_finding(check, domain, message, '%s %s' % (check.fixed_by, check.remedy)))
+
     if iothread_pins and not vcpu_pins:
-        found.append(_finding('vcpus_unpinned', 'low', domain,
-                              'iothreads are pinned but vCPUs float over every CPU, including the iothreads\' ones',
-                              'iothread_pin vcpu_pinning=auto'))
+        add(VCPUS_UNPINNED, 'iothreads are pinned but vCPUs float over every CPU, including the iothreads\' ones')
     mine = set().union(*vcpu_pins.values()) if vcpu_pins else set()
     overlap = sorted(mine & others_vcpu_cpus)
     if overlap:
-        found.append(_finding('pins_overlap', 'medium', domain,
-                              'vCPUs pinned to CPUs that other domains\' vCPUs are pinned to: %s'
-                              % ','.join(map(str, overlap)), 'iothread_pin vcpu_pinning=auto'))
+        add(PINS_OVERLAP, 'vCPUs pinned to CPUs that other domains\' vCPUs are pinned to: %s'
+            % ','.join(map(str, overlap)))
     return found
 
 

@@ -19,20 +19,52 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
-from ._disk_policy import ODIRECT_CACHES, DiskInfo, DiskSettings, decide_disk
+from ._disk_policy import GUEST_WRITE_CACHE, ODIRECT_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
 from ._fio import WORKLOADS
 from ._image_plan import WantedImage
+from ._initramfs import DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE
 
 BUSES = ('virtio', 'scsi', 'sata', 'ide')
 BENCH_CACHES = ('default', 'none', 'writeback', 'directsync', 'writethrough')
 BENCH_IOS = ('default', 'native', 'io_uring', 'threads')
 PRESETS = ('none', 'quick', 'standard', 'matrix')
-# QEMU >= 1.2 runs a disk without a cache attribute as writeback (libvirt 9 passes no cache option).
-QEMU_DEFAULT_CACHE = 'writeback'
-QEMU_DEFAULT_IO = 'threads'
-# What the guest sees: QEMU shows a volatile write cache (WCE) unless the mode writes through.
-WRITE_THROUGH_CACHES = frozenset(('writethrough', 'directsync'))
 BASELINE = 'virt-install'
+# Option defaults of kvm_io_bench that differ by mode (the host mode's are in _bench_runner).
+GUEST_DEFAULTS = {'time_limit': 1800}
+
+CANDIDATE_SPEC = {
+    'name': {'type': 'str'},
+    'bus': {'type': 'str', 'choices': list(BUSES), 'default': 'virtio'},
+    'cache': {'type': 'str', 'choices': list(BENCH_CACHES), 'default': 'default'},
+    'io': {'type': 'str', 'choices': list(BENCH_IOS), 'default': 'default'},
+    'iothread': {'type': 'bool', 'default': False},
+    'preallocation': {'type': 'str', 'choices': ['off', 'metadata', 'falloc', 'full'], 'default': 'off'},
+    'format': {'type': 'str', 'choices': ['qcow2', 'raw'], 'default': 'qcow2'},
+}
+
+GUEST_ARGUMENT_SPEC = {
+    'domain': {'type': 'str'},
+    'disk': {'type': 'str'},
+    'alternatives': {'type': 'str', 'choices': list(PRESETS), 'default': 'quick'},
+    'references': {'type': 'bool', 'default': True},
+    'candidates': {'type': 'list', 'elements': 'dict', 'options': CANDIDATE_SPEC, 'default': []},
+    'ios': {'type': 'list', 'elements': 'str', 'choices': list(BENCH_IOS), 'default': ['native', 'io_uring', 'threads']},
+    'buses': {'type': 'list', 'elements': 'str', 'choices': list(BUSES), 'default': ['virtio']},
+    'iothreads': {'type': 'list', 'elements': 'bool', 'default': [False, True]},
+    'runtime': {'type': 'int', 'default': 10},
+    'repetitions': {'type': 'int', 'default': 1},
+    'accelerator': {'type': 'str', 'choices': ['auto', 'kvm', 'tcg'], 'default': 'auto'},
+    'kvm_boot_timeout': {'type': 'int', 'default': 20},
+    'vcpus': {'type': 'int', 'default': 2},
+    'memory': {'type': 'int', 'default': 1024},
+    'kernel': {'type': 'path'},
+    'initrd': {'type': 'path'},
+    'kernel_package': {'type': 'str', 'default': DEFAULT_KERNEL_PACKAGE},
+    'cache_dir': {'type': 'path', 'default': DEFAULT_CACHE_DIR},
+    'refresh_guest': {'type': 'bool', 'default': False},
+}
+
+
 
 
 @dataclass(frozen=True)
@@ -53,18 +85,23 @@ class Candidate:
     def key(self):
         return (self.bus, self.cache, self.io, self.iothread, self.preallocation, self.image_format)
 
+    def effective(self, host=None):
+        """What QEMU runs for this configuration (``_disk_policy.effective_settings``: no cache attribute
+        is writeback on QEMU >= 1.2, no io attribute is threads) and what the guest sees of its write cache."""
+        return effective_settings(DiskInfo(target='vda', bus=self.bus), {'cache': self.cache, 'io': self.io}, host)
+
     @property
     def effective_cache(self):
-        return self.cache or QEMU_DEFAULT_CACHE
+        return self.effective()['cache']
 
     @property
     def effective_io(self):
-        return self.io or QEMU_DEFAULT_IO
+        return self.effective()['io']
 
     @property
     def guest_write_cache(self):
         """What /sys/block/*/queue/write_cache says in the guest."""
-        return 'write through' if self.effective_cache in WRITE_THROUGH_CACHES else 'write back'
+        return 'write back' if GUEST_WRITE_CACHE.get(self.effective_cache) else 'write through'
 
     def describe(self):
         return {'name': self.name, 'origin': self.origin, 'bus': self.bus, 'cache': self.cache or 'default',
@@ -86,22 +123,27 @@ def collection_candidates(storage, host, path):
     """What this collection's defaults give a new disk on ``storage``: kvm_disk_tune (cache=auto,
     io=auto) as ``decide_disk`` plans it, qcow2_create's default preallocation, without and with the
     iothread that iothread_pin adds. Returns (candidates, warnings)."""
-    decision = decide_disk(DiskInfo(target='vda', bus='virtio', path=path), DiskSettings(), storage, host)
-    cache, io = decision.wanted.get('cache'), decision.wanted.get('io')
+    decision = decide_disk(DiskInfo(target='vda', bus='virtio', path=path, image_format='qcow2'), DiskSettings(),
+                           storage, host)
+    cache, io = decision.final.get('cache'), decision.final.get('io')
     prealloc = WantedImage(size=None).preallocation
     why = '; '.join('%s: %s' % item for item in sorted(decision.reasons.items()))
     plan = Candidate('collection', 'collection', cache=cache, io=io, preallocation=prealloc, note=why)
     return [plan, replace(plan, name='collection+iothread', iothread=True)], list(decision.warnings + decision.errors)
 
 
-def domain_candidate(info, iothread, image_format):
+def domain_candidate(info):
     """The disk ``info`` (a DiskInfo read from a domain) as it is configured, on a fresh thin image."""
     bus = info.bus if info.bus in BUSES else None
+    image_format = info.image_format if info.image_format in ('qcow2', 'raw') else 'qcow2'
     note = 'fresh thin %s image on the benchmark path (the domain image itself is never touched)' % image_format
+    if info.image_format not in (None, 'qcow2', 'raw'):
+        note += "; format '%s' measured as qcow2" % info.image_format
+    if not bus:
+        note += "; bus '%s' measured as virtio" % info.bus
     return Candidate('domain:%s' % info.target, 'domain', bus=bus or 'virtio', cache=info.current.get('cache'),
-                     io=info.current.get('io'), iothread=bool(iothread) and bus in ('virtio', 'scsi'),
-                     image_format=image_format if image_format in ('qcow2', 'raw') else 'qcow2',
-                     note=note if bus else note + "; bus '%s' measured as virtio" % info.bus)
+                     io=info.current.get('io'), iothread=bool(info.iothread) and bus in ('virtio', 'scsi'),
+                     image_format=image_format if info.image_format else 'raw', note=note)
 
 
 def preset_candidates(preset, plan):
@@ -167,7 +209,7 @@ def check_candidate(candidate, storage, host, guest_buses, path):
         return host.why_not('scsi_iothread')
     if candidate.image_format == 'raw' and candidate.preallocation not in ('off', 'falloc', 'full'):
         return 'preallocation=%s is a qcow2 option' % candidate.preallocation
-    info = DiskInfo(target='vda', bus=candidate.bus, path=path)
+    info = DiskInfo(target='vda', bus=candidate.bus, path=path, image_format=candidate.image_format)
     decision = decide_disk(info, DiskSettings(cache=candidate.cache, io=candidate.io), storage, host)
     if decision.errors:
         # decide_disk names the disk by its target and path; here the configuration is what matters.

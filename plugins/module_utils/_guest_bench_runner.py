@@ -22,15 +22,14 @@ import tempfile
 import time
 import uuid
 
-from ._disk_plan import disk_info
+from ._disk_xml import disk_info
 from ._domain_xml import parse_domain
 from ._errors import KvmioError, PlanError
 from ._fio import DEFAULT_WORKLOADS, WORKLOADS, encode_jobs, job_figures, job_lines, parse_console, regions
-from ._guest_bench import (BASELINE, BENCH_CACHES, BENCH_IOS, BUSES, PRESETS, baseline, check_candidate,
+from ._guest_bench import (BASELINE, BENCH_CACHES, BUSES, GUEST_DEFAULTS, baseline, check_candidate,
                            collection_candidates, compare, dedupe, domain_candidate, matrix_candidates,
                            preset_candidates, run_order, summarise, user_candidate, verdict)
-from ._guest_image import (DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE, guest_image, stage_guest_image,
-                           user_guest_image, verify_staged)
+from ._guest_image import guest_image, module_process_runner, stage_guest_image, user_guest_image, verify_staged
 from ._guest_xml import GuestDisk, GuestSpec, guest_domain_xml
 from ._host_probe import host_support
 from ._image_plan import human_size, parse_size
@@ -44,39 +43,6 @@ MAX_CONSOLE = 16 << 20
 TCG_BOOT_TIMEOUT = 120          # seconds from start to the guest's /init under TCG, at most
 JOB_SLACK = 30                  # seconds a job may take beyond its runtime (fio setup, output over the console)
 PREFILL_CHUNK = 64 << 20
-
-CANDIDATE_SPEC = {
-    'name': {'type': 'str'},
-    'bus': {'type': 'str', 'choices': list(BUSES), 'default': 'virtio'},
-    'cache': {'type': 'str', 'choices': list(BENCH_CACHES), 'default': 'default'},
-    'io': {'type': 'str', 'choices': list(BENCH_IOS), 'default': 'default'},
-    'iothread': {'type': 'bool', 'default': False},
-    'preallocation': {'type': 'str', 'choices': ['off', 'metadata', 'falloc', 'full'], 'default': 'off'},
-    'format': {'type': 'str', 'choices': ['qcow2', 'raw'], 'default': 'qcow2'},
-}
-
-GUEST_ARGUMENT_SPEC = {
-    'domain': {'type': 'str'},
-    'disk': {'type': 'str'},
-    'alternatives': {'type': 'str', 'choices': list(PRESETS), 'default': 'quick'},
-    'references': {'type': 'bool', 'default': True},
-    'candidates': {'type': 'list', 'elements': 'dict', 'options': CANDIDATE_SPEC, 'default': []},
-    'ios': {'type': 'list', 'elements': 'str', 'choices': list(BENCH_IOS), 'default': ['native', 'io_uring', 'threads']},
-    'buses': {'type': 'list', 'elements': 'str', 'choices': list(BUSES), 'default': ['virtio']},
-    'iothreads': {'type': 'list', 'elements': 'bool', 'default': [False, True]},
-    'runtime': {'type': 'int', 'default': 10},
-    'repetitions': {'type': 'int', 'default': 1},
-    'accelerator': {'type': 'str', 'choices': ['auto', 'kvm', 'tcg'], 'default': 'auto'},
-    'kvm_boot_timeout': {'type': 'int', 'default': 20},
-    'vcpus': {'type': 'int', 'default': 2},
-    'memory': {'type': 'int', 'default': 1024},
-    'kernel': {'type': 'path'},
-    'initrd': {'type': 'path'},
-    'kernel_package': {'type': 'str', 'default': DEFAULT_KERNEL_PACKAGE},
-    'cache_dir': {'type': 'path', 'default': DEFAULT_CACHE_DIR},
-    'refresh_guest': {'type': 'bool', 'default': False},
-}
-
 
 class _Terminated(KvmioError):
     """SIGTERM arrived: unwind so that every ``finally`` removes what it created."""
@@ -150,19 +116,13 @@ class GuestBench:
         dom = client.lookup(params['domain'])
         root = parse_domain(client.inactive_xml(dom), 'the XML of domain %s' % params['domain'])
         disks = [d for d in root.findall('devices/disk') if d.get('device', 'disk') == 'disk']
-        infos = [(d, disk_info(d)) for d in disks]
+        infos = [disk_info(d, devices=root.find('devices')) for d in disks]
         if params['disk']:
-            infos = [(d, i) for d, i in infos if params['disk'] in (i.target, i.path)]
+            infos = [i for i in infos if params['disk'] in (i.target, i.path)]
         if len(infos) != 1:
             what = "disk '%s'" % params['disk'] if params['disk'] else 'a disk (it has %d: set disk)' % len(disks)
             raise PlanError('domain %s has no single %s to measure' % (params['domain'], what))
-        element, info = infos[0]
-        driver = element.find('driver')
-        iothread = driver is not None and driver.get('iothread')
-        if info.bus == 'scsi':
-            iothread = bool(root.findall("devices/controller[@type='scsi'][@model='virtio-scsi']/driver[@iothread]"))
-        fmt = driver.get('type') if driver is not None else 'raw'
-        return domain_candidate(info, iothread, fmt or 'raw')
+        return domain_candidate(infos[0])
 
     def _candidates(self, client, storage, host, guest_buses, probe_path):
         params = self.params
@@ -444,3 +404,16 @@ class GuestBench:
         if fio:
             result['guest']['fio_start_seconds'] = sorted(fio)[len(fio) // 2]
 
+
+class GuestBenchRun:
+    """kvm_io_bench mode=guest as a module run: the module's parameters, runner and warnings."""
+
+    def __init__(self, module):
+        params = dict(module.params)
+        for key, value in GUEST_DEFAULTS.items():
+            if params.get(key) is None:
+                params[key] = value
+        self.bench = GuestBench(params, module_process_runner(module), module.warn, check_mode=module.check_mode)
+
+    def run(self):
+        return self.bench.run()

@@ -11,7 +11,7 @@ Built once per kernel package from Debian packages (``apt-get download``, read w
 nothing is installed and nothing from a package runs on the hypervisor) into a root-only cache
 directory, and verified by content hash every time it is used. Reusable::
 
-    image = guest_image(cache_dir, process_runner())   # GuestImage(kernel=..., initrd=..., buses=...)
+    image = guest_image()                              # GuestImage(kernel=..., initrd=..., buses=...)
     kernel, initrd = stage_guest_image(image, run_dir)  # world-readable copies QEMU can open
 
 The pure parts (ELF reading, module order, cpio, /init) are in ``_initramfs``.
@@ -35,14 +35,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 
 from ._errors import KvmioError
-from ._initramfs import (BUS_DRIVERS, BUS_MODULES, INIT_SCRIPT, ElfError, cpio_archive, cpio_names, depends_names,
-                         elf_dynamic, elf_interpreter, init_script, modinfo, module_load_order, module_name)
+from ._initramfs import (BUS_DRIVERS, BUS_MODULES, DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE, INIT_SCRIPT,
+                         TOOL_PACKAGES, ElfError, cpio_archive, cpio_names, depends_names, elf_dynamic,
+                         elf_interpreter, init_script, modinfo, module_load_order, module_name)
 
-DEFAULT_CACHE_DIR = '/var/cache/kvmio/guest'
-# The standard Debian kernel: its modules include AHCI (SATA) and PIIX (IDE) besides virtio.
-# linux-image-cloud-amd64 is a third of the download but has no AHCI driver (no SATA candidates).
-DEFAULT_KERNEL_PACKAGE = 'linux-image-amd64'
-TOOL_PACKAGES = ('busybox-static', 'fio')
 # Where the dynamic loader of an x86_64 Debian system looks (the guest gets the same layout).
 LIBRARY_DIRS = ('/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib')
 # Module directories of a kernel package that hold the disk drivers and what they depend on.
@@ -459,9 +455,12 @@ def _cached(stem, kernel_package):
         return None
 
 
-def guest_image(cache_dir, run_command, kernel_package=DEFAULT_KERNEL_PACKAGE, refresh=False, update_lists=True):
+def guest_image(cache_dir=DEFAULT_CACHE_DIR, run_command=None, kernel_package=DEFAULT_KERNEL_PACKAGE, refresh=False,
+                update_lists=True):
     """The benchmark guest for ``kernel_package``: from the cache when it is there and intact, else
-    built (``refresh`` rebuilds with the newest packages). One build at a time per cache directory."""
+    built (``refresh`` rebuilds with the newest packages). One build at a time per cache directory.
+    ``run_command(argv, cwd=None)``: default ``process_runner()``."""
+    run_command = run_command or process_runner()
     private_directory(cache_dir)
     stem = os.path.join(cache_dir, _safe_name(kernel_package))
     fd = os.open(os.path.join(cache_dir, '.lock'), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)

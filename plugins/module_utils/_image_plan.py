@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from ._errors import PlanError
+from ._support import FEATURES, HostSupport, fmt_version
 
 PREALLOCATION_CHOICES = ('off', 'metadata', 'falloc', 'full')
 # How much of the image is allocated up front, as qemu-img map shows it. falloc and full look alike
@@ -80,8 +81,9 @@ def validate_wanted(wanted, qemu_version):
             errors.append('cluster_size %s must be a power of two from %s to 2M%s' % (
                 human_size(wanted.cluster_size), human_size(low), ' with extended_l2' if wanted.extended_l2 else ''))
     if wanted.extended_l2:
-        if qemu_version is not None and qemu_version < (5, 2, 0):
-            errors.append('extended_l2 needs QEMU 5.2 or later; this host has %s' % '.'.join(map(str, qemu_version)))
+        if qemu_version is not None and not HostSupport(qemu=qemu_version).has('qcow2_extended_l2'):
+            errors.append('extended_l2 needs QEMU %s or later; this host has %s'
+                          % (fmt_version(FEATURES['qcow2_extended_l2'][0]), fmt_version(qemu_version)))
         if wanted.compat != '1.1':
             errors.append('extended_l2 needs compat 1.1')
     if wanted.lazy_refcounts and wanted.compat != '1.1':

@@ -17,6 +17,13 @@ from __future__ import annotations
 
 import struct
 
+# Where the built guest is kept, and the kernel it is built from by default: the standard Debian kernel,
+# whose modules include AHCI (SATA) and PIIX (IDE) besides virtio (linux-image-cloud-amd64 is a third
+# of the download but has no AHCI driver, so no SATA candidates).
+DEFAULT_CACHE_DIR = '/var/cache/kvmio/guest'
+DEFAULT_KERNEL_PACKAGE = 'linux-image-amd64'
+TOOL_PACKAGES = ('busybox-static', 'fio')
+
 # The guest drivers of each bus this benchmark can measure, in the order they must load (each
 # one's ``depends=`` are added before it). Soft dependencies (crc-t10dif's crypto backend, the
 # generic one: the CPU-specific one needs PCLMUL, which TCG's default CPU lacks) are not in

@@ -10,17 +10,18 @@ domain's XML (pure), define the changed ones, then pin running domains live."""
 
 from __future__ import annotations
 
-from ._cpuset import format_cpuset, parse_cpuset
-from ._cputune_xml import CpuTune, current_iothreads, current_vcpu_pins, iothread_users, memory_node, \
-    plan_cputune
-from ._define import define_plans, diff_entry
-from ._disk_tune_runner import DEFAULT_BACKUP_DIR
+from ._cpuset import parse_cpuset
+from ._cputune_xml import CpuTune, current_iothreads, current_pins, iothread_users, memory_node, \
+    plan_cputune, plan_live_pins
+from ._backup import DEFAULT_BACKUP_DIR
+from ._define import define_plans
+from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._pinning import DomainNeed, PinPolicy, allocate
-from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides
+from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides, still_defined
 from ._topology import topology_from_capabilities
 
 PIN_KEYS = ('vcpu_pinning', 'emulator_pinning', 'iothread_pinning')
@@ -96,6 +97,9 @@ class IothreadPinRun:
             _count, online = client.cpu_map()
             topology = topology_from_capabilities(client.capabilities_xml(), online)
             xmls = client.inactive_xmls(handles)
+            names, vanished = still_defined(names, xmls)
+            if vanished:
+                self.module.warn(vanished)
             roots = {name: parse_domain(text, 'the XML of domain %s' % name) for name, text in xmls.items()}
             reserved = frozenset(parse_cpuset(params['reserved_cpus'], 'reserved_cpus')) if params['reserved_cpus'] \
                 else frozenset()
@@ -112,7 +116,7 @@ class IothreadPinRun:
                 needs = [DomainNeed(name, vcpus=vcpu_count(root) or 1,
                                     iothreads=counts.get(name) if counts.get(name) is not None
                                     else current_iothreads(root),
-                                    memory_node=memory_node(root), current_vcpu_pins=current_vcpu_pins(root),
+                                    memory_node=memory_node(root), current_vcpu_pins=current_pins(root),
                                     fixed=name not in names)
                          for name, root in roots.items()]
                 policy = PinPolicy(mode=params['pinning_mode'], smt=params['smt'], reserved=reserved,
@@ -164,37 +168,21 @@ class IothreadPinRun:
                        numa_mode=None if numa == 'none' else numa)
 
     def _apply_live(self, client, dom, tune):
-        """Pins and iothreads a running domain can take now; returns what changed (or would)."""
-        done = []
-        current = client.live_pins(dom)
-        check = self.module.check_mode
-        if tune.iothreads:
-            for number in range(1, tune.iothreads + 1):
-                if number not in current['iothreads']:
-                    done.append({'item': 'iothread %d' % number, 'before': None, 'after': 'added'})
-                    if not check:
-                        client.add_iothread_live(dom, number)
-            if not check:
-                current = client.live_pins(dom)
-        for vcpu, cpus in sorted((tune.vcpus or {}).items()):
-            if vcpu in current['vcpus'] and current['vcpus'][vcpu] != cpus:
-                done.append({'item': 'vcpu %d pin' % vcpu, 'before': format_cpuset(current['vcpus'][vcpu]),
-                             'after': format_cpuset(cpus)})
-                if not check:
-                    client.pin_vcpu_live(dom, vcpu, cpus)
-        if tune.emulator is not None and current['emulator'] != tune.emulator:
-            done.append({'item': 'emulator pin', 'before': format_cpuset(current['emulator']),
-                         'after': format_cpuset(tune.emulator)})
-            if not check:
-                client.pin_emulator_live(dom, tune.emulator)
-        for number, cpus in sorted((tune.iothread_pins or {}).items()):
-            have = current['iothreads'].get(number)
-            if (have is not None or check) and have != cpus:
-                done.append({'item': 'iothread %d pin' % number, 'before': format_cpuset(have) if have else None,
-                             'after': format_cpuset(cpus)})
-                if not check and have is not None:
-                    client.pin_iothread_live(dom, number, cpus)
-        return done
+        """Pins and iothreads a running domain can take now; returns the Changes (applied unless in check mode)."""
+        changes = plan_live_pins(client.live_pins(dom), tune)
+        if not self.module.check_mode:
+            for change in changes:
+                if change.setting == 'iothread':
+                    client.add_iothread_live(dom, int(change.device.split()[1]))
+                elif change.device == 'emulator':
+                    client.pin_emulator_live(dom, tune.emulator)
+                elif change.device.startswith('vcpu '):
+                    vcpu = int(change.device.split()[1])
+                    client.pin_vcpu_live(dom, vcpu, tune.vcpus[vcpu])
+                else:
+                    number = int(change.device.split()[1])
+                    client.pin_iothread_live(dom, number, tune.iothread_pins[number])
+        return changes
 
     def _result(self, plans, tunes, placements, unplaced, active, live, backups):
         for plan in plans:
@@ -202,12 +190,12 @@ class IothreadPinRun:
                 self.module.warn(warning)
         domains = []
         for plan in plans:
-            config_only = [c for c in plan.changes if c.get('live') is False]
+            config_only = [c for c in plan.changes if not c.live]
             restart = plan.changed and plan.name in active and (bool(config_only) or not self.params['live'])
             placement = placements.get(plan.name)
             domains.append({'name': plan.name, 'changed': plan.changed or bool(live.get(plan.name)),
-                            'active': plan.name in active, 'config_changes': plan.changes if plan.changed else [],
-                            'live_changes': live.get(plan.name, []), 'restart_required': restart,
+                            'active': plan.name in active, 'config_changes': plan.change_dicts(),
+                            'live_changes': [c.as_dict() for c in live.get(plan.name, [])], 'restart_required': restart,
                             'placement': placement.as_dict() if placement else None,
                             'iothreads': tunes[plan.name].iothreads})
         result = {'changed': any(d['changed'] for d in domains), 'domains': domains,

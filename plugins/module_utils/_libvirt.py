@@ -50,6 +50,13 @@ def _start_event_loop():
         _EVENT_LOOP_STARTED.append(True)
 
 
+def library_version():
+    """The libvirt library's version as a tuple, without a connection; None without the binding."""
+    if libvirt is None:
+        return None
+    return version_tuple(libvirt.getVersion())
+
+
 def _ignore_error(_context, _error):
     return None
 
@@ -195,9 +202,18 @@ class LibvirtClient:
         return self._call('read the XML of domain %s' % dom.name(), dom.XMLDesc, flags)
 
     def inactive_xmls(self, doms):
-        """{name: inactive XML} of many domains, read with overlapping calls."""
+        """{name: inactive XML} of many domains, read with overlapping calls. A domain undefined since it
+        was listed (another tool removed it) is left out; the caller says so."""
         names = list(doms)
-        return dict(zip(names, map_threads(lambda name: self.inactive_xml(doms[name]), names)))
+
+        def read(name):
+            try:
+                return self.inactive_xml(doms[name])
+            except KvmioError as err:
+                if err.details.get('libvirt_error_code') == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+        return {name: xml for name, xml in zip(names, map_threads(read, names)) if xml is not None}
 
     def active_names(self):
         """Names of the running (and paused) domains, in one call."""

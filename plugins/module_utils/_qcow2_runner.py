@@ -21,7 +21,7 @@ import glob
 import os
 import stat
 
-from ._disk_plan import local_source_paths
+from ._disk_xml import local_source_paths
 from ._domain_xml import parse_domain
 from ._errors import ApplyError, KvmioError, LibvirtUnavailable, PlanError
 from ._image_plan import PREALLOCATION_CHOICES, WantedImage, human_size, image_facts, parse_size, plan_image, \

@@ -5,7 +5,7 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""The fleet report: kvm_io_facts (and kvm_io_bench) results of many hosts -> JSON, Markdown, HTML.
+"""The fleet report: kvm_io_info (and kvm_io_bench) results of many hosts -> JSON, Markdown, HTML.
 
 Pure and self-contained: the HTML page has its charts as inline SVG, no scripts, no external files.
 """
@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from html import escape
 
-SEVERITIES = ('critical', 'high', 'medium', 'low')
+from ._disk_policy import ADVISORIES, DISK_RULES, SEVERITIES
 COLOURS = {'critical': '#b3261e', 'high': '#e8710a', 'medium': '#f9ab00', 'low': '#1a73e8',
            'before': '#9aa0a6', 'after': '#188038', 'bar': '#1a73e8'}
-# Findings that mean a disk is not yet on the collection's policy.
-POLICY_FINDINGS = frozenset(('writethrough', 'odirect_refused', 'native_without_odirect', 'emulated_bus', 'no_discard'))
+# Findings that mean a disk is not yet on the collection's disk policy: what kvm_disk_tune fixes.
+POLICY_FINDINGS = frozenset(c.code for c in DISK_RULES + ADVISORIES if c.fixed_by == 'kvm_disk_tune')
 
 
 def coverage(facts):
-    """(disks on policy, tunable disks) of one host's kvm_io_facts result."""
+    """(disks on policy, tunable disks) of one host's kvm_io_info result."""
     total = covered = 0
     for domain in facts.get('domains', []):
         for disk in domain.get('disks', []):
@@ -35,7 +35,7 @@ def coverage(facts):
 
 
 def build_report(hosts, before=None, bench=None):
-    """``hosts``: {host: kvm_io_facts result}; ``before``: an earlier report's JSON; ``bench``: {host: kvm_io_bench}."""
+    """``hosts``: {host: kvm_io_info result}; ``before``: an earlier report's JSON; ``bench``: {host: kvm_io_bench}."""
     report = {'hosts': {}, 'totals': {s: 0 for s in SEVERITIES}}
     for name in sorted(hosts):
         facts = hosts[name]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import re
 
-from ._define import define_plans, diff_entry
-from ._disk_plan import DomainPlan
-from ._disk_tune_runner import DEFAULT_BACKUP_DIR
+from ._backup import DEFAULT_BACKUP_DIR
+from ._define import define_plans
+from ._domain_plan import DomainPlan, diff_entry
 from ._domain_xml import domain_name, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient

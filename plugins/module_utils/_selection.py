@@ -45,6 +45,15 @@ def select_names(available, patterns, exclude=(), what='domain', where=''):
     return sorted(n for n in chosen if not any(matches(n, p) for p in exclude))
 
 
+def still_defined(names, found):
+    """(names that are in ``found``, a warning naming the others or ''): domains undefined by someone
+    else between the listing and the read are left alone, and the run says so."""
+    gone = [name for name in names if name not in found]
+    kept = [name for name in names if name in found]
+    warning = ('domains undefined by another tool during this run, left alone: %s' % ', '.join(gone)) if gone else ''
+    return kept, warning
+
+
 def select_with_overrides(available, params, overrides, where=''):
     """``select_names`` for the ``domains``/``exclude`` options, then a check that every override
     keyed by a literal name targets a selected domain (a typo there must not pass silently)."""

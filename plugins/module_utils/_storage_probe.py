@@ -20,7 +20,8 @@ import mmap
 import os
 import stat
 import struct
-from dataclasses import asdict, dataclass
+
+from ._support import StorageFacts
 
 # Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
 SHARED_FILESYSTEMS = frozenset((
@@ -30,26 +31,6 @@ SHARED_FILESYSTEMS = frozenset((
 QCOW2_MAGIC = b'QFI\xfb'
 _BLOCK = 4096
 _MAX_CHAIN = 64
-
-
-@dataclass(frozen=True)
-class StorageFacts:
-    """What the probe learnt about one disk source. ``odirect`` is None when it could not tell."""
-
-    path: str
-    kind: str                  # file | block | missing | unreadable
-    fstype: str | None = None
-    mountpoint: str | None = None
-    odirect: bool | None = None
-    shared: bool | None = None
-    image_format: str | None = None   # qcow2 | raw (by magic), None when not read
-    chain: tuple = ()                  # every file QEMU opens, the image first
-    detail: str = ''                   # why odirect is False or None
-
-    def as_dict(self):
-        facts = asdict(self)
-        facts['chain'] = list(self.chain)
-        return facts
 
 
 def _unescape_mount_field(field):

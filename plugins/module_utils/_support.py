@@ -5,15 +5,16 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""Which features the host's QEMU, libvirt and kernel support, declared in one table.
+"""What planners know of the host: which features its QEMU, libvirt and kernel support (one table),
+and what a probe learnt about each disk's storage.
 
-The table is pure data; ``HostSupport`` answers from versions and probe results passed in,
-so planners stay free of I/O and tests can describe any host.
+Pure data: ``HostSupport`` answers from versions and probe results passed in, ``StorageFacts`` is
+filled by ``_storage_probe``; planners stay free of I/O and tests can describe any host.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 # feature: (minimum QEMU, minimum libvirt, minimum kernel, why it matters)
 FEATURES = {
@@ -21,6 +22,7 @@ FEATURES = {
     'virtio_blk_discard': ((4, 0, 0), (0, 0, 0), (0, 0, 0), 'discard through virtio-blk'),
     'qcow2_extended_l2': ((5, 2, 0), (0, 0, 0), (0, 0, 0), 'qcow2 extended_l2'),
     'scsi_iothread': ((2, 1, 0), (1, 2, 8), (0, 0, 0), 'an iothread for a virtio-scsi controller'),
+    'writeback_default': ((1, 2, 0), (0, 0, 0), (0, 0, 0), 'writeback for a disk without a cache mode'),
 }
 
 
@@ -81,3 +83,23 @@ class HostSupport:
             if not self.qemu_has_io_uring:
                 reasons.append('QEMU built without liburing')
         return '%s needs %s' % (label, ', '.join(reasons)) if reasons else ''
+
+
+@dataclass(frozen=True)
+class StorageFacts:
+    """What the probe learnt about one disk source. ``odirect`` is None when it could not tell."""
+
+    path: str
+    kind: str                  # file | block | missing | unreadable
+    fstype: str | None = None
+    mountpoint: str | None = None
+    odirect: bool | None = None
+    shared: bool | None = None
+    image_format: str | None = None   # qcow2 | raw (by magic), None when not read
+    chain: tuple = ()                  # every file QEMU opens, the image first
+    detail: str = ''                   # why odirect is False or None
+
+    def as_dict(self):
+        facts = asdict(self)
+        facts['chain'] = list(self.chain)
+        return facts

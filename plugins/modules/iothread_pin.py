@@ -161,13 +161,20 @@ domains:
       description: Iothread count set, or null when left alone.
       type: int
     config_changes:
-      description: What changed in the stored configuration.
+      description:
+        - What changed in the stored configuration, one entry per setting, in the shape of the
+          C(changes) of M(kvmio.tuning.kvm_disk_tune).
+        - C(live=true) marks changes that a running domain also takes now (with O(live=true)); the others
+          wait for its next boot.
       type: list
       elements: dict
+      sample: [{device: vcpu 0, setting: pin, before: null, after: '2', reason: '', live: true},
+               {device: vda, setting: iothread, before: null, after: '1', reason: '', live: false}]
     live_changes:
-      description: What changed in the running domain through live calls.
+      description: What changed in the running domain through live calls (same shape as RV(domains[].config_changes)).
       type: list
       elements: dict
+      sample: [{device: iothread 1, setting: iothread, before: null, after: added, reason: '', live: true}]
     restart_required:
       description: The running domain has configuration changes that apply at its next boot only.
       type: bool

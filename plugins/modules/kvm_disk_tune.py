@@ -18,7 +18,8 @@ description:
     the module fails naming the domain, the disk and the rule, and defines nothing.
   - O(cache=auto) probes the storage as QEMU will use it (an O_DIRECT open and an aligned read of the
     image and every file of its backing chain) and picks V(none) where that works, else V(writeback).
-    It never picks V(writethrough), QEMU's slow default for small writes, or V(unsafe).
+    It never picks V(writethrough) or V(unsafe). A disk without a cache attribute runs V(writeback)
+    (QEMU's default since 1.2); each disk's result shows the literal and the effective settings.
   - Whether anything changed is judged on the XML libvirt stores after its own normalisation, so a
     second run reports C(changed=false).
   - Changes reach a running domain at its next boot. The module never restarts anything; it lists
@@ -256,10 +257,31 @@ domains:
       type: bool
       sample: false
     changes:
-      description: Each setting changed, with its old and new value and why.
+      description:
+        - Each setting changed, with its old and new value and why.
+        - The same shape as the C(config_changes) of M(kvmio.tuning.iothread_pin).
       type: list
       elements: dict
-      sample: [{disk: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4"}]
+      sample: [{device: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4", live: false}]
+      contains:
+        device:
+          description: What changes, as a user names it (V(vda), V(controller scsi 0)).
+          type: str
+        setting:
+          description: The setting (V(cache), V(io), V(discard), V(detect_zeroes), V(bus), V(target), V(model), V(queues)).
+          type: str
+        before:
+          description: The value before; null when unset.
+          type: raw
+        after:
+          description: The value after; null when removed.
+          type: raw
+        reason:
+          description: Why the collection chose it.
+          type: str
+        live:
+          description: Whether the change also reached the running domain without a restart.
+          type: bool
     disks:
       description: >-
         Every disk with its C(source), its settings before and after (C(cache), C(io), C(discard),

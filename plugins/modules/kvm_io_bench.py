@@ -38,9 +38,12 @@ description:
     Everything it creates is removed whatever happens - the transient domain, the scratch images, its directory
     (on SIGTERM too; under C(libvirtd) the domain is also destroyed when the module's connection closes).
   - O(mode=host) (the default) runs C(qemu-img bench) on scratch qcow2 images in O(path) for every combination of
-    O(caches), O(preallocations) and O(workloads) and returns the fastest safe choice (never V(writethrough),
-    never V(unsafe); V(none)/V(directsync) only where O_DIRECT works). It sees the host side only - no bus,
-    iothread or guest flushes - so rank configurations with O(mode=guest).
+    O(caches), O(preallocations) and O(workloads) and returns the fastest safe choice. Each cache mode runs with the
+    io mode M(kvmio.tuning.kvm_disk_tune) would set with it (O(kvmio.tuning.kvm_disk_tune#module:io=auto)), and only
+    where the tuner would accept it (no V(none)/V(directsync) where O_DIRECT is refused; the skipped ones are
+    listed with the reason). It sees the image format and the cache mode on the host, not what a guest sees (bus,
+    iothreads, the guest's own flushes), so rank configurations with O(mode=guest), and measure a guest before you
+    claim a speed-up.
   - Changes nothing but its scratch files and, in O(mode=guest), the guest cache; check mode runs nothing.
 author:
   - kvmio.tuning maintainers (@kvmio)
@@ -82,12 +85,13 @@ options:
     default: 16
   caches:
     description:
-      - Cache modes to measure. O(mode=host) - V(writethrough), V(writeback), V(none), V(directsync), default all
-        four. O(mode=guest) with O(alternatives=matrix) - the same, and V(default) (no C(cache) attribute);
-        default all but V(default).
+      - Cache modes to measure (O(mode=host), and O(mode=guest) with O(alternatives=matrix)).
+      - V(default) is a disk without a cache or io attribute, as C(virt-install) makes it (QEMU runs it
+        V(writeback) with V(threads)) - the baseline of RV(speedup_vs_default).
+      - Default all five with O(mode=host); all but V(default) with O(alternatives=matrix).
     type: list
     elements: str
-    choices: [default, none, writeback, directsync, writethrough]
+    choices: [default, writethrough, writeback, none, directsync]
   preallocations:
     description: qcow2 preallocation modes to measure (O(mode=host), and O(mode=guest) with O(alternatives=matrix)).
     type: list
@@ -257,7 +261,7 @@ notes:
   - Figures from TCG rank configurations whose cost is I/O (the bus, the cache mode, iothreads); they do not
     predict absolute IOPS under KVM. Every result says how it was measured (RV(measured)).
 seealso:
-  - module: kvmio.tuning.kvm_io_facts
+  - module: kvmio.tuning.kvm_io_info
   - module: kvmio.tuning.kvm_disk_tune
 '''
 
@@ -336,19 +340,20 @@ skipped:
   sample: ["bad: io=native needs cache=none or directsync (O_DIRECT), not cache=writeback"]
 results:
   description:
-    - O(mode=host). One entry per run with C(cache), C(io), C(preallocation), C(workload), C(count), C(seconds),
-      C(iops), C(mb_per_s).
+    - O(mode=host). One entry per run with C(cache), C(io), C(baseline) (true for the V(default) disk),
+      C(preallocation), C(workload), C(count), C(seconds), C(iops), C(mb_per_s).
     - C(count) is the number of requests actually measured. A run that ends in less than 50 ms (too short for
       C(qemu-img bench)'s millisecond clock, typically page-cached reads) is repeated with ten times the requests,
       at most twice.
   returned: when O(mode=host)
   type: list
   elements: dict
-  sample: [{cache: writeback, io: threads, preallocation: metadata, workload: write, count: 4000, seconds: 0.05,
-            iops: 80000, mb_per_s: 327.7}]
+  sample: [{cache: writeback, io: io_uring, baseline: false, preallocation: metadata, workload: write, count: 4000,
+            seconds: 0.05, iops: 80000, mb_per_s: 327.7}]
 recommendation:
   description:
-    - O(mode=host) - the fastest safe setup for 4K writes, with its IOPS.
+    - O(mode=host) - the fastest setup for 4K writes of those O(kvmio.tuning.kvm_disk_tune#module:cache=auto) may
+      choose, with its IOPS.
     - O(mode=guest) - the configuration with the best geometric mean, over the workloads, of its ratio to the
       fastest configuration of each workload (C(score), 1.0 when it is the fastest everywhere), described as in
       RV(candidates), with its ratios to the baseline (C(ratio)).
@@ -357,10 +362,12 @@ recommendation:
   sample: {name: collection+iothread, bus: virtio, cache: none, io: native, iothread: true,
            preallocation: metadata, score: 0.93, ratio: {randwrite: 1.03, syncwrite: 1.45}}
 speedup_vs_default:
-  description: O(mode=host). Write IOPS of the recommendation divided by those of a thin qcow2 image with writethrough.
+  description:
+    - O(mode=host). Write IOPS of the recommendation divided by those of a disk as C(virt-install) makes it (thin
+      qcow2, no cache attribute, which QEMU runs V(writeback) with V(threads)).
   returned: when both were measured
   type: float
-  sample: 29.5
+  sample: 1.4
 workloads:
   description: O(mode=guest). The workloads run, in order.
   returned: when O(mode=guest)
@@ -467,11 +474,16 @@ notes:
 '''
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._bench_runner import BenchRun, argument_spec
+from ansible_collections.kvmio.tuning.plugins.module_utils._guest_bench_runner import GuestBenchRun
 from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module
 
 
+def _run_for_mode(module):
+    return GuestBenchRun(module) if module.params['mode'] == 'guest' else BenchRun(module)
+
+
 def main():
-    run_module(BenchRun, argument_spec())
+    run_module(_run_for_mode, argument_spec())
 
 
 if __name__ == '__main__':

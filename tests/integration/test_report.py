@@ -18,7 +18,7 @@ import pytest
 # ansible's controller display, which then takes the warnings of every module run in this process.
 # The filter itself runs in test_audit_playbook_writes_the_three_reports, through ansible-playbook.
 from ansible_collections.kvmio.tuning.plugins.module_utils._report import build_report, to_html, to_markdown
-from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_bench, kvm_io_facts
+from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_bench, kvm_io_info
 from helpers import domain_xml as dx
 from helpers.modules import run_module
 from helpers.playbook import run_playbook, stats
@@ -37,7 +37,7 @@ def chromium(*args):
 
 
 def record_three_hosts(factory, backup_dir):
-    """kvm_io_facts results of three 'hosts' (three domain groups on this libvirtd), before and after tuning."""
+    """kvm_io_info results of three 'hosts' (three domain groups on this libvirtd), before and after tuning."""
     prefix = factory.name('rep')
     for host, count in (('h1', 2), ('h2', 1), ('h3', 3)):
         for index in range(count):
@@ -47,7 +47,7 @@ def record_three_hosts(factory, backup_dir):
                                                     bus)]))
 
     def facts():
-        return {host: run_module(kvm_io_facts, {'uri': URI, 'domains': ['%s-%s-*' % (prefix, host)]})
+        return {host: run_module(kvm_io_info, {'uri': URI, 'domains': ['%s-%s-*' % (prefix, host)]})
                 for host in ('h1', 'h2', 'h3')}
     before = facts()
     run_module(kvm_disk_tune, {'uri': URI, 'domains': [prefix + '-h1-*'], 'discard': 'unmap',
@@ -72,7 +72,9 @@ def test_report_from_three_hosts_in_a_real_browser(system_domains, tmp_path, bac
     dom = chromium('--dump-dom', html.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'KVM disk I/O fleet report' in dom.stdout
-    assert dom.stdout.count('class="bar"') == 3 * 4 + 3 * 2 + 8, 'findings, coverage before/now, benchmark bars'
+    # Findings per host and severity, coverage before/now, and a write bar per cache mode (baseline included)
+    # and preallocation.
+    assert dom.stdout.count('class="bar"') == 3 * 4 + 3 * 2 + 5 * 2, 'findings, coverage before/now, benchmark bars'
     for host in ('h1', 'h2', 'h3'):
         assert '%s now' % host in dom.stdout
     shot = tmp_path / 'report.png'

@@ -106,7 +106,7 @@ def test_every_binary_is_in_bindep_for_debian_and_rpm():
 
 
 def test_guest_packages_are_listed_for_download_and_never_for_install():
-    from ansible_collections.kvmio.tuning.plugins.module_utils._guest_image import DEFAULT_KERNEL_PACKAGE, \
+    from ansible_collections.kvmio.tuning.plugins.module_utils._initramfs import DEFAULT_KERNEL_PACKAGE, \
         TOOL_PACKAGES
 
     guest = bindep_packages('dpkg', 'guest')

@@ -40,8 +40,8 @@ def test_typical_domain():
     assert root.find('cputune/emulatorpin').get('cpuset') == '0'
     assert [(p.get('iothread'), p.get('cpuset')) for p in root.findall('cputune/iothreadpin')] == [('1', '0'), ('2', '0')]
     assert root.find('numatune/memory').attrib == {'mode': 'strict', 'nodeset': '0'}
-    assert [c['item'] for c in plan.changes if c.get('live') is False] == ['disk vda iothread', 'disk vdb iothread',
-                                                                           'disk vdc iothread', 'numatune memory']
+    assert [(c.device, c.setting) for c in plan.changes if not c.live] == [
+        ('vda', 'iothread'), ('vdb', 'iothread'), ('vdc', 'iothread'), ('domain', 'numatune memory')]
     assert not plan_cputune(plan.after, CpuTune(iothreads=2, disk_iothreads={'vdc': 1}, vcpus={0: {1}, 1: {2, 3}},
                                                 emulator=frozenset({0}), iothread_pins={1: {0}, 2: {0}},
                                                 numa_node=0, numa_mode='strict')).changed

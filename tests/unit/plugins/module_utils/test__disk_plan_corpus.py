@@ -19,7 +19,7 @@ from lxml import etree
 from ansible_collections.kvmio.tuning.plugins.module_utils._disk_plan import TunePolicy, plan_domain
 from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import SETTINGS, DiskSettings
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical
-from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import StorageFacts
+from ansible_collections.kvmio.tuning.plugins.module_utils._support import StorageFacts
 from ansible_collections.kvmio.tuning.plugins.module_utils._support import HostSupport
 from helpers.corpus import CORPUS, corpus_documents
 
@@ -117,7 +117,7 @@ def test_sweep_exercises_every_policy():
         for name, (policy, storage) in POLICIES.items():
             plan = plan_domain(text, policy, storage, HOST)
             counts[name]['changed'] += plan.changed
-            counts[name]['bus'] += any(c['setting'] == 'bus' for c in plan.changes)
+            counts[name]['bus'] += any(c.setting == 'bus' for c in plan.changes)
     for name, count in counts.items():
         assert count['changed'] >= 100, (name, count)
     assert counts['scsi']['bus'] >= 100 and counts['virtio']['bus'] >= 60, counts

@@ -35,9 +35,9 @@ def test_baseline_is_a_disk_as_virt_install_makes_it():
 def test_collection_candidates_are_what_decide_disk_plans_for_this_storage():
     for storage, host in ((EXT4, MODERN), (RAMFS, MODERN), (RAMFS, NO_URING)):
         (plan, with_iothread), _warnings = collection_candidates(storage, host, '/srv/p/probe')
-        decision = decide_disk(DiskInfo(target='vda', bus='virtio', path='/srv/p/probe'), DiskSettings(), storage,
-                               host)
-        assert (plan.cache, plan.io) == (decision.wanted.get('cache'), decision.wanted.get('io'))
+        decision = decide_disk(DiskInfo(target='vda', bus='virtio', path='/srv/p/probe', image_format='qcow2'),
+                               DiskSettings(), storage, host)
+        assert (plan.cache, plan.io) == (decision.final['cache'], decision.final['io'])
         assert plan.preallocation == 'metadata' and not plan.iothread and with_iothread.iothread
         assert with_iothread.key[1:3] == plan.key[1:3]
     (plan, _), _ = collection_candidates(EXT4, MODERN, '/srv/p/probe')
@@ -96,12 +96,12 @@ def test_dedupe_keeps_the_first_name_and_user_candidates_map_default_to_no_attri
 
 
 def test_domain_candidate_copies_the_disk_settings():
-    info = DiskInfo(target='sdb', bus='scsi', path='/var/lib/libvirt/images/db.qcow2',
-                    current={'cache': 'writethrough', 'io': 'threads'})
-    cand = domain_candidate(info, True, 'raw')
+    info = DiskInfo(target='sdb', bus='scsi', path='/var/lib/libvirt/images/db.qcow2', image_format='raw',
+                    iothread='1', current={'cache': 'writethrough', 'io': 'threads'})
+    cand = domain_candidate(info)
     assert (cand.name, cand.bus, cand.cache, cand.io, cand.iothread, cand.image_format) == (
         'domain:sdb', 'scsi', 'writethrough', 'threads', True, 'raw')
-    odd = domain_candidate(DiskInfo(target='xvda', bus='xen', path='/x'), False, 'vmdk')
+    odd = domain_candidate(DiskInfo(target='xvda', bus='xen', path='/x', image_format='vmdk'))
     assert odd.bus == 'virtio' and odd.image_format == 'qcow2' and "bus 'xen' measured as virtio" in odd.note
 
 

@@ -36,7 +36,7 @@ def test_human_size():
     (WantedImage(size=G, cluster_size=4 << 20), (7, 2, 0), 'cluster_size 4M must be a power of two'),
     (WantedImage(size=G, extended_l2=True, cluster_size=4096), (7, 2, 0),
      'cluster_size 4K must be a power of two from 16K to 2M with extended_l2'),
-    (WantedImage(size=G, extended_l2=True), (5, 1, 0), 'extended_l2 needs QEMU 5.2 or later; this host has 5.1.0'),
+    (WantedImage(size=G, extended_l2=True), (5, 1, 0), 'extended_l2 needs QEMU 5.2.0 or later; this host has 5.1.0'),
     (WantedImage(size=G, lazy_refcounts=True, compat='0.10'), (7, 2, 0), 'lazy_refcounts needs compat 1.1'),
     (WantedImage(size=G, backing_file='/base.qcow2'), (7, 2, 0),
      'preallocation=metadata with a backing file needs extended_l2=true'),

@@ -5,21 +5,22 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""kvm_io_facts: read every domain, its disks, their storage and images, and report findings. Read-only."""
+"""kvm_io_info: read every domain, its disks, their storage and images, and report findings. Read-only."""
 
 from __future__ import annotations
 
-from ._cpuset import format_cpuset, parse_cpuset
-from ._cputune_xml import current_iothreads, current_vcpu_pins
-from ._disk_plan import disk_info, volume_sources
+from ._cpuset import format_cpuset
+from ._cputune_xml import current_iothreads, current_pins
+from ._disk_xml import disk_info, volume_sources
 from ._domain_xml import parse_domain
 from ._errors import QemuImgError
-from ._findings import SEVERITIES, disk_findings, domain_findings, summarise
+from ._disk_policy import SEVERITIES, effective_settings
+from ._findings import disk_findings, domain_findings, summarise
 from ._host_probe import host_support
 from ._image_plan import image_facts
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._qemu_img import QemuImg, module_runner
-from ._selection import SELECTION_ARGUMENT_SPEC, select_names
+from ._selection import SELECTION_ARGUMENT_SPEC, select_names, still_defined
 from ._storage_probe import StorageProber
 
 
@@ -31,17 +32,7 @@ def argument_spec():
     return spec
 
 
-def _pins(root, tag, key):
-    pins = {}
-    for pin in root.findall('cputune/%s' % tag):
-        try:
-            pins[int(pin.get(key))] = frozenset(parse_cpuset(pin.get('cpuset')))
-        except (TypeError, ValueError):
-            continue
-    return pins
-
-
-class FactsRun:
+class InfoRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -65,6 +56,9 @@ class FactsRun:
             handles = client.persistent_domains()
             names = select_names(handles, params['domains'], params['exclude'], where=' at %s' % params['uri'])
             roots = {n: parse_domain(xml, 'the XML of domain %s' % n) for n, xml in client.inactive_xmls(handles).items()}
+            names, vanished = still_defined(names, roots)
+            if vanished:
+                self.module.warn(vanished)
             active = client.active_names()
             volume_paths = {}
             for name in names:
@@ -73,21 +67,21 @@ class FactsRun:
             emulators = sorted({r.findtext('devices/emulator') or '' for r in roots.values()} - {''})
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
-        all_vcpu_pins = {n: current_vcpu_pins(roots[n]) for n in roots}
+        all_vcpu_pins = {n: current_pins(roots[n]) for n in roots}
         domains, findings = [], []
         for name in names:
             root = roots[name]
             disks = []
             for disk_el in root.findall('devices/disk'):
-                info = disk_info(disk_el, volume_paths)
+                info = disk_info(disk_el, volume_paths, root.find('devices'))
                 storage = prober.facts(info.path) if (prober and info.path) else None
                 image = self._image(info.path) if (params['inspect_images'] and storage is not None
                                                    and storage.kind in ('file', 'block')) else None
                 found = disk_findings(name, info, storage, image, host)
                 findings.extend(found)
                 disks.append({'target': info.target, 'bus': info.bus, 'device': info.device, 'source': info.path,
-                              'settings': info.current, 'iothread': (disk_el.find('driver').get('iothread')
-                                                                     if disk_el.find('driver') is not None else None),
+                              'settings': info.current, 'effective': effective_settings(info, host=host),
+                              'iothread': info.iothread,
                               'storage': storage.as_dict() if storage else None, 'image': image,
                               'findings': [f['code'] for f in found]})
             others = set()
@@ -95,7 +89,7 @@ class FactsRun:
                 if other != name and pins:
                     others |= set().union(*pins.values())
             vcpu_pins = all_vcpu_pins[name]
-            iothread_pins = _pins(root, 'iothreadpin', 'iothread')
+            iothread_pins = current_pins(root, 'iothreadpin', 'iothread')
             found = domain_findings(name, vcpu_pins, iothread_pins, others)
             findings.extend(found)
             emulator = root.find('cputune/emulatorpin')

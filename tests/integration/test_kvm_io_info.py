@@ -1,11 +1,11 @@
 # Copyright (c) 2026, kvmio.tuning contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""kvm_io_facts on real domains built to show each finding, then after tuning."""
+"""kvm_io_info on real domains built to show each finding, then after tuning."""
 
 from __future__ import annotations
 
-from ansible_collections.kvmio.tuning.plugins.modules import iothread_pin, kvm_disk_tune, kvm_io_facts
+from ansible_collections.kvmio.tuning.plugins.modules import iothread_pin, kvm_disk_tune, kvm_io_info
 from helpers import domain_xml as dx
 from helpers import qemu_img
 from helpers.modules import run_module
@@ -33,11 +33,12 @@ def test_each_finding_on_real_domains_and_none_after_tuning(system_domains, tmp_
     pinned_b = dx.domain(prefix + '-pb', [dx.disk(image_b, 'vda', 'virtio', cache='none', io='native')])
     factory.define(pinned_b.replace('</vcpu>', '</vcpu>\n  <iothreads>1</iothreads>\n  <cputune><vcpupin vcpu="0" '
                                     'cpuset="1"/><iothreadpin iothread="1" cpuset="0"/></cputune>'))
-    facts = run_module(kvm_io_facts, {'uri': URI, 'domains': [prefix + '-*']}, check_mode=True)
+    facts = run_module(kvm_io_info, {'uri': URI, 'domains': [prefix + '-*']}, check_mode=True)
     assert not facts.failed and facts['changed'] is False, facts
-    assert codes(facts, prefix + '-legacy/hda') == ['emulated_bus', 'no_discard', 'thin_qcow2', 'writethrough']
-    assert codes(facts, prefix + '-broken/vda') == ['no_discard', 'odirect_refused', 'thin_qcow2']
-    assert codes(facts, prefix + '-wt/vda') == ['no_discard', 'writethrough']
+    # A disk without a cache attribute runs writeback (QEMU >= 1.2): host_page_cache, not writethrough.
+    assert codes(facts, prefix + '-legacy/hda') == ['host_page_cache', 'ide_bus', 'no_discard', 'thin_qcow2']
+    assert codes(facts, prefix + '-broken/vda') == ['no_discard', 'no_iothread', 'odirect_refused', 'thin_qcow2']
+    assert codes(facts, prefix + '-wt/vda') == ['no_discard', 'no_iothread', 'writethrough']
     assert codes(facts, prefix + '-pa') == ['pins_overlap'] and codes(facts, prefix + '-pb') == ['pins_overlap']
     broken = next(f for f in facts['findings'] if f['code'] == 'odirect_refused')
     assert broken['severity'] == 'critical' and broken['fix'] == 'kvm_disk_tune cache=writeback io=io_uring'
@@ -45,12 +46,18 @@ def test_each_finding_on_real_domains_and_none_after_tuning(system_domains, tmp_
     assert facts['summary']['critical'] == 1
     legacy = next(d for d in facts['domains'] if d['name'] == prefix + '-legacy')
     assert legacy['disks'][0]['image']['preallocation'] == 'off' and legacy['disks'][0]['storage']['odirect']
+    assert legacy['disks'][0]['settings']['cache'] is None
+    assert legacy['disks'][0]['effective'] == {'cache': 'writeback', 'io': 'threads', 'discard': 'ignore',
+                                               'detect_zeroes': 'off', 'guest_write_cache': True, 'odirect': False}
+    written_through = next(d for d in facts['domains'] if d['name'] == prefix + '-wt')['disks'][0]['effective']
+    assert written_through['guest_write_cache'] is False
 
     # Tune what the audit found and audit again: the disk findings the tuning owns are gone.
     run_module(kvm_disk_tune, {'uri': URI, 'domains': [prefix + '-*'], 'discard': 'unmap', 'bus': 'scsi',
                                'convert_boot_disk': True, 'backup_dir': backup_dir})
+    run_module(iothread_pin, {'uri': URI, 'domains': [prefix + '-*'], 'backup_dir': backup_dir})
     run_module(iothread_pin, {'uri': URI, 'domains': [prefix + '-pb'], 'vcpu_pinning': '1', 'backup_dir': backup_dir})
-    after = run_module(kvm_io_facts, {'uri': URI, 'domains': [prefix + '-*']})
+    after = run_module(kvm_io_info, {'uri': URI, 'domains': [prefix + '-*']})
     remaining = sorted({f['code'] for f in after['findings']})
     assert remaining == ['pins_overlap', 'thin_qcow2'], after['findings']
     assert after['summary']['critical'] == 0 and after['summary']['high'] == 0

@@ -1,0 +1,161 @@
+#!/usr/bin/python
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: kvm_io_info
+short_description: Audit the disk I/O setup of every libvirt domain of a host, with the fix for each finding
+version_added: 0.1.0
+description:
+  - Reads every selected domain and reports, per disk, its literal C(cache), C(io), C(discard) and
+    C(detect_zeroes), the settings QEMU really runs with (RV(domains[].disks[].effective), where a disk
+    without a cache mode runs V(writeback), and the guest-visible write cache), its bus and iothread, its
+    image (format, preallocation state from C(qemu-img map), backing file) and its storage
+    (filesystem, whether O_DIRECT works, shared or not); per domain, its iothreads and pins.
+  - Reports findings with a severity and the fix the collection would apply. The findings are the
+    rule table and the advisory table that M(kvmio.tuning.kvm_disk_tune) decides with, run on the
+    current settings, so the audit and the tuning never disagree. V(critical) - the domain does not
+    start or cannot be defined (C(odirect_refused), C(native_without_odirect), C(io_uring_unsupported),
+    C(detect_zeroes_unmap_without_discard)); V(high) - data at risk or a large measured loss
+    (C(unsafe_cache), C(shareable_cached), C(writethrough), C(ide_bus), and C(unmigratable_cache), which
+    only M(kvmio.tuning.kvm_disk_tune) checks, with its O(kvmio.tuning.kvm_disk_tune#module:migratable=true));
+    V(medium) - a measured loss
+    (C(sata_bus), C(no_iothread), C(thin_qcow2), C(pins_overlap)); V(low) - host resources
+    (C(host_page_cache), C(no_discard), C(vcpus_unpinned)). The table with each code's evidence is
+    in docs/disk-policy.md of the collection.
+  - Changes nothing. Formerly named C(kvmio.tuning.kvm_io_facts); that name still works and is
+    deprecated (it returns no C(ansible_facts)).
+author:
+  - kvmio.tuning maintainers (@kvmio)
+extends_documentation_fragment:
+  - kvmio.tuning._libvirt
+  - kvmio.tuning._libvirt.SELECTION
+  - kvmio.tuning._attributes
+attributes:
+  diff_mode:
+    support: none
+    details: Nothing is changed, so there is no diff.
+options:
+  probe_storage:
+    description: Probe each disk's storage (O_DIRECT, filesystem, backing chain).
+    type: bool
+    default: true
+  inspect_images:
+    description: Read each image with C(qemu-img info) and C(qemu-img map) (format, preallocation state).
+    type: bool
+    default: true
+seealso:
+  - module: kvmio.tuning.kvm_disk_tune
+'''
+
+EXAMPLES = r'''
+- name: Audit every domain of the host
+  kvmio.tuning.kvm_io_info:
+  register: audit
+
+- name: Fail when a domain would not start
+  ansible.builtin.assert:
+    that: audit.summary.critical == 0
+    fail_msg: "{{ audit.findings | selectattr('severity', 'eq', 'critical') | map(attribute='message') | list }}"
+'''
+
+RETURN = r'''
+domains:
+  description: >-
+    Every selected domain with C(active), C(iothreads), C(vcpu_pins), C(emulator_pin),
+    C(iothread_pins) and C(disks).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: web01
+      active: true
+      iothreads: 1
+      vcpu_pins: {'0': '2'}
+      emulator_pin: null
+      iothread_pins: {}
+      findings: []
+      disks:
+        - {target: vda, bus: virtio, device: disk, source: /var/lib/libvirt/images/web01.qcow2,
+           settings: {cache: null, io: null, discard: null, detect_zeroes: null},
+           effective: {cache: writeback, io: threads, discard: ignore, detect_zeroes: 'off',
+                       guest_write_cache: true, odirect: false},
+           iothread: '1', storage: {fstype: ext4, odirect: true}, image: {format: qcow2, preallocation: 'off'},
+           findings: [host_page_cache, no_discard, thin_qcow2]}
+  contains:
+    disks:
+      description: Every disk of the domain.
+      type: list
+      elements: dict
+      contains:
+        settings:
+          description: The literal C(cache), C(io), C(discard), C(detect_zeroes) of the XML (null when unset).
+          type: dict
+        effective:
+          description:
+            - What QEMU runs with - unset values resolved to QEMU's defaults (C(cache) V(writeback) since
+              QEMU 1.2, C(io) V(threads), C(discard) V(ignore), C(detect_zeroes) V(off)), C(guest_write_cache)
+              (whether the guest sees a volatile write cache and so flushes) and C(odirect) (host page cache
+              bypassed).
+            - C(io) is null for network disks.
+          type: dict
+        findings:
+          description: The codes of this disk's findings.
+          type: list
+          elements: str
+findings:
+  description: Findings, most severe first.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {code: writethrough, severity: high, subject: web01/vda, message: "cache=writethrough: every write waits for the disk",
+       fix: "kvm_disk_tune cache=none io=native", fixed_by: kvm_disk_tune,
+       evidence: "guest fio: 0.37x on 4K random writes, 0.64x on 1M sequential writes"}
+  contains:
+    code:
+      description: The rule or advisory (see the description for the list).
+      type: str
+    severity:
+      description: V(critical), V(high), V(medium) or V(low).
+      type: str
+    subject:
+      description: C(domain) or C(domain/disk).
+      type: str
+    message:
+      description: What is wrong, in the words M(kvmio.tuning.kvm_disk_tune) uses when it refuses the same thing.
+      type: str
+    fix:
+      description: The module and options that fix it.
+      type: str
+    fixed_by:
+      description: The module that fixes it.
+      type: str
+    evidence:
+      description: Where the severity comes from (a refusal, or a measurement).
+      type: str
+summary:
+  description: Number of findings per severity.
+  returned: always
+  type: dict
+  sample: {critical: 0, high: 3, medium: 1, low: 4}
+host:
+  description: QEMU and libvirt versions, and whether io_uring is usable.
+  returned: always
+  type: dict
+  sample: {qemu: 7.2.0, libvirt: 9.0.0, io_uring: true}
+'''
+
+from ansible_collections.kvmio.tuning.plugins.module_utils._info_runner import InfoRun, argument_spec
+from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module
+
+
+def main():
+    run_module(InfoRun, argument_spec())
+
+
+if __name__ == '__main__':
+    main()
