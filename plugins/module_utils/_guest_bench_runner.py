@@ -162,7 +162,8 @@ class GuestBench:
             for start in range(offset, offset + size, PREFILL_CHUNK):
                 commands += ['-c', 'write -q -P 90 %d %d' % (start, min(PREFILL_CHUNK, offset + size - start))]
             rc, out, err = self.run_command(['qemu-io', '-f', candidate.image_format] + commands + ['--', path])
-            if rc != 0 or 'error' in (out or '').lower():
+            text = ('%s %s' % (out, err)).lower()
+            if rc != 0 or 'error' in text or 'failed' in text:
                 raise KvmioError('qemu-io could not write the read region of %s: %s' % (path, (err or out).strip()))
         return self._evict(path)
 
@@ -331,6 +332,12 @@ class GuestBench:
             result['skipped'] += skipped
             result['notes'] += notes
             self._measure(client, candidates, run_dir, staged, deadline, result)
+            measured = [r for r in result['runs'] if any(isinstance(f, dict) for f in r['figures'].values())]
+            if result['runs'] and not measured:
+                first = result['runs'][0]
+                raise KvmioError('the benchmark guest measured nothing: %s (first run %s). Console: %s'
+                                 % (first['ended'], first['candidate'], first.get('console_tail', '')[-800:]),
+                                 runs=result['runs'])
         finally:
             self._destroy()
             shutil.rmtree(run_dir, ignore_errors=True)
