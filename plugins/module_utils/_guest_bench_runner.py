@@ -44,6 +44,7 @@ TCG_BOOT_TIMEOUT = 120          # seconds from start to the guest's /init under 
 JOB_SLACK = 30                  # seconds a job may take beyond its runtime (fio setup, output over the console)
 PREFILL_CHUNK = 64 << 20
 
+
 class _Terminated(KvmioError):
     """SIGTERM arrived: unwind so that every ``finally`` removes what it created."""
 
