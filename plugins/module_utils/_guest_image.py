@@ -14,6 +14,12 @@ directory, and verified by content hash every time it is used. Reusable::
     image = guest_image()                              # GuestImage(kernel=..., initrd=..., buses=...)
     kernel, initrd = stage_guest_image(image, run_dir)  # world-readable copies QEMU can open
 
+Boot it with direct kernel boot and a serial console, kernel command line ``console=ttyS0 quiet
+kvmio.bus=virtio|scsi|sata|ide`` (which drivers to load) and optionally ``kvmio.jobs=`` (base64 of fio
+job lines, see ``_fio.job_lines``) and ``kvmio.hold=1`` (keep running after the jobs instead of powering
+off). The console then shows ``KVMIO-BOOTED``, ``KVMIO-DISK name=vdX write_cache=... path=...``, each
+job between ``KVMIO-BEGIN``/``KVMIO-END`` and ``KVMIO-DONE``; ``_fio.parse_console`` reads it.
+
 The pure parts (ELF reading, module order, cpio, /init) are in ``_initramfs``.
 """
 

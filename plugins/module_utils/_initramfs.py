@@ -231,8 +231,9 @@ def cpio_names(archive):
 
 # What the guest prints on its serial console, one marker per line; ``_fio`` parses them.
 INIT_SCRIPT = r'''#!/bin/busybox sh
-# kvmio.tuning benchmark guest: load the disk drivers, run the fio jobs the kernel command line
-# names on the one disk there is, print each job's JSON (gzip, base64) between markers, power off.
+# kvmio.tuning benchmark guest: load the disk drivers of kvmio.bus, run the fio jobs kvmio.jobs names
+# (base64 of 'name<TAB>options' lines) on the one disk there is, print each job's JSON (gzip, base64)
+# between markers, power off (or, with kvmio.hold=1, keep running).
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin LD_LIBRARY_PATH=@LIBRARY_PATH@
@@ -242,10 +243,12 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "KVMIO-BOOTED $(cut -d' ' -f1 /proc/uptime)"
 jobs=""
 bus=virtio
+hold=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     kvmio.jobs=*) jobs="${arg#kvmio.jobs=}" ;;
     kvmio.bus=*) bus="${arg#kvmio.bus=}" ;;
+    kvmio.hold=1) hold=1 ;;
   esac
 done
 # Only the drivers of the bus under test: probing the others costs seconds under TCG.
@@ -279,6 +282,11 @@ else
 fi
 echo "KVMIO-DONE"
 sync
+if [ -n "$hold" ]; then
+  # Other tests boot this guest to have a real kernel behind a disk: keep running until destroyed.
+  echo "KVMIO-HOLDING"
+  while :; do sleep 3600; done
+fi
 poweroff -f
 '''
 

@@ -120,4 +120,4 @@ def test_init_script_sets_the_library_path_and_speaks_the_protocol():
     assert 'LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu/ceph' in script
     for marker in ('KVMIO-BOOTED', 'KVMIO-DISK', 'KVMIO-FIO', 'KVMIO-BEGIN', 'KVMIO-END', 'KVMIO-DONE'):
         assert marker in script
-    assert '/etc/kvmio-modules-$bus' in script and 'poweroff -f' in script
+    assert '/etc/kvmio-modules-$bus' in script and 'poweroff -f' in script and 'kvmio.hold=1' in script
