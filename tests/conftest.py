@@ -87,6 +87,17 @@ def _open(uri):
 IN_EMBED_PROCESS = os.environ.get('KVMIO_EMBED_PROCESS') == '1'
 
 
+def pytest_addoption(parser):
+    parser.addoption('--regenerate-goldens', action='store_true', default=False,
+                     help='rewrite the expected outputs under tests/data (golden files) from what the code '
+                          'produces now; review them with git diff before committing (see tests/README.md)')
+
+
+@pytest.fixture
+def regenerate_goldens(request):
+    return request.config.getoption('--regenerate-goldens')
+
+
 def pytest_collection_modifyitems(config, items):
     """Embedded-driver tests run only in the child process that test_embedded_suite.py starts."""
     if IN_EMBED_PROCESS:

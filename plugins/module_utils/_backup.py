@@ -5,33 +5,63 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""Backups of domain XML written before every redefine, and atomic file writes."""
+"""Backups of domain XML written before every redefine, and atomic file writes.
+
+Backups go only to a directory that only root (or the running user) can change (see
+``_trusted_files``): domain_restore redefines domains from what it finds there, and the files hold
+the domains' secrets (graphics passwords), so a directory another user can write is refused, not used.
+"""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
+import re
 import tempfile
 
-from ._errors import ApplyError
+from ._errors import ApplyError, KvmioError
 from ._parallel import map_threads
+from ._trusted_files import trusted_directory
 
 # Where modules save each domain's XML before they redefine it (option backup_dir).
 DEFAULT_BACKUP_DIR = '/var/lib/kvmio/backups'
 
 # Measured, 500 backups on ext4: 68 ms one after another, 22 ms eight at a time.
 FSYNC_WORKERS = 8
+NAME_MAX = 255                                          # bytes in a file name (Linux filesystems)
+_STAMP_FORMAT = '%Y%m%dT%H%M%S.%f'
+_SUFFIX_BYTES = len('.YYYYmmddTHHMMSS.ffffffZ.xml')
+BACKUP_NAME_RE = re.compile(r'^(?P<prefix>.+)\.(?P<stamp>\d{8}T\d{6}\.\d{6})Z\.xml$')
+
+
+def backup_prefix(domain):
+    """The file-name part that stands for ``domain``: the name itself (``/`` made ``_``), or, when that
+    would not fit in NAME_MAX bytes with the time stamp (libvirt accepts longer names), its first bytes,
+    ``~`` and a hash of the whole name. domain_restore checks the name inside the file anyway."""
+    safe = domain.replace(os.sep, '_')
+    encoded = safe.encode('utf-8', 'surrogateescape')
+    room = NAME_MAX - _SUFFIX_BYTES
+    if len(encoded) <= room:
+        return safe
+    digest = hashlib.sha256(domain.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
+    head = encoded[:room - len(digest) - 1].decode('utf-8', 'ignore')    # never half a character
+    return '%s~%s' % (head, digest)
 
 
 def backup_name(domain, now=None):
     """``NAME.YYYYmmddTHHMMSS.ffffffZ.xml``: sorts by time, one file per domain and run."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    safe = domain.replace(os.sep, '_')
-    return '%s.%sZ.xml' % (safe, now.strftime('%Y%m%dT%H%M%S.%f'))
+    return '%s.%sZ.xml' % (backup_prefix(domain), now.strftime(_STAMP_FORMAT))
+
+
+def backup_directory(backup_dir, create=False):
+    """``backup_dir`` resolved, once it passes the trust checks (created 0700 if ``create``)."""
+    return trusted_directory(backup_dir, 'backup_dir', create=create, mode=0o700)
 
 
 def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
@@ -65,9 +95,12 @@ def write_backup(backup_dir, domain, xml_text, durable=True):
     """Saves a domain's XML (0600) and returns the file's path; raises ApplyError if it cannot.
     With ``durable=False`` the caller must call ``sync_backups`` before relying on the file."""
     try:
-        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+        backup_directory(backup_dir, create=True)
         path = os.path.join(backup_dir, backup_name(domain))
         write_atomic(path, xml_text if xml_text.endswith('\n') else xml_text + '\n', mode=0o600, durable=durable)
+    except KvmioError as err:
+        raise ApplyError('cannot back up the XML of domain %s to %s (%s); nothing was defined for it'
+                         % (domain, backup_dir, err.msg), domain=domain, **err.details) from None
     except OSError as err:
         raise ApplyError('cannot back up the XML of domain %s to %s (%s); nothing was defined for it'
                          % (domain, backup_dir, err.strerror or err), domain=domain) from None

@@ -135,7 +135,7 @@ class BenchRun:
             probe = os.path.join(scratch, 'probe')
             with open(probe, 'wb') as handle:
                 handle.write(b'\0' * 4096)
-            storage = StorageProber().facts(probe)
+            storage = StorageProber().facts(probe, 'raw')
             result['odirect'] = storage.odirect
             host = host_support(self.qemu_img.version(), library_version())
             for cache, prealloc in combos:

@@ -14,6 +14,9 @@ import re
 from ._errors import PlanError
 
 _PART_RE = re.compile(r'^(\^?)(\d+)(?:-(\d+))?$')
+# libvirt's own bound (VIR_DOMAIN_CPUMASK_LEN, 16384 since libvirt 8.x): CPU numbers 0-16383. Also keeps
+# '0-99999999' from building a set of a hundred million numbers.
+MAX_CPUS = 16384
 
 
 def parse_cpuset(text, what='cpuset'):
@@ -30,6 +33,9 @@ def parse_cpuset(text, what='cpuset'):
         high = int(match.group(3)) if match.group(3) else low
         if high < low:
             raise PlanError("%s '%s' is not a cpuset: range %s goes backwards" % (what, text, part))
+        if high >= MAX_CPUS:
+            raise PlanError("%s '%s' is not a cpuset: CPU %d is beyond %d, the highest libvirt accepts"
+                            % (what, text, high, MAX_CPUS - 1))
         (excluded if match.group(1) else included).update(range(low, high + 1))
     result = included - excluded
     if not result:

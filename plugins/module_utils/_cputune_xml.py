@@ -112,16 +112,25 @@ def _apply_iothreads(root, tune, plan):
         for number in range(1, wanted + 1):
             if number not in have:
                 make_child(ids, 'iothread', {'id': number})
+    cputune = root.find('cputune')
+    for pin in cputune.findall('iothreadpin') if cputune is not None else ():
+        if (pin.get('iothread') or '').isdigit() and int(pin.get('iothread')) > wanted:
+            _remove_stale_pin(cputune, pin, plan, 'iothread %s' % pin.get('iothread'))
     users = iothread_users(root)
-    for position, el in enumerate(users):
+    position = 0    # round robin over the users without a disk_iothreads choice, so none is left idle
+    for el in users:
         target = el.find('target')
         dev = target.get('dev') if target is not None else None
         wanted_id = tune.disk_iothreads.get(dev) if dev else None
         if wanted_id is None:
             wanted_id = (position % wanted) + 1 if wanted else None
+            position += 1
         driver = el.find('driver')
         before = driver.get('iothread') if driver is not None else None
         if wanted_id is None:
+            if before is not None:      # iothreads: 0: nothing may name an iothread any more
+                set_attr(driver, 'iothread', None)
+                plan.changes.append(Change(_label(el), 'iothread', before, None))
             continue
         if driver is None:
             driver = make_child(el, 'driver', index=0)
@@ -158,6 +167,11 @@ def _set_pin(cputune, tag, key, number, cpus, plan, device):
         plan.changes.append(Change(device, 'pin', before, wanted, live=True))
 
 
+def _remove_stale_pin(cputune, pin, plan, device):
+    remove_child(cputune, pin)
+    plan.changes.append(Change(device, 'pin', pin.get('cpuset'), None, 'the domain has no %s' % device))
+
+
 def _apply_pins(root, tune, plan):
     if tune.vcpus is None and tune.emulator is None and tune.iothread_pins is None:
         return
@@ -166,7 +180,7 @@ def _apply_pins(root, tune, plan):
         count = vcpu_count(root) or 1      # libvirt's default is one vCPU
         for pin in cputune.findall('vcpupin'):
             if not (pin.get('vcpu') or '').isdigit() or int(pin.get('vcpu')) >= count:
-                remove_child(cputune, pin)
+                _remove_stale_pin(cputune, pin, plan, 'vcpu %s' % pin.get('vcpu'))
         for vcpu, cpus in sorted(tune.vcpus.items()):
             _set_pin(cputune, 'vcpupin', 'vcpu', vcpu, cpus, plan, 'vcpu %d' % vcpu)
     if tune.emulator is not None:
@@ -175,7 +189,7 @@ def _apply_pins(root, tune, plan):
         count = tune.iothreads if tune.iothreads is not None else current_iothreads(root)
         for pin in cputune.findall('iothreadpin'):
             if not (pin.get('iothread') or '').isdigit() or int(pin.get('iothread')) > count:
-                remove_child(cputune, pin)
+                _remove_stale_pin(cputune, pin, plan, 'iothread %s' % pin.get('iothread'))
         for number, cpus in sorted(tune.iothread_pins.items()):
             if number <= count:
                 _set_pin(cputune, 'iothreadpin', 'iothread', number, cpus, plan, 'iothread %d' % number)
@@ -189,7 +203,8 @@ def _apply_numatune(root, tune, plan):
         numatune = make_child(root, 'numatune', index=list(root).index(root.find('cputune')) + 1
                               if root.find('cputune') is not None else None)
     memory = numatune.find('memory')
-    before = None if memory is None else '%s:%s' % (memory.get('mode', 'strict'), memory.get('nodeset'))
+    before = None if memory is None else '%s:%s' % (memory.get('mode', 'strict'),
+                                                    memory.get('nodeset') or memory.get('placement') or 'no nodeset')
     if memory is None:
         memory = make_child(numatune, 'memory', index=0)
     set_attr(memory, 'placement', None)
@@ -225,6 +240,42 @@ def plan_live_pins(current, tune):
     return changes
 
 
+def _valid_iothread_ids(root):
+    ids = root.find('iothreadids')
+    if ids is not None and len(ids):
+        return {int(i.get('id')) for i in ids.findall('iothread') if (i.get('id') or '').isdigit()}
+    return set(range(1, current_iothreads(root) + 1))
+
+
+def _device_label(device):
+    if device.tag == 'disk':
+        target = device.find('target')
+        return 'disk %s' % (target.get('dev') if target is not None else '(no target)')
+    if device.tag == 'controller':
+        return 'controller %s %s' % (device.get('type', '?'), device.get('index', '0'))
+    return device.tag
+
+
+def iothread_reference_errors(root, name):
+    """Every reference to an iothread the domain does not have (a disk or controller driver, an
+    iothreadpin): libvirt refuses such XML at define time, so the plan must refuse it first."""
+    valid = _valid_iothread_ids(root)
+    have = ('iothreads %s' % format_cpuset(valid)) if valid else 'no iothreads'
+    errors = []
+    devices = root.find('devices')
+    for device in devices if devices is not None else ():
+        for driver in device.findall('driver'):
+            value = driver.get('iothread')
+            if value is not None and (not value.isdigit() or int(value) not in valid):
+                errors.append('%s: %s would use iothread %s, but the domain has %s'
+                              % (name, _device_label(device), value, have))
+    for pin in root.findall('cputune/iothreadpin'):
+        value = pin.get('iothread') or ''
+        if not value.isdigit() or int(value) not in valid:
+            errors.append('%s: an iothreadpin names iothread %s, but the domain has %s' % (name, value, have))
+    return errors
+
+
 def plan_cputune(xml_text, tune, origin=None):
     """Plans ``tune`` for one domain; changes list items with their before/after values."""
     root = parse_domain(xml_text, origin or 'domain XML')
@@ -240,4 +291,6 @@ def plan_cputune(xml_text, tune, origin=None):
     _apply_numatune(root, tune, plan)
     plan.after = to_text(root)
     plan.changed = not same_document(plan.after, before)
+    if plan.changed:
+        plan.errors.extend(iothread_reference_errors(root, plan.name))
     return plan

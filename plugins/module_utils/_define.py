@@ -63,4 +63,3 @@ def define_plans(client, doms, plans, backup_dir):
             err.msg += ' (defined by this run before it stopped: %s; their backups are listed)' % ', '.join(defined)
         raise err
     return backups
-

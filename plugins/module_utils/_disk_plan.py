@@ -15,14 +15,15 @@ bus-specific settings) and ``<controller>`` elements that a bus change adds, upd
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
-from ._bus_convert import CONVERTIBLE_FROM, BusConversion, controllers_of_type, drive_controller
+from ._bus_convert import CONVERTIBLE_FROM, MAX_SCSI_QUEUES, BusConversion, controllers_of_type, drive_controller, \
+    move_blocker
 from ._disk_policy import SETTINGS, DiskSettings, Guards, decide_disk, effective_settings
 from ._disk_xml import boot_disks, disk_info, disk_source, settings_report, source_label
 from ._domain_plan import Change, DomainPlan, untunable_reason
 from ._domain_xml import domain_name, make_child, parse_domain, same_document, set_attr, to_text, vcpu_count
+from ._selection import matches
 from ._support import HostSupport
 
 
@@ -33,8 +34,10 @@ class DiskRule:
     match: str
     overrides: dict = field(default_factory=dict)   # cache/io/discard/detect_zeroes/bus/skip
 
-    def matches(self, target, path):
-        return any(value is not None and fnmatch.fnmatchcase(value, self.match) for value in (target, path))
+    def matches(self, target, path, known=frozenset()):
+        """``known``: every target and path of the domain; a ``match`` equal to one of them names
+        that disk only, even with glob characters (``/img/a[1].qcow2``), as ``_selection.matches``."""
+        return any(value is not None and matches(value, self.match, known) for value in (target, path))
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class TunePolicy:
     convert_boot_disk: bool = False
     guards: Guards = Guards()
     disk_rules: tuple = ()
+
+
+def _target_dev(disk):
+    target = disk.find('target')
+    return target.get('dev') if target is not None else None
 
 
 def _needs_move(disk, want_bus, devices):
@@ -89,11 +97,11 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
     disks = devices.findall('disk')
     boot = boot_disks(root, disks)
     requests = []       # (disk, settings before, requested settings, bus, skip, settings a disk rule set)
+    known = frozenset(v for d in disks for v in (_target_dev(d), disk_source(d, volume_paths)[1]) if v)
     for disk in disks:
-        target = disk.find('target')
         _type, path, _proto = disk_source(disk, volume_paths)
-        dev = target.get('dev') if target is not None else None
-        rules = [r for r in policy.disk_rules if r.matches(dev, path)]
+        dev = _target_dev(disk)
+        rules = [r for r in policy.disk_rules if r.matches(dev, path, known)]
         plan.matched_rules.update(r.match for r in rules)
         overrides = {}
         for rule in rules:
@@ -107,6 +115,10 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         if skip or bus == 'keep' or not _needs_move(disk, bus, devices):
             continue
         label = '%s: disk %s' % (plan.name, before_report['target'])
+        blocker = move_blocker(disk, bus)
+        if blocker:
+            plan.warnings.append('%s stays on bus %s: %s' % (label, before_report['bus'], blocker))
+            continue
         if disk in boot and not policy.convert_boot_disk:
             driver = 'virtio-scsi' if bus == 'scsi' else 'virtio-blk'
             plan.warnings.append('%s is the boot disk and stays on bus %s: set convert_boot_disk=true once the '
@@ -119,7 +131,7 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         moves[bus].append(disk)
     queues = policy.scsi_queues
     if queues == 'auto':
-        queues = vcpu_count(root)
+        queues = min(vcpu_count(root), MAX_SCSI_QUEUES) if vcpu_count(root) else None
     if policy.bus == 'scsi' or moves['scsi']:
         plan.changes.extend(BusConversion(root, queues).convert(moves))
     elif moves['virtio']:

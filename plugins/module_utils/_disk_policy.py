@@ -292,14 +292,15 @@ ADVISORIES = (
           remedy='discard=unmap detect_zeroes=auto',
           evidence='host space only'),
 )
-# An image-level advisory: the image's own settings, fixed by qcow2_create.
+
+
 def _thin_qcow2(disk, literal, eff, storage, host, guards, image=None):
     if image and image.get('format') == 'qcow2' and image.get('preallocation') == 'off':
         return 'thin qcow2 image %s: every first write to a cluster allocates it' % disk.path
     return ''
 
 
-# An image-level advisory: it reads the image (qemu-img facts), not the disk's settings.
+# An image-level advisory, fixed by qcow2_create: it reads the image (qemu-img facts), not the disk's settings.
 THIN_QCOW2 = Check('thin_qcow2', 'medium', frozenset(), _thin_qcow2, 'preallocate its metadata',
                    fixed_by='qcow2_create', remedy='convert=true preallocation=metadata (domain shut down)',
                    evidence='guest fio: metadata preallocation 1.49x on 4K writes with fsync')
@@ -399,8 +400,8 @@ def _decide_io(disk, want, cache, host, decision):
         return _set(decision, 'io', 'io_uring', 'auto: cache=%s has no O_DIRECT; io_uring is supported here'
                     % (cache or 'unset'))
     reason = host.why_not('io_uring')
-    return _set(decision, 'io', 'threads', 'auto: cache=%s has no O_DIRECT%s' % (cache or 'unset',
-                                                                                   '; ' + reason if reason else ''))
+    suffix = '; ' + reason if reason else ''
+    return _set(decision, 'io', 'threads', 'auto: cache=%s has no O_DIRECT%s' % (cache or 'unset', suffix))
 
 
 def _decide_discard(disk, want, host, decision):

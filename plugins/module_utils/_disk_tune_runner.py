@@ -13,24 +13,31 @@ mode) -> result + diff. Errors are raised as KvmioError and turned into ``fail_j
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
-from ._backup import DEFAULT_BACKUP_DIR, write_atomic, write_backup
+from ._backup import DEFAULT_BACKUP_DIR, write_backup
 from ._define import define_plans
-from ._disk_plan import DiskRule, TunePolicy, plan_domain
-from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, \
-    DiskSettings, Guards
-from ._disk_xml import local_source_paths, volume_sources
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
+from ._disk_plan import plan_domain
+from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
+from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import parse_domain
+from ._domain_xml import domain_name, parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._live_apply import LiveApply, live_diff
+from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, matches, select_with_overrides, still_defined
+from ._module import validated_overrides
+from ._overrides import check_literal_rules, policy_for, scsi_queues
+from ._parallel import map_threads
+from ._save_image import DEFAULT_SAVE_DIR
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
+from ._xml_file import XmlFile
+from ._xml_layout import LayoutError, LayoutKeeper
 
 DISK_RULE_SPEC = {
     'match': {'type': 'str', 'required': True},
@@ -74,82 +81,19 @@ def argument_spec():
         'disks': {'type': 'list', 'elements': 'dict', 'default': [], 'options': DISK_RULE_SPEC},
         'overrides': {'type': 'dict', 'default': {}},
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
+        'apply': {'type': 'str', 'choices': list(APPLY_CHOICES), 'default': 'config'},
+        'save_dir': {'type': 'path', 'default': DEFAULT_SAVE_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     return spec
 
 
-def _queues(value, where):
-    if value is None or value == 'auto':
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise PlanError("%sscsi_queues must be a positive number or 'auto', not '%s'" % (where, value))
-    return number
-
-
-def _rules(entries):
-    return tuple(DiskRule(match=e['match'], overrides={k: v for k, v in e.items() if k != 'match'}) for e in entries)
-
-
-def validated_overrides(raw):
-    """{pattern: validated dict}; an invalid entry fails naming the key and the problem."""
-    result = {}
-    for pattern, entry in (raw or {}).items():
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise PlanError("overrides['%s'] must be a dictionary of settings, not %s" % (pattern, type(entry).__name__))
-        outcome = ArgumentSpecValidator(POLICY_SPEC).validate(entry)
-        if outcome.error_messages:
-            raise PlanError("overrides['%s']: %s" % (pattern, '; '.join(outcome.error_messages)))
-        result[pattern] = {k: v for k, v in outcome.validated_parameters.items() if v is not None}
-    return result
-
-
-def policy_for(name, params, overrides):
-    """The TunePolicy for domain ``name``: module options, then matching overrides in order."""
-    merged = {k: params[k] for k in ('cache', 'io', 'discard', 'detect_zeroes', 'bus', 'scsi_queues',
-                                     'convert_boot_disk', 'migratable')}
-    rules = list(params['disks'])
-    skip = False
-    for pattern, entry in overrides.items():
-        if matches(name, pattern):
-            merged.update({k: v for k, v in entry.items() if k not in ('disks', 'skip')})
-            rules.extend(entry.get('disks', []))
-            skip = skip or entry.get('skip', False)
-    policy = TunePolicy(
-        settings=DiskSettings(cache=merged['cache'], io=merged['io'], discard=merged['discard'],
-                              detect_zeroes=merged['detect_zeroes']),
-        bus=merged['bus'], scsi_queues=_queues(merged['scsi_queues'], '%s: ' % name),
-        convert_boot_disk=merged['convert_boot_disk'],
-        guards=Guards(allow_unsafe=params['allow_unsafe'], migratable=merged['migratable']),
-        disk_rules=_rules(rules))
-    return policy, skip
-
-
-def _check_literal_rules(plans, params, overrides):
-    """A literal disk ``match`` (no glob) that matched no disk is a typo: refuse."""
-    matched = set()
-    for plan in plans:
-        matched.update(plan.matched_rules)
-    unknown = [r['match'] for r in params['disks'] if not is_glob(r['match']) and r['match'] not in matched]
-    for pattern, entry in overrides.items():
-        hit = {m for p in plans if matches(p.name, pattern) for m in p.matched_rules}
-        unknown.extend("%s (overrides['%s'])" % (r['match'], pattern) for r in entry.get('disks', [])
-                       if not is_glob(r['match']) and r['match'] not in hit)
-    if unknown:
-        raise PlanError('disks: no disk has the target or source %s; nothing was changed' % ', '.join(unknown),
-                        unknown_disks=unknown)
-
-
-def _storage(prober, paths):
+def _storage(prober, sources):
+    """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
         return None
-    return {path: prober.facts(path) for path in paths}
+    return {path: prober.facts(path, fmt) for path, fmt in sources.items()}
 
 
 class DiskTuneRun:
@@ -158,8 +102,8 @@ class DiskTuneRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.overrides = validated_overrides(self.params['overrides'])
-        _queues(self.params['scsi_queues'], '')
+        self.overrides = validated_overrides(self.params['overrides'], POLICY_SPEC)
+        scsi_queues(self.params['scsi_queues'])
         self.prober = StorageProber() if self.params['probe_storage'] else None
 
     def run(self):
@@ -189,44 +133,106 @@ class DiskTuneRun:
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
+            known = frozenset(handles)
             for name in names:
-                policy, skip = policy_for(name, params, self.overrides)
+                policy, skip = policy_for(name, params, self.overrides, known)
                 if skip:
                     continue
-                storage = _storage(self.prober, local_source_paths(roots[name], volume_paths))
+                storage = _storage(self.prober, local_source_formats(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
-            _check_literal_rules(plans, params, self.overrides)
+            check_literal_rules(plans, params, self.overrides, known)
+            # Check mode too: it reports what a real run would be refused.
+            checked = check_plans(plans, params['define_check'])
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
-        return self._result(plans, active, backups)
+            live = self._apply_live(client, doms, plans, active) if params['apply'] != 'config' else {}
+        return self._result(plans, active, backups, checked, live)
+
+    def _apply_live(self, client, doms, plans, active):
+        """Brings each running domain to its (now stored) disk settings: {name: (result, Change list)}."""
+        applier = LiveApply(client, self.module.check_mode, self.params['apply'] == 'live_or_pause',
+                            self.params['save_dir'], self.module.warn)
+        running = [plan for plan in plans if plan.name in active]
+
+        def apply_one(plan):
+            later = [c for c in plan.changes if c.setting not in LIVE_SETTINGS] if plan.changed else []
+            try:
+                return applier.apply(doms[plan.name], plan.after, later)
+            except KvmioError as err:
+                return err
+
+        outcomes = dict(zip([plan.name for plan in running], map_threads(apply_one, running)))
+        failed = {name: err for name, err in outcomes.items() if isinstance(err, KvmioError)}
+        if failed:
+            # Say exactly what was done: every other domain's live result, and which ones changed.
+            name, err = sorted(failed.items())[0]
+            done = {n: o for n, o in outcomes.items() if n not in failed}
+            err.details.update(failed_domain=name, live={n: state for n, (state, _c) in done.items()},
+                               applied_live=sorted(n for n, (_s, changes) in done.items() if changes))
+            raise err
+        return outcomes
 
     # --- file mode ------------------------------------------------------------------------
 
     def _run_file(self, path):
+        if self.params['apply'] != 'config':
+            raise PlanError('apply=%s brings running domains of libvirt to their settings; with xml_path there is '
+                            'none: use apply=config' % self.params['apply'])
+        with XmlFile(path) as xml_file:
+            text = xml_file.text
+            root = parse_domain(text, path)
+            name = domain_name(root) or os.path.basename(xml_file.real_path)
+            known = frozenset((name,))
+            # As in libvirt mode, an override naming another domain is a typo, never silently ignored.
+            unknown = sorted(p for p in self.overrides if not is_glob(p) and p != name)
+            if unknown:
+                raise PlanError('overrides name domains other than %s, the domain of xml_path %s: %s; nothing was '
+                                'changed' % (name, path, ', '.join(unknown)))
+            policy, skip = policy_for(name, self.params, self.overrides, known)
+            if skip:
+                return self._result([], set(), [], DefineCheck())
+            keeper = self._layout_keeper(text, root, path)
+            storage = _storage(self.prober, local_source_formats(root))
+            host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
+            plan = plan_domain(text, policy, storage, host, origin=path, root=root)
+            self._fail_on_plan_errors([plan])
+            check_literal_rules([plan], self.params, self.overrides, known)
+            new_text = self._render(keeper, root, plan, text, path) if plan.changed else text
+            # A file no libvirt holds: its planned XML is defined in place of the current one.
+            checked = check_plans([dataclasses.replace(plan, after=new_text)], self.params['define_check'],
+                                  redefine=False)
+            backups = []
+            if plan.changed and not self.module.check_mode:
+                backups.append(write_backup(self.params['backup_dir'], plan.name, text))
+                xml_file.replace(new_text)
+        result = self._result([plan], set(), backups, checked)
+        if self.module._diff and plan.changed:
+            # The file's own text before and after: exactly what a git diff will show.
+            result['diff'] = [{'before': text, 'after': new_text, 'before_header': '%s (before)' % path,
+                               'after_header': '%s (after)' % path}]
+        return result
+
+    def _layout_keeper(self, text, root, path):
         try:
-            with open(path, encoding='utf-8') as handle:
-                text = handle.read()
-        except OSError as err:
-            raise KvmioError('cannot read xml_path %s: %s' % (path, err.strerror)) from None
-        root = parse_domain(text, path)
-        name = root.findtext('name') or os.path.basename(path)
-        policy, _skip = policy_for(name, self.params, self.overrides)
-        storage = _storage(self.prober, local_source_paths(root))
-        host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
-        plan = plan_domain(text, policy, storage, host, origin=path)
-        self._fail_on_plan_errors([plan])
-        _check_literal_rules([plan], self.params, self.overrides)
-        backups = []
-        if plan.changed and not self.module.check_mode:
-            backups.append(write_backup(self.params['backup_dir'], plan.name, text))
-            mode = os.stat(path).st_mode & 0o7777
-            write_atomic(path, plan.after + ('\n' if text.endswith('\n') and not plan.after.endswith('\n') else ''),
-                         mode=mode)
-        return self._result([plan], set(), backups)
+            return LayoutKeeper(text, root)
+        except LayoutError as err:
+            self.module.warn('xml_path %s: cannot keep its layout byte for byte (%s); a changed file is written '
+                             'serialised' % (path, err.msg))
+            return None
+
+    def _render(self, keeper, root, plan, text, path):
+        """The file's new text: the original with only the changed settings edited, where possible."""
+        if keeper is not None:
+            try:
+                return keeper.render(root)
+            except LayoutError as err:
+                self.module.warn('xml_path %s: cannot keep its layout byte for byte (%s); it is written serialised'
+                                 % (path, err.msg))
+        return plan.after + ('\n' if text.endswith('\n') and not plan.after.endswith('\n') else '')
 
     # --- result ---------------------------------------------------------------------------
 
@@ -235,20 +241,39 @@ class DiskTuneRun:
         if errors:
             raise PlanError('; '.join(errors) + '. Nothing was changed.', errors=errors)
 
-    def _result(self, plans, active, backups):
+    def _result(self, plans, active, backups, checked, live=None):
         for plan in plans:
             for warning in plan.warnings:
                 self.module.warn(warning)
-        changed_plans = [p for p in plans if p.changed]
+        for warning in checked.warnings():
+            self.module.warn(warning)
+        live = live or {}
+        domains, diffs = [], []
+        for plan in plans:
+            entry = {'name': plan.name, 'changed': plan.changed, 'restart_required': plan.changed and plan.name in active,
+                     'changes': plan.change_dicts(), 'disks': plan.disks}
+            if plan.changed:
+                diffs.append(diff_entry(plan))
+            if plan.name in live:
+                state, done = live[plan.name]
+                entry.update(changed=plan.changed or bool(done), live=state,
+                             live_changes=[change.as_dict() for change in done],
+                             restart_required=state['status'] in ('restart_required', 'partially_applied'))
+                running = live_diff(plan.name, state)
+                if running:
+                    diffs.append(running)
+            domains.append(entry)
         result = {
-            'changed': bool(changed_plans),
-            'domains': [{'name': p.name, 'changed': p.changed, 'restart_required': p.changed and p.name in active,
-                         'changes': p.change_dicts(), 'disks': p.disks} for p in plans],
-            'restart_required': sorted(p.name for p in changed_plans if p.name in active),
+            'changed': any(d['changed'] for d in domains),
+            'domains': domains,
+            'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
             'backups': backups,
+            'define_check': checked.as_dict(),
             # Probe facts once per storage path (many disks share bases and directories).
             'storage': self.prober.all_facts() if self.prober is not None else {},
         }
+        if live:
+            result['tainted'] = sorted(name for name, (state, _done) in live.items() if state['taint'])
         if self.module._diff:
-            result['diff'] = [diff_entry(p) for p in changed_plans]
+            result['diff'] = diffs
         return result

@@ -51,6 +51,18 @@ def local_source_paths(xml_root, volume_paths=None):
     return paths
 
 
+def local_source_formats(xml_root, volume_paths=None):
+    """{local path: declared format or None} of the domain's hard disks, for the storage probe (which
+    opens each file as the format QEMU will, never as its bytes suggest)."""
+    found = {}
+    for disk in xml_root.findall('devices/disk'):
+        if disk.get('device', 'disk') == 'disk':
+            _type, path, _proto = disk_source(disk, volume_paths)
+            if path and path not in found:
+                found[path] = declared_format(disk)
+    return found
+
+
 def volume_sources(xml_root):
     """(pool, volume) of every ``<disk type='volume'>``, to resolve through libvirt."""
     return [(s.get('pool'), s.get('volume')) for s in xml_root.findall("devices/disk[@type='volume']/source")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._domain_xml import domain_type, parse_domain, to_text
+from ._domain_xml import domain_type, parse_domain, redact_secrets
 
 # Domain types whose disks and CPUs this collection tunes (QEMU with or without KVM).
 TUNABLE_DOMAIN_TYPES = frozenset(('qemu', 'kvm'))
@@ -69,7 +69,9 @@ def untunable_reason(root):
 
 
 def diff_entry(plan, after_header=None):
-    """A before/after diff of one plan, both sides serialised the same way (so only real changes show)."""
-    return {'before': plan.before, 'after': to_text(parse_domain(plan.after, 'the XML of domain %s' % plan.name)),
+    """A before/after diff of one plan, both sides serialised the same way (so only real changes show),
+    secrets (graphics passwords, disk cookies) redacted: a result is printed and logged."""
+    return {'before': redact_secrets(plan.before),
+            'after': redact_secrets(parse_domain(plan.after, 'the XML of domain %s' % plan.name)),
             'before_header': '%s (inactive XML, before)' % plan.name,
             'after_header': after_header or '%s (inactive XML, after)' % plan.name}

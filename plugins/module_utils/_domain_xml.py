@@ -41,6 +41,15 @@ def _parser():
                            no_network=True, huge_tree=False)
 
 
+def _refuse_doctype(root, origin):
+    # libvirt never writes a DOCTYPE; one in a file we read (a backup, an xml_path template) can only
+    # declare entities (billion laughs, external files) or a DTD: refused whatever it holds.
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise KvmioError('%s has a DOCTYPE declaration (%s); domain XML has none, and entity or DTD '
+                         'declarations are not accepted' % (origin, docinfo.doctype or '<!DOCTYPE>'))
+
+
 def parse_domain(text, origin='domain XML'):
     """Parses domain XML text into its root element; raises KvmioError naming ``origin``."""
     require_lxml()
@@ -50,14 +59,29 @@ def parse_domain(text, origin='domain XML'):
         root = etree.fromstring(text, _parser())
     except etree.XMLSyntaxError as err:
         raise KvmioError('%s is not well-formed XML: %s' % (origin, err)) from None
+    _refuse_doctype(root, origin)
     if root.tag != 'domain':
         raise KvmioError('%s has root element <%s>, expected <domain>' % (origin, root.tag))
     return root
 
 
 def to_text(root):
-    """Serialises a tree (or element) as text, without an XML declaration."""
-    return etree.tostring(root, encoding='unicode', with_tail=False)
+    """Serialises a tree (or element) as text, without an XML declaration. Comments and processing
+    instructions around a document's root element (libvirt's "AUTO-GENERATED FILE" header in
+    /etc/libvirt/qemu/*.xml, a note a user wrote) are kept, each on a line of its own."""
+    text = etree.tostring(root, encoding='unicode', with_tail=False)
+    if root.getparent() is None:
+        before, after = [], []
+        node = root.getprevious()
+        while node is not None:
+            before.insert(0, etree.tostring(node, encoding='unicode', with_tail=False) + '\n')
+            node = node.getprevious()
+        node = root.getnext()
+        while node is not None:
+            after.append('\n' + etree.tostring(node, encoding='unicode', with_tail=False))
+            node = node.getnext()
+        text = ''.join(before) + text + ''.join(after)
+    return text
 
 
 def canonical(text_or_root):
@@ -66,7 +90,9 @@ def canonical(text_or_root):
     require_lxml()
     if isinstance(text_or_root, (str, bytes)):
         data = text_or_root.encode('utf-8') if isinstance(text_or_root, str) else text_or_root
-        root = etree.fromstring(data, etree.XMLParser(remove_blank_text=True, resolve_entities=False))
+        root = etree.fromstring(data, etree.XMLParser(remove_blank_text=True, resolve_entities=False,
+                                                      no_network=True))
+        _refuse_doctype(root, 'domain XML')
     else:
         root = etree.fromstring(etree.tostring(text_or_root),
                                 etree.XMLParser(remove_blank_text=True, resolve_entities=False))
@@ -87,6 +113,33 @@ def same_document(text_a, text_b):
 
 def domain_name(root):
     return (root.findtext('name') or '').strip()
+
+
+def domain_uuid(root):
+    """The domain's UUID, lower case, or '' when the XML has none."""
+    return (root.findtext('uuid') or '').strip().lower()
+
+
+# What libvirt adds to domain XML only with VIR_DOMAIN_XML_SECURE (checked against libvirt 9.0:
+# graphics passwords and the cookies of network disk sources). Backups keep them, to restore them;
+# results (diffs) never carry them.
+REDACTED = '********'
+
+
+def redact_secrets(text_or_root):
+    """The XML text with every secret replaced by REDACTED (for diffs and messages)."""
+    require_lxml()
+    if isinstance(text_or_root, (str, bytes)):
+        root = parse_domain(text_or_root)
+    else:
+        root = etree.fromstring(etree.tostring(text_or_root), _parser())
+    for el in root.iter(etree.Element):
+        if el.get('passwd') is not None:
+            el.set('passwd', REDACTED)
+    for cookie in root.iter('cookie'):
+        if cookie.getparent() is not None and cookie.getparent().tag == 'cookies':
+            cookie.text = REDACTED
+    return to_text(root)
 
 
 def domain_type(root):

@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
+from ._disk_xml import declared_format, disk_source
 from ._errors import PlanError
+from ._qcow2_header import is_protocol
 from ._support import FEATURES, HostSupport, fmt_version
 
 PREALLOCATION_CHOICES = ('off', 'metadata', 'falloc', 'full')
+FORMATS = ('qcow2', 'raw')           # what qcow2_create reads; any other format is refused, never guessed
+SECTOR = 512
+# The action as results name it, in check mode as in a real run.
+ACTION_DONE = {'create': 'created', 'grow': 'grown', 'convert': 'converted', 'remove': 'removed',
+               'none': 'none', 'drift': 'drift'}
+WRITE_ACTIONS = ('create', 'grow', 'convert', 'remove')
 # How much of the image is allocated up front, as qemu-img map shows it. falloc and full look alike
 # in a map (every cluster has a host offset and reads as data), so both count as 'falloc'.
 _PREALLOC_RANK = {'off': 0, 'metadata': 1, 'falloc': 2, 'full': 2}
@@ -28,7 +37,10 @@ _SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([KMGTPE]?)(?:i?B)?\s*$', re.IGNOR
 
 
 def parse_size(value, what='size'):
-    """'10G', '512M', '64K', '1.5T' or a number of bytes -> bytes (binary units, as qemu-img)."""
+    """'10G', '512M', '64K', '1.5T' or a number of bytes -> bytes (binary units, as qemu-img).
+
+    Exact (no float): '1.1G' is 1181116006 bytes, as qemu-img reads it.
+    """
     if isinstance(value, int):
         number, unit = value, ''
     else:
@@ -37,10 +49,21 @@ def parse_size(value, what='size'):
             raise PlanError("%s '%s' is not a size: use a number of bytes or a number with K, M, G or T "
                             "(for example 10G)" % (what, value))
         number, unit = match.group(1), match.group(2).upper()
-    size = int(float(number) * _UNITS[unit])
+    size = int(Fraction(number) * _UNITS[unit])
     if size <= 0:
         raise PlanError('%s must be larger than 0, not %s' % (what, value))
     return size
+
+
+def image_size(value):
+    """A virtual size as qemu-img makes it: rounded up to a whole 512-byte sector (1000 -> 1024), so
+    that a rerun with the same request finds the size it asked for."""
+    return whole_sectors(parse_size(value, 'size'))
+
+
+def whole_sectors(size):
+    """``size`` rounded up to a whole number of 512-byte sectors."""
+    return -(-size // SECTOR) * SECTOR
 
 
 def human_size(size):
@@ -88,11 +111,27 @@ def validate_wanted(wanted, qemu_version):
             errors.append('extended_l2 needs compat 1.1')
     if wanted.lazy_refcounts and wanted.compat != '1.1':
         errors.append('lazy_refcounts needs compat 1.1')
+    if wanted.backing_format is not None and wanted.backing_format not in FORMATS:
+        errors.append("backing_format '%s' is not one of %s" % (wanted.backing_format, ', '.join(FORMATS)))
+    if wanted.backing_file is not None and (not wanted.backing_file or is_protocol(wanted.backing_file)):
+        errors.append("backing_file '%s' is not a local file name (QEMU would read a name with ':' before its "
+                      "first '/' as a protocol; write ./%s for a file)" % (wanted.backing_file, wanted.backing_file))
     if wanted.backing_file and wanted.preallocation != 'off' and not wanted.extended_l2:
         errors.append('preallocation=%s with a backing file needs extended_l2=true (QEMU refuses it otherwise); '
                       'or use preallocation=off' % wanted.preallocation)
     if errors:
         raise PlanError('; '.join(errors))
+
+
+def effective_preallocation(wanted, has_backing):
+    """The preallocation an image can show: an overlay keeps unallocated clusters reading through to
+    its backing file, so it can be preallocated (metadata at most, as qemu-img map shows it) only with
+    extended_l2 (subclusters), and not at all without."""
+    if not has_backing:
+        return wanted.preallocation
+    if wanted.extended_l2 and wanted.preallocation != 'off':
+        return 'metadata'
+    return 'off'
 
 
 def preallocation_state(extents):
@@ -121,6 +160,24 @@ def image_facts(info, extents):
     }
 
 
+def header_info(fmt, header, backing_name, size, actual_size):
+    """The ``qemu-img info`` fields ``image_facts`` reads, from a header this module parsed itself
+    (``_qcow2_header``) and the file's size: one qemu-img process less per image, and the backing
+    name exactly as the header holds it (qemu-img prints U+FFFD for bytes that are not UTF-8)."""
+    info = {'format': fmt, 'virtual-size': size, 'actual-size': actual_size}
+    if fmt == 'qcow2':
+        data = {'compat': header.compat, 'extended-l2': header.extended_l2}
+        if header.version >= 3:             # version 2 has no feature bits: qemu-img prints none
+            data['lazy-refcounts'] = header.lazy_refcounts
+        info.update({'virtual-size': header.virtual_size, 'cluster-size': header.cluster_size,
+                     'format-specific': {'type': 'qcow2', 'data': data}})
+        if backing_name is not None:
+            info['backing-filename'] = backing_name
+            if header.backing_format:
+                info['backing-filename-format'] = header.backing_format
+    return info
+
+
 def drift_of(facts, wanted):
     """The fields where an existing image differs from what is asked, as {field: (have, want)}."""
     drift = {}
@@ -139,8 +196,12 @@ def drift_of(facts, wanted):
         drift['extended_l2'] = (facts['extended_l2'], wanted.extended_l2)
     if wanted.backing_file is not None and facts['backing_file'] != wanted.backing_file:
         drift['backing_file'] = (facts['backing_file'], wanted.backing_file)
-    if _PREALLOC_RANK[facts['preallocation'] or 'off'] < _PREALLOC_RANK[wanted.preallocation]:
-        drift['preallocation'] = (facts['preallocation'], wanted.preallocation)
+    if wanted.backing_file is not None and facts['backing_file'] == wanted.backing_file \
+            and facts.get('backing_format') != wanted.backing_format:
+        drift['backing_format'] = (facts.get('backing_format'), wanted.backing_format)
+    want = effective_preallocation(wanted, bool(wanted.backing_file or facts['backing_file']))
+    if _PREALLOC_RANK[facts['preallocation'] or 'off'] < _PREALLOC_RANK[want]:
+        drift['preallocation'] = (facts['preallocation'], want)
     return drift
 
 
@@ -176,3 +237,127 @@ def plan_image(path, facts, wanted, resize='keep', convert=False):
     if other:
         hints.append('convert=true to rewrite it with the requested settings')
     return ImagePlan('drift', drift, 'left alone; set %s' % ' or '.join(hints))
+
+
+# --- who uses an image, and in which format ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageUse:
+    """A domain reads this file: as its disk (``via`` None) or as a backing file of ``via``."""
+
+    domain: str
+    running: bool
+    declared_format: str            # the disk's <driver type>, or the format its overlay's header records
+    via: str | None = None
+
+
+def image_disks(root, volume_paths=None):
+    """[(path, declared format, device)] of every local disk (disks, cdroms, floppies, LUNs) of a domain.
+
+    A disk without ``<driver type>`` is read by QEMU as raw (libvirt does not probe formats).
+    """
+    disks = []
+    for disk in root.findall('devices/disk'):
+        _type, path, _protocol = disk_source(disk, volume_paths)
+        if path:
+            disks.append((path, declared_format(disk) or 'raw', disk.get('device', 'disk')))
+    return disks
+
+
+def _who(uses):
+    names = []
+    for use in sorted(uses, key=lambda u: (u.domain, u.via or '')):
+        text = use.domain if use.via is None else '%s (through %s)' % (use.domain, use.via)
+        if text not in names:
+            names.append(text)
+    return ', '.join(names)
+
+
+def decide_format(path, uses, source_format, found):
+    """(format, where it came from) of an existing image: the domains' declaration, else the
+    ``source_format`` option, else the file's first bytes (``found``: 'qcow2', another format, or None).
+
+    The bytes are the last resort: a guest can write a qcow2 header into a disk its domain declares
+    raw, and that disk must stay raw to everyone.
+    """
+    declared = sorted({u.declared_format for u in uses or ()})
+    if len(declared) > 1:
+        raise PlanError('domains disagree on the format of %s: %s; nothing was done' % (path, '; '.join(
+            '%s as %s' % (_who([u for u in uses if u.declared_format == fmt]), fmt) for fmt in declared)))
+    if declared:
+        fmt = declared[0]
+        if fmt not in FORMATS:
+            raise PlanError('%s is a %s image to domain %s; qcow2_create reads only qcow2 and raw images'
+                            % (path, fmt, _who(uses)))
+        if source_format not in (None, 'auto') and source_format != fmt:
+            raise PlanError('source_format=%s, but domain %s reads %s as %s; nothing was done'
+                            % (source_format, _who(uses), path, fmt))
+        return fmt, 'domain'
+    if source_format not in (None, 'auto'):
+        return source_format, 'source_format'
+    if found == 'qcow2':
+        return 'qcow2', 'header'
+    if found is not None:
+        raise PlanError('%s looks like a %s image, which qcow2_create does not read; if it is a raw disk whose '
+                        'data happens to start that way, set source_format=raw' % (path, found))
+    return 'raw', 'header'
+
+
+def check_disk_image(path, fmt, size):
+    """A raw disk is a whole number of 512-byte sectors; anything else (a text file, an empty file) is not a
+    disk image and is never converted."""
+    if fmt == 'raw' and (size == 0 or size % SECTOR):
+        raise PlanError('%s is %d bytes, not a whole number of 512-byte sectors: not a raw disk image, so '
+                        'qcow2_create leaves it alone' % (path, size))
+
+
+def check_users(path, action, uses, fmt, force):
+    """Refuses to convert, grow or remove a file a domain uses anywhere in its chains.
+
+    ``uses`` None: libvirt could not be asked. Running domains always refuse; a conversion that
+    changes the format refuses every domain that reads the file as raw (it would read qcow2 metadata
+    as its disk); a removal refuses defined domains unless ``force``.
+    """
+    doing = ACTION_DONE[action]
+    if uses is None:
+        if action == 'remove' and not force:
+            raise PlanError('cannot check whether a domain uses %s; set force=true to remove it anyway' % path)
+        if action == 'convert' and fmt != 'qcow2' and not force:
+            raise PlanError('cannot check whether a domain reads %s as %s, so it is not converted to qcow2; set '
+                            'force=true to convert it anyway' % (path, fmt))
+        return
+    running = [u for u in uses if u.running]
+    if running:
+        raise PlanError('%s is in use by running domain %s, so it is not %s; shut the domain down first'
+                        % (path, _who(running), doing), users=sorted({u.domain for u in uses}))
+    if action == 'convert':
+        readers = [u for u in uses if u.declared_format != 'qcow2']
+        if readers:
+            raise PlanError('%s is read as %s by domain %s: converted to qcow2, it would show the guest qcow2 '
+                            'metadata instead of its disk; nothing was done (convert it by hand and change '
+                            'the format domains and overlays record, or leave it %s)'
+                            % (path, readers[0].declared_format, _who(readers), readers[0].declared_format),
+                            users=sorted({u.domain for u in uses}))
+    if action == 'remove' and uses and not force:
+        raise PlanError('%s is a disk of domain %s; remove it from the domain first, or set force=true'
+                        % (path, _who(uses)), users=sorted({u.domain for u in uses}))
+
+
+def planned_facts(before, wanted, action, has_backing):
+    """The facts an image will have after ``action`` (what check mode and diffs show)."""
+    if action in ('none', 'drift'):
+        return before
+    if action == 'remove':
+        return None
+    planned = dict(before or {})
+    planned.update({'format': 'qcow2', 'virtual_size': wanted.size or (before or {}).get('virtual_size')})
+    if action in ('create', 'convert'):
+        planned.update({'compat': wanted.compat, 'lazy_refcounts': wanted.lazy_refcounts,
+                        'extended_l2': wanted.extended_l2,
+                        'preallocation': effective_preallocation(wanted, has_backing), 'actual_size': None})
+        if wanted.cluster_size or action == 'create':
+            planned['cluster_size'] = wanted.cluster_size or 65536
+        if wanted.backing_file or action == 'create':
+            planned['backing_file'] = wanted.backing_file
+            planned['backing_format'] = wanted.backing_format
+    return planned

@@ -13,22 +13,31 @@ from ._cpuset import format_cpuset
 from ._cputune_xml import current_iothreads, current_pins
 from ._disk_xml import disk_info, volume_sources
 from ._domain_xml import parse_domain
-from ._errors import QemuImgError
-from ._disk_policy import SEVERITIES, effective_settings
+from ._errors import KvmioError, QemuImgError
+from ._disk_policy import SEVERITIES, disk_kind_skip_reason, effective_settings
 from ._findings import disk_findings, domain_findings, summarise
 from ._host_probe import host_support
 from ._image_plan import image_facts
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._live_apply import READ_QEMU_CHOICES, running_disks
+from ._live_plan import driver_settings, live_findings
 from ._qemu_img import QemuImg, module_runner
 from ._selection import SELECTION_ARGUMENT_SPEC, select_names, still_defined
-from ._storage_probe import StorageProber
+from ._storage_probe import DEFAULT_FORMAT, StorageProber
+
+# Seconds one qemu-img read may take: an image on a hung NFS server must not hang the whole audit.
+QEMU_IMG_TIMEOUT = 30
+# Formats handed to qemu-img -f (libvirt's names; libvirt opens an 'iso' as raw). Others are not inspected.
+INSPECTED_FORMATS = {'raw': 'raw', 'iso': 'raw', 'qcow2': 'qcow2', 'qed': 'qed', 'vmdk': 'vmdk', 'vdi': 'vdi',
+                     'vpc': 'vpc', 'vhdx': 'vhdx', 'luks': 'luks'}
 
 
 def argument_spec():
     spec = dict(LIBVIRT_ARGUMENT_SPEC)
     spec.update(SELECTION_ARGUMENT_SPEC)
     spec.update({'probe_storage': {'type': 'bool', 'default': True},
-                 'inspect_images': {'type': 'bool', 'default': True}})
+                 'inspect_images': {'type': 'bool', 'default': True},
+                 'read_qemu': {'type': 'str', 'choices': list(READ_QEMU_CHOICES), 'default': 'auto'}})
     return spec
 
 
@@ -36,18 +45,33 @@ class InfoRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.qemu_img = QemuImg(module_runner(module))
+        self.qemu_img = QemuImg(module_runner(module), timeout=QEMU_IMG_TIMEOUT)
         self._images = {}
 
-    def _image(self, path):
-        if path not in self._images:
+    def _image(self, path, declared):
+        """qemu-img facts of ``path`` opened as the format its domain declares (``declared``; None:
+        raw, as libvirt does), never as the bytes suggest; a qcow2's backing file is not opened."""
+        key = (path, declared or DEFAULT_FORMAT)
+        if key not in self._images:
+            fmt = INSPECTED_FORMATS.get(key[1])
+            if fmt is None:
+                self._images[key] = {'error': 'format %s is not inspected' % key[1]}
+                return self._images[key]
             try:
-                info = self.qemu_img.info(path)
-                extents = self.qemu_img.map(path) if info.get('format') == 'qcow2' else None
-                self._images[path] = image_facts(info, extents)
+                info = self.qemu_img.info(path, fmt=fmt)
+                extents = self.qemu_img.map(path, fmt=fmt) if fmt == 'qcow2' else None
+                self._images[key] = image_facts(info, extents)
             except QemuImgError as err:
-                self._images[path] = {'error': err.msg}
-        return self._images[path]
+                self._images[key] = {'error': err.msg}
+        return self._images[key]
+
+    def _running(self, client, dom):
+        """{target: (live XML settings, RunningDisk)} of a running domain; {} when it stopped meanwhile."""
+        try:
+            return running_disks(client, dom, self.params['read_qemu'])[1]
+        except KvmioError as err:
+            self.module.warn('%s: cannot read what its QEMU runs: %s' % (dom.name(), err.msg))
+            return {}
 
     def run(self):
         params = self.params
@@ -67,6 +91,7 @@ class InfoRun:
             emulators = sorted({r.findtext('devices/emulator') or '' for r in roots.values()} - {''})
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
+            running = {name: self._running(client, handles[name]) for name in names if name in active}
         all_vcpu_pins = {n: current_pins(roots[n]) for n in roots}
         domains, findings = [], []
         for name in names:
@@ -74,14 +99,18 @@ class InfoRun:
             disks = []
             for disk_el in root.findall('devices/disk'):
                 info = disk_info(disk_el, volume_paths, root.find('devices'))
-                storage = prober.facts(info.path) if (prober and info.path) else None
-                image = self._image(info.path) if (params['inspect_images'] and storage is not None
-                                                   and storage.kind in ('file', 'block')) else None
+                storage = prober.facts(info.path, info.image_format) if (prober and info.path) else None
+                image = self._image(info.path, info.image_format) if (
+                    params['inspect_images'] and storage is not None and storage.kind in ('file', 'block')) else None
                 found = disk_findings(name, info, storage, image, host)
+                live_settings, now = running.get(name, {}).get(info.target, (None, None))
+                if now is not None and not disk_kind_skip_reason(info):
+                    found.extend(live_findings(name, info.target, live_settings, now, driver_settings(disk_el)))
                 findings.extend(found)
                 disks.append({'target': info.target, 'bus': info.bus, 'device': info.device, 'source': info.path,
                               'settings': info.current, 'effective': effective_settings(info, host=host),
                               'iothread': info.iothread,
+                              'live_settings': live_settings, 'running': now.as_dict() if now is not None else None,
                               'storage': storage.as_dict() if storage else None, 'image': image,
                               'findings': [f['code'] for f in found]})
             others = set()

@@ -15,16 +15,30 @@ from ._cputune_xml import CpuTune, current_iothreads, current_pins, iothread_use
     plan_cputune, plan_live_pins
 from ._backup import DEFAULT_BACKUP_DIR
 from ._define import define_plans
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
+from ._module import validated_overrides
 from ._pinning import DomainNeed, PinPolicy, allocate
 from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides, still_defined
 from ._topology import topology_from_capabilities
 
 PIN_KEYS = ('vcpu_pinning', 'emulator_pinning', 'iothread_pinning')
+# No limit in libvirt; each iothread is a QEMU thread, and a typo such as 4000 must not plan 4000 of them.
+MAX_IOTHREADS = 1024
+
+# What an ``overrides`` entry may hold; validated like kvm_disk_tune's, before anything is planned.
+OVERRIDE_SPEC = {
+    'iothreads': {'type': 'str'},
+    'disk_iothreads': {'type': 'dict'},
+    'vcpu_pinning': {'type': 'str'},
+    'emulator_pinning': {'type': 'str'},
+    'iothread_pinning': {'type': 'str'},
+    'skip': {'type': 'bool'},
+}
 
 
 def argument_spec():
@@ -48,34 +62,70 @@ def argument_spec():
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     return spec
 
 
-def _iothread_count(value, root, cap, name):
+def checked_iothreads(value, where):
+    """'auto', 'keep' or a number of iothreads from 0 to MAX_IOTHREADS; PlanError naming ``where``."""
+    if value in (None, 'auto', 'keep'):
+        return value
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if not 0 <= number <= MAX_IOTHREADS:
+        raise PlanError("%siothreads must be a number from 0 to %d, 'auto' or 'keep', not '%s'"
+                        % (where, MAX_IOTHREADS, value))
+    return number
+
+
+def checked_disk_iothreads(value, where):
+    """{target dev: iothread number >= 1}; PlanError naming ``where`` and the entry."""
+    result = {}
+    for target, number in (value or {}).items():
+        try:
+            parsed = int(str(number).strip()) if not isinstance(number, bool) else 0
+        except ValueError:
+            parsed = 0
+        if not 1 <= parsed <= MAX_IOTHREADS:
+            raise PlanError("%sdisk_iothreads: %s must map to an iothread number from 1 to %d, not '%s'"
+                            % (where, target, MAX_IOTHREADS, number))
+        result[str(target)] = parsed
+    return result
+
+
+def _iothread_count(value, root, cap):
     if value in (None, 'keep'):
         return None
     if value == 'auto':
         users = len(iothread_users(root))
         return min(users, cap) if users else None
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise PlanError("%s: iothreads must be a number, 'auto' or 'keep', not '%s'" % (name, value))
-    return number
+    return value
 
 
 class IothreadPinRun:
     def __init__(self, module):
         self.module = module
         self.params = module.params
-        self.overrides = dict(self.params['overrides'])
+        self.known = frozenset()
+        # Every value is checked here, before the lock is taken and anything is read: a bad one fails
+        # the run naming it, never libvirt half-way through the defines.
+        self.overrides = validated_overrides(self.params['overrides'], OVERRIDE_SPEC)
+        checked_iothreads(self.params['iothreads'], '')
+        checked_disk_iothreads(self.params['disk_iothreads'], '')
+        for pattern, entry in self.overrides.items():
+            where = "overrides['%s']: " % pattern
+            checked_iothreads(entry.get('iothreads'), where)
+            checked_disk_iothreads(entry.get('disk_iothreads'), where)
+        if not 1 <= self.params['max_iothreads'] <= MAX_IOTHREADS:
+            raise PlanError('max_iothreads must be from 1 to %d, not %d (it caps iothreads=auto; use iothreads=0 '
+                            'for none)' % (MAX_IOTHREADS, self.params['max_iothreads']))
 
     def _setting(self, name, key):
         value = self.params[key]
         for pattern, entry in self.overrides.items():
-            if matches(name, pattern) and isinstance(entry, dict) and entry.get(key) is not None:
+            if matches(name, pattern, self.known) and entry.get(key) is not None:
                 value = entry[key]
         return value
 
@@ -92,7 +142,8 @@ class IothreadPinRun:
         with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
-            names = [n for n in names if not any(matches(n, p) and (e or {}).get('skip')
+            self.known = frozenset(handles)
+            names = [n for n in names if not any(matches(n, p, self.known) and e.get('skip')
                                                  for p, e in self.overrides.items())]
             _count, online = client.cpu_map()
             topology = topology_from_capabilities(client.capabilities_xml(), online)
@@ -109,8 +160,8 @@ class IothreadPinRun:
                 housekeeping = frozenset(parse_cpuset(params['housekeeping_cpus'], 'housekeeping_cpus'))
                 topology.check_cpus(housekeeping, 'housekeeping_cpus')
             explicit = {name: {key: self._explicit(topology, name, key) for key in PIN_KEYS} for name in names}
-            counts = {name: _iothread_count(self._setting(name, 'iothreads'), roots[name], params['max_iothreads'],
-                                            name) for name in names}
+            counts = {name: _iothread_count(checked_iothreads(self._setting(name, 'iothreads'), '%s: ' % name),
+                                            roots[name], params['max_iothreads']) for name in names}
             placements, unplaced = {}, {}
             if any(v == 'auto' for pins in explicit.values() for v in pins.values()):
                 needs = [DomainNeed(name, vcpus=vcpu_count(root) or 1,
@@ -133,9 +184,11 @@ class IothreadPinRun:
             for name in names:
                 tunes[name] = self._tune(name, roots[name], counts[name], explicit[name], placements.get(name))
                 plans.append(plan_cputune(xmls[name], tunes[name], 'the XML of domain %s' % name))
-            errors = [e for p in plans for e in p.errors]
+            errors = [e for p in plans for e in p.errors] + self._unknown_disk_targets(names, roots)
             if errors:
                 raise PlanError('; '.join(errors) + '. Nothing was changed.')
+            # Check mode too: it reports what a real run would be refused.
+            checked = check_plans(plans, params['define_check'])
             active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:
@@ -144,7 +197,7 @@ class IothreadPinRun:
             if params['live']:
                 for name in sorted(active):
                     live[name] = self._apply_live(client, handles[name], tunes[name])
-        return self._result(plans, tunes, placements, unplaced, active, live, backups)
+        return self._result(plans, tunes, placements, unplaced, active, live, backups, checked)
 
     def _tune(self, name, root, count, explicit, placement):
         def pick(key, auto_value):
@@ -162,10 +215,23 @@ class IothreadPinRun:
         io_value = pick('iothread_pinning', placement.emulator if placement else None)
         io_value = {i: io_value for i in range(1, threads + 1)} if io_value is not None else None
         numa = self.params['numatune']
-        return CpuTune(iothreads=count, disk_iothreads=dict(self._setting(name, 'disk_iothreads') or {}),
+        return CpuTune(iothreads=count,
+                       disk_iothreads=checked_disk_iothreads(self._setting(name, 'disk_iothreads'), '%s: ' % name),
                        vcpus=vcpu_value, emulator=pick('emulator_pinning', placement.emulator if placement else None),
                        iothread_pins=io_value, numa_node=placement.node if placement else None,
                        numa_mode=None if numa == 'none' else numa)
+
+    def _unknown_disk_targets(self, names, roots):
+        """disk_iothreads naming a target that is a virtio disk of none of the domains it applies to is
+        a typo: one error per such target."""
+        wanted, found = set(), set()
+        for name in names:
+            targets = set(checked_disk_iothreads(self._setting(name, 'disk_iothreads'), ''))
+            wanted |= targets
+            found |= targets & {el.find('target').get('dev') for el in iothread_users(roots[name])
+                                if el.tag == 'disk'}
+        return ['disk_iothreads: %s is not a virtio disk of any selected domain (only virtio-blk disks run in an '
+                'iothread)' % target for target in sorted(wanted - found)]
 
     def _apply_live(self, client, dom, tune):
         """Pins and iothreads a running domain can take now; returns the Changes (applied unless in check mode)."""
@@ -184,10 +250,12 @@ class IothreadPinRun:
                     client.pin_iothread_live(dom, number, tune.iothread_pins[number])
         return changes
 
-    def _result(self, plans, tunes, placements, unplaced, active, live, backups):
+    def _result(self, plans, tunes, placements, unplaced, active, live, backups, checked):
         for plan in plans:
             for warning in plan.warnings:
                 self.module.warn(warning)
+        for warning in checked.warnings():
+            self.module.warn(warning)
         domains = []
         for plan in plans:
             config_only = [c for c in plan.changes if not c.live]
@@ -200,7 +268,7 @@ class IothreadPinRun:
                             'iothreads': tunes[plan.name].iothreads})
         result = {'changed': any(d['changed'] for d in domains), 'domains': domains,
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
-                  'unplaced': unplaced, 'backups': backups}
+                  'unplaced': unplaced, 'backups': backups, 'define_check': checked.as_dict()}
         if self.module._diff:
             result['diff'] = [diff_entry(p) for p in plans if p.changed]
         return result

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import traceback
 
@@ -24,6 +25,11 @@ except ImportError:
     LIBVIRT_IMPORT_ERROR = traceback.format_exc()
 else:
     LIBVIRT_IMPORT_ERROR = None
+
+try:
+    import libvirt_qemu
+except ImportError:
+    libvirt_qemu = None
 
 LIBVIRT_ARGUMENT_SPEC = {
     'uri': {'type': 'str', 'default': 'qemu:///system', 'fallback': (env_fallback, ['LIBVIRT_DEFAULT_URI'])},
@@ -272,7 +278,91 @@ class LibvirtClient:
         except libvirt.libvirtError:
             return None
 
+    # --- running QEMU: monitor, jobs, save and restore (live apply) ----------------------------
+
+    def qmp(self, dom, command, **arguments):
+        """Runs one QMP command through libvirt (virDomainQemuMonitorCommand) and returns its ``return``.
+
+        libvirt marks the domain tainted (custom-monitor) for the life of its QEMU process."""
+        if libvirt_qemu is None:
+            raise LibvirtUnavailable('the Python binding libvirt_qemu is missing on this host: install %s'
+                                     % LIBVIRT_REQUIREMENT)
+        request = {'execute': command}
+        if arguments:
+            request['arguments'] = arguments
+        what = 'run %s in the QEMU of domain %s' % (command, dom.name())
+        reply = self._call_operation(what, libvirt_qemu.qemuMonitorCommand, dom, json.dumps(request), 0)
+        try:
+            data = json.loads(reply)
+        except ValueError:
+            raise KvmioError('QEMU gave no JSON reply to %s: %r' % (what, reply[:200])) from None
+        if 'error' in data:
+            error = data['error'] if isinstance(data['error'], dict) else {}
+            raise KvmioError('QEMU refused to %s: %s' % (what, error.get('desc', data['error'])),
+                             qmp_error=error.get('class'))
+        return data.get('return')
+
+    def taint_messages(self, dom):
+        """libvirt's tainting messages of a domain (virDomainGetMessages, libvirt >= 7.1), or None
+        when this libvirt cannot say."""
+        flag = getattr(libvirt, 'VIR_DOMAIN_MESSAGE_TAINTING', None)
+        if flag is None or not hasattr(dom, 'messages'):
+            return None
+        return self._call('read the messages of domain %s' % dom.name(), dom.messages, flag) or []
+
+    def domain_id(self, dom):
+        return self._call('read the id of domain %s' % dom.name(), dom.ID)
+
+    def job_in_progress(self, dom):
+        """The operation of the domain job in progress (migration, save, backup, ...), or None."""
+        stats = self._call('read the job of domain %s' % dom.name(), dom.jobStats, 0) or {}
+        if stats.get('type', libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        names = {getattr(libvirt, name): name[len('VIR_DOMAIN_JOB_OPERATION_'):].lower()
+                 for name in dir(libvirt) if name.startswith('VIR_DOMAIN_JOB_OPERATION_')}
+        return names.get(stats.get('operation'), 'a job')
+
+    def block_job(self, dom, target):
+        """{'type', 'cur', 'end', ...} of the block job running on disk ``target``, or {} when none."""
+        return self._call('read the block jobs of domain %s' % dom.name(), dom.blockJobInfo, target, 0) or {}
+
+    def set_live_metadata(self, dom, xml, key, namespace):
+        """Sets a metadata element of the running domain only (its persistent config is untouched)."""
+        self._call_operation('record metadata in the live XML of domain %s' % dom.name(), dom.setMetadata,
+                             libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, namespace, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def save(self, dom, path):
+        """Saves a running domain's memory to ``path`` and stops it (virDomainSave). On failure libvirt
+        resumes the domain."""
+        self._call_operation('save domain %s to %s' % (dom.name(), path), dom.save, path)
+
+    def save_image_xml(self, path):
+        flags = libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE
+        return self._call_operation('read the XML of the save image %s' % path, self.conn.saveImageGetXMLDesc,
+                                    path, flags)
+
+    def save_image_define(self, path, xml):
+        """Replaces the XML in a save image (virDomainSaveImageDefineXML). libvirt checks that the
+        guest ABI stays the same and validates it; on failure the image is left as it was."""
+        self._call_operation('define the XML of the save image %s' % path, self.conn.saveImageDefineXML, path, xml, 0)
+
+    def restore(self, path):
+        """Starts the domain saved in ``path`` from its image, in the state it was saved in."""
+        self._call_operation('restore the domain saved in %s' % path, self.conn.restore, path)
+
     # --- helpers ------------------------------------------------------------------------------
+
+    def _call_operation(self, what, func, *args):
+        """Like ``_call``, but only a lost connection counts as one: an operation's own system error
+        (a full disk, a QEMU that would not start) is reported as libvirt gave it."""
+        try:
+            return func(*args)
+        except libvirt.libvirtError as err:
+            code = _error_code(err)
+            if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
+                raise self._wrap(what, err) from None
+            raise KvmioError('libvirt refused to %s: %s' % (what, err.get_error_message()),
+                             libvirt_error_code=code) from None
 
     def _call(self, what, func, *args):
         try:

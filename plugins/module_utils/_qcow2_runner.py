@@ -5,289 +5,637 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""qcow2_create's flow: read the image (qemu-img info/map), plan (pure, ``_image_plan``), apply.
+"""qcow2_create's flow, for one image or a list: lock, read, plan every image (pure, ``_image_plan``),
+then apply the plans one by one.
 
-Every write goes to a temporary file beside the image (``.NAME.kvmio-PID.tmp``) and reaches the
-image's name by a link (create: fails rather than overwrite) or an atomic rename (convert, after
-``qemu-img compare`` and a hard-link backup of the original). A temporary file left by a killed run
-is removed by the next one.
+Reading trusts nothing an image says: each file is opened here (``_image_chain``), its format comes
+from the domains that use it (``_image_users``, read once per run), and qemu-img gets descriptors
+and explicit formats. Writing goes to a private directory beside the image (``_image_workdir``);
+the result takes the image's name by ``link`` (create: fails rather than overwrite) or by an
+atomic rename after ``qemu-img compare`` and a hard-link backup of the original (convert).
+Every refusal happens while planning, so a run that refuses one image changes none.
 """
 
 from __future__ import annotations
 
-import datetime
-import errno
-import glob
+import dataclasses
+import grp
 import os
+import pwd
+import re
+import resource
 import stat
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
-from ._disk_xml import local_source_paths
-from ._domain_xml import parse_domain
-from ._errors import ApplyError, KvmioError, LibvirtUnavailable, PlanError
-from ._image_plan import PREALLOCATION_CHOICES, WantedImage, human_size, image_facts, parse_size, plan_image, \
-    validate_wanted
-from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._errors import ApplyError, KvmioError, LibvirtUnavailable, PlanError, QemuImgError
+from ._image_chain import Chain, head_format, image_node, json_spec, kind_of, layer_from_fd, not_an_image, \
+    open_file, printable, qemu_holds, read_head, walk_chain
+from ._image_plan import ACTION_DONE, FORMATS, PREALLOCATION_CHOICES, ImagePlan, WantedImage, check_disk_image, \
+    check_users, decide_format, effective_preallocation, header_info, human_size, image_facts, image_size, \
+    parse_size, plan_image, planned_facts, validate_wanted, whole_sectors
+from ._image_users import read_image_uses
+from ._image_workdir import WorkDir, backup_name, entry_stat, fsync_dir, link_backup, open_directory, \
+    remove_dead_workdirs, same_file
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
-from ._qemu_img import QemuImg, module_runner
-from ._storage_probe import StorageProber
+from ._parallel import map_threads
+from ._qemu_img import QemuImg, module_runner, subprocess_runner
+from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect_fd, read_mounts
+
+# Reading an image (qemu-img map) takes milliseconds; a qemu-img that takes this long is stuck.
+PROBE_TIMEOUT = 120
+# qemu-img map processes run at once while a list is read (they mostly wait on the kernel).
+MAP_WORKERS = 4
+
+# The options of one image: the single form takes them at the top level, the list form per entry
+# (an entry's unset option falls back to the top-level value).
+IMAGE_OPTIONS = {
+    'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
+    'size': {'type': 'str'},
+    'preallocation': {'type': 'str', 'choices': list(PREALLOCATION_CHOICES), 'default': 'metadata'},
+    'cluster_size': {'type': 'str'},
+    'lazy_refcounts': {'type': 'bool', 'default': False},
+    'extended_l2': {'type': 'bool', 'default': False},
+    'compat': {'type': 'str', 'choices': ['0.10', '1.1'], 'default': '1.1'},
+    'backing_file': {'type': 'str'},
+    'backing_format': {'type': 'str', 'choices': list(FORMATS), 'default': 'qcow2'},
+    'source_format': {'type': 'str', 'choices': ['auto'] + list(FORMATS), 'default': 'auto'},
+    'resize': {'type': 'str', 'choices': ['keep', 'grow'], 'default': 'keep'},
+    'convert': {'type': 'bool', 'default': False},
+    'force': {'type': 'bool', 'default': False},
+}
+FILE_OPTIONS = {'owner': {'type': 'str'}, 'group': {'type': 'str'}, 'mode': {'type': 'raw'}}
+# Common file arguments other than owner, group and mode, applied by Ansible's own helpers.
+_OTHER_FILE_ARGS = ('seuser', 'serole', 'setype', 'selevel', 'attributes')
+_OCTAL_RE = re.compile(r'^0?[0-7]{1,4}$')
 
 
 def argument_spec():
     spec = dict(LIBVIRT_ARGUMENT_SPEC)
-    spec.update({
-        'path': {'type': 'path', 'required': True},
-        'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
-        'size': {'type': 'str'},
-        'preallocation': {'type': 'str', 'choices': list(PREALLOCATION_CHOICES), 'default': 'metadata'},
-        'cluster_size': {'type': 'str'},
-        'lazy_refcounts': {'type': 'bool', 'default': False},
-        'extended_l2': {'type': 'bool', 'default': False},
-        'compat': {'type': 'str', 'choices': ['0.10', '1.1'], 'default': '1.1'},
-        'backing_file': {'type': 'str'},
-        'backing_format': {'type': 'str', 'default': 'qcow2'},
-        'resize': {'type': 'str', 'choices': ['keep', 'grow'], 'default': 'keep'},
-        'convert': {'type': 'bool', 'default': False},
-        'force': {'type': 'bool', 'default': False},
-        'allowed_roots': {'type': 'list', 'elements': 'path', 'default': []},
-    })
+    spec['path'] = {'type': 'path'}
+    spec.update(IMAGE_OPTIONS)
+    entry = {'path': {'type': 'path', 'required': True}}
+    entry.update({key: {k: v for k, v in option.items() if k != 'default'} for key, option in IMAGE_OPTIONS.items()})
+    entry.update(FILE_OPTIONS)
+    spec['images'] = {'type': 'list', 'elements': 'dict', 'options': entry}
+    spec['allowed_roots'] = {'type': 'list', 'elements': 'path', 'default': []}
     spec.update(LOCK_ARGUMENT_SPEC)
     return spec
 
 
-def temp_name(path, pid=None):
-    return os.path.join(os.path.dirname(path), '.%s.kvmio-%d.tmp' % (os.path.basename(path), pid or os.getpid()))
+MODULE_OPTIONS = {'add_file_common_args': True, 'mutually_exclusive': [('path', 'images')],
+                  'required_one_of': [('path', 'images')]}
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM
-    return True
+@dataclass
+class Request:
+    """One image to handle: ``path`` absolute as given, ``options`` every IMAGE_OPTIONS key and the file options."""
+
+    index: int | None
+    path: str
+    options: dict
 
 
-def remove_stale_temporaries(path):
-    """Temporary files of runs that died (SIGKILL, power loss); a live run's file is left alone."""
-    removed = []
-    pattern = os.path.join(glob.escape(os.path.dirname(path)), '.%s.kvmio-*.tmp' % glob.escape(os.path.basename(path)))
-    for tmp in glob.glob(pattern):
+def requests_of(params):
+    file_defaults = {key: params.get(key) for key in FILE_OPTIONS}
+    if params.get('images') is None:
+        options = {key: params[key] for key in IMAGE_OPTIONS}
+        options.update(file_defaults)
+        return [Request(None, os.path.abspath(params['path']), options)]
+    found = []
+    for index, entry in enumerate(params['images']):
+        options = {key: entry[key] if entry.get(key) is not None else params[key] for key in IMAGE_OPTIONS}
+        options.update({key: entry[key] if entry.get(key) is not None else file_defaults[key] for key in FILE_OPTIONS})
+        found.append(Request(index, os.path.abspath(entry['path']), options))
+    return found
+
+
+@dataclass
+class Job:
+    """Everything this run learnt and decided about one image."""
+
+    request: Request
+    real: str
+    dir_path: str
+    name: str
+    dir_fd: int = -1
+    st: os.stat_result | None = None   # lstat of the image's real name, None when it does not exist
+    top: object = None                 # Layer of the existing image, open
+    chain: object = None               # its whole Chain (convert, grow)
+    backing: object = None             # Chain of a requested backing_file
+    fmt: str | None = None
+    format_source: str | None = None
+    uses: list | None = None
+    before: dict | None = None
+    wanted: WantedImage | None = None
+    plan: ImagePlan = field(default_factory=lambda: ImagePlan('none'))
+    attrs: dict = field(default_factory=dict)      # {'mode'/'uid'/'gid': wanted value}
+    attrs_differ: bool = False
+    cleaned: list = field(default_factory=list)
+    backup: str | None = None
+
+    @classmethod
+    def of(cls, request):
+        real = os.path.realpath(request.path)
+        return cls(request, real, os.path.dirname(real), os.path.basename(real))
+
+    @property
+    def path(self):
+        return self.request.path
+
+    @property
+    def label(self):
+        return printable(self.request.path)
+
+    def close(self):
+        for chain in (self.chain, self.backing):
+            if chain is not None:
+                chain.close()
+        if self.top is not None:
+            self.top.close()
+
+
+def _raise_fd_limit():
+    """A list of images holds a descriptor per image file and lock: make room for a few thousand."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
         try:
-            pid = int(tmp.rsplit('.kvmio-', 1)[1][:-len('.tmp')])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            os.unlink(tmp)
-            removed.append(tmp)
-    return removed
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
 
 
 class Qcow2Run:
     def __init__(self, module):
         self.module = module
         self.params = module.params
+        self.check_mode = module.check_mode
         self.qemu_img = QemuImg(module_runner(module))
-        self.path = os.path.abspath(self.params['path'])
-        self.result = {'changed': False, 'path': self.path, 'action': 'none', 'drift': {}, 'backup_file': None,
-                       'cleaned': []}
+        # Reads overlap in threads: those use plain subprocess, which is safe in threads (Ansible's
+        # run_command forks with a preexec_fn, which is not).
+        self.reader = QemuImg(subprocess_runner())
+        self.roots = [os.path.realpath(r) for r in self.params['allowed_roots']]
+        self._uses = None
+        self._uses_read = False
+        self._dirs = {}
+        self.mounts = None
 
-    # --- reading ----------------------------------------------------------------------------
-
-    def _current_facts(self):
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            raise KvmioError('cannot stat %s: %s' % (self.path, err.strerror)) from None
-        if stat.S_ISDIR(st.st_mode):
-            raise PlanError('%s is a directory, not an image file' % self.path)
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-            raise PlanError('%s is not a regular file or block device, so not an image' % self.path)
-        info = self.qemu_img.info(self.path)
-        extents = self.qemu_img.map(self.path) if info.get('format') == 'qcow2' else None
-        return image_facts(info, extents)
-
-    def _wanted(self):
-        params = self.params
-        size = parse_size(params['size'], 'size') if params['size'] else None
-        cluster = parse_size(params['cluster_size'], 'cluster_size') if params['cluster_size'] else None
-        wanted = WantedImage(size=size, preallocation=params['preallocation'], cluster_size=cluster,
-                             lazy_refcounts=params['lazy_refcounts'], extended_l2=params['extended_l2'],
-                             compat=params['compat'], backing_file=params['backing_file'],
-                             backing_format=params['backing_format'] if params['backing_file'] else None)
-        validate_wanted(wanted, self.qemu_img.version())
-        return wanted
-
-    def _users(self, active_only):
-        """Domains (by name) whose disks use this image, through libvirt; raises LibvirtUnavailable."""
-        real = os.path.realpath(self.path)
-        users = []
-        with LibvirtClient(self.params['uri']) as client:
-            for dom in client.all_domains():
-                active = client.is_active(dom)
-                if active_only and not active:
-                    continue
-                xml = client.live_xml(dom) if active else client.inactive_xml(dom)
-                paths = local_source_paths(parse_domain(xml, 'the XML of domain %s' % dom.name()))
-                if any(os.path.realpath(p) == real for p in paths):
-                    users.append(dom.name())
-        return sorted(users)
-
-    def _refuse_if_in_use(self, doing):
-        holder = self.qemu_img.lock_holder_error(self.path)
-        if not holder:
-            return
-        try:
-            users = self._users(active_only=True)
-        except LibvirtUnavailable:
-            users = []
-        who = ('running domain %s' % ', '.join(users)) if users else 'another process'
-        raise PlanError('%s is in use by %s (QEMU holds its write lock), so it is not %s; shut the domain down '
-                        'first' % (self.path, who, doing), qemu_img=holder, users=users)
-
-    # --- the run ----------------------------------------------------------------------------
+    # --- the run --------------------------------------------------------------------------------
 
     def run(self):
-        with HostLock(os.path.realpath(self.path), self.params['lock_timeout']):
-            return self._run()
-
-    def _check_allowed_roots(self):
-        roots = [os.path.realpath(r) for r in self.params['allowed_roots']]
-        if not roots:
-            return
-        real = os.path.realpath(self.path)       # symlinks out of a root count as outside
-        if not any(real == r or real.startswith(r.rstrip('/') + '/') for r in roots):
-            raise PlanError('%s (resolving to %s) is outside allowed_roots (%s); nothing was done'
-                            % (self.path, real, ', '.join(roots)))
-
-    def _run(self):
-        self._check_allowed_roots()
-        if os.path.isdir(self.path):
-            raise PlanError('%s is a directory, not an image file' % self.path)
-        if not self.module.check_mode:
-            self.result['cleaned'] = remove_stale_temporaries(self.path)
-        before = self._current_facts()
-        if self.params['state'] == 'absent':
-            return self._absent(before)
-        wanted = self._wanted()
-        plan = plan_image(self.path, before, wanted, self.params['resize'], self.params['convert'])
-        self.result['drift'] = {k: {'have': v[0], 'want': v[1]} for k, v in plan.drift.items()}
-        self.result['action'] = plan.action
-        if plan.action == 'drift':
-            fields = ', '.join(sorted(plan.drift))
-            self.module.warn('%s differs from the request in %s: %s' % (self.path, fields, plan.reason))
-        if plan.action in ('grow', 'convert'):
-            self._refuse_if_in_use('converted' if plan.action == 'convert' else 'resized')
-        after_plan = self._planned_facts(before, wanted, plan.action)
-        if plan.action in ('create', 'grow', 'convert'):
-            self.result['changed'] = True
-            if not self.module.check_mode:
-                getattr(self, '_' + plan.action)(before, wanted)
-        after = self._current_facts() if not self.module.check_mode and os.path.exists(self.path) else after_plan
-        if not self.module.check_mode and os.path.exists(self.path):
-            file_args = self.module.load_file_common_arguments(self.module.params, path=self.path)
-            self.result['changed'] = self.module.set_fs_attributes_if_different(file_args, self.result['changed'])
-        return self._finish(before, after)
-
-    def _planned_facts(self, before, wanted, action):
-        if action == 'none' or action == 'drift':
-            return before
-        planned = dict(before or {})
-        planned.update({'format': 'qcow2', 'virtual_size': wanted.size or (before or {}).get('virtual_size')})
-        if action in ('create', 'convert'):
-            planned.update({'compat': wanted.compat, 'lazy_refcounts': wanted.lazy_refcounts,
-                            'extended_l2': wanted.extended_l2, 'preallocation': wanted.preallocation,
-                            'actual_size': None})
-            if wanted.cluster_size or action == 'create':
-                planned['cluster_size'] = wanted.cluster_size or 65536
-            if wanted.backing_file or action == 'create':
-                planned['backing_file'] = wanted.backing_file
-                planned['backing_format'] = wanted.backing_format
-        return planned
-
-    def _create(self, _before, wanted):
-        tmp = temp_name(self.path)
-        try:
-            self.qemu_img.create(tmp, wanted.size, 'qcow2', wanted.create_options(), wanted.backing_file,
-                                 wanted.backing_format)
-            os.chmod(tmp, 0o600)
-            os.link(tmp, self.path)      # fails instead of replacing a file that appeared meanwhile
-        except FileExistsError:
-            raise ApplyError('%s appeared while this run created it; left it alone' % self.path) from None
-        except OSError as err:
-            raise ApplyError('cannot create %s: %s' % (self.path, err.strerror)) from None
-        finally:
-            _unlink_quietly(tmp)
-        self.result['action'] = 'created'
-
-    def _grow(self, _before, wanted):
-        prealloc = wanted.preallocation if wanted.preallocation != 'off' else None
-        self.qemu_img.resize(self.path, wanted.size, prealloc)
-        self.result['action'] = 'grown'
-
-    def _convert(self, before, wanted):
-        tmp = temp_name(self.path)
-        backing = wanted.backing_file or before.get('backing_file')
-        backing_format = wanted.backing_format if wanted.backing_file else before.get('backing_format')
-        options = wanted.create_options()
-        if backing and not wanted.extended_l2:
-            options['preallocation'] = 'off'    # QEMU refuses preallocation over a backing file without it
-        try:
-            self.qemu_img.convert(self.path, before['format'], tmp, options, backing, backing_format)
-            if not self.qemu_img.compare(self.path, tmp, before['format']):
-                raise ApplyError('the converted copy of %s does not show the same content; the original is '
-                                 'unchanged' % self.path)
-            st = os.stat(self.path)
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            if os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
-            backup = '%s.%s.orig' % (self.path, datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ'))
-            os.link(self.path, backup)      # the original stays whole under this name
-            os.replace(tmp, self.path)
-        except OSError as err:
-            raise ApplyError('cannot convert %s: %s; the original is unchanged' % (self.path, err.strerror)) from None
-        finally:
-            _unlink_quietly(tmp)
-        if wanted.size and wanted.size > (before.get('virtual_size') or 0) and self.params['resize'] == 'grow':
-            self._grow(before, wanted)
-        self.result['backup_file'] = backup
-        self.result['action'] = 'converted'
-
-    def _absent(self, before):
-        if before is None:
-            return self._finish(None, None)
-        self._refuse_if_in_use('removed')
-        if not self.params['force']:
-            try:
-                users = self._users(active_only=False)
-            except LibvirtUnavailable as err:
-                raise PlanError('cannot check whether a domain uses %s (%s); set force=true to remove it anyway'
-                                % (self.path, err.msg)) from None
-            if users:
-                raise PlanError('%s is a disk of domain %s; remove it from the domain first, or set force=true'
-                                % (self.path, ', '.join(users)), users=users)
-        self.result.update(changed=True, action='removed')
-        if not self.module.check_mode:
-            os.unlink(self.path)
-        return self._finish(before, None)
-
-    def _finish(self, before, after):
-        self.result['image'] = after
-        if after is not None and os.path.exists(self.path):
-            facts = StorageProber().facts(self.path)
-            self.result['filesystem'] = {'type': facts.fstype, 'mountpoint': facts.mountpoint,
-                                         'odirect': facts.odirect, 'shared': facts.shared}
+        _raise_fd_limit()
+        requests = requests_of(self.params)
+        reals = {}
+        for request in requests:
+            real = os.path.realpath(request.path)
+            if real in reals:
+                raise PlanError('%s and %s are the same image; list each image once'
+                                % (printable(reals[real]), printable(request.path)))
+            reals[real] = request.path
+        jobs = []
+        with ExitStack() as stack:
+            for real in sorted(reals):                  # one order for every run: no deadlock between lists
+                stack.enter_context(HostLock(printable(real), self.params['lock_timeout']))
+            stack.callback(self._close, jobs)
+            for request in requests:                    # open and check every image (no qemu-img yet)
+                jobs.append(self._guarded(Job.of(request), self._open_job))
+            self._read_facts(jobs)                      # qemu-img map for all of them, overlapping
+            for job in jobs:                            # then decide, each refusal before any change
+                self._guarded(job, self._plan_job)
+            results = []
+            for job in jobs:
+                try:
+                    self._apply(job)
+                except KvmioError as err:
+                    if len(jobs) == 1:
+                        raise
+                    raise ApplyError('%s; images done before it: %s' % (
+                        err.msg, ', '.join(r['path'] for r in results if r['changed']) or 'none'),
+                        images=results, failed_image=job.label, **err.details) from None
+                except OSError as err:
+                    raise ApplyError('cannot %s %s: %s' % (job.plan.action, job.label, err.strerror),
+                                     images=results, failed_image=job.label) from None
+                results.append(self._result(job))
+        if self.params.get('images') is None:
+            return results[0]
+        outcome = {'changed': any(r['changed'] for r in results), 'images': results}
         if self.module._diff:
-            self.result['diff'] = {'before': before or {}, 'after': after or {},
-                                   'before_header': '%s (qemu-img info)' % self.path,
-                                   'after_header': '%s (qemu-img info)' % self.path}
+            outcome['diff'] = [r.pop('diff') for r in results]
+        return outcome
+
+    def _close(self, jobs):
+        for job in jobs:
+            job.close()
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs = {}
+
+    # --- reading and planning -------------------------------------------------------------------
+
+    def _directory(self, path, label):
+        if path not in self._dirs:
+            try:
+                self._dirs[path] = open_directory(path)
+            except FileNotFoundError:
+                raise PlanError('the directory of %s, %s, does not exist' % (label, printable(path))) from None
+            except OSError as err:
+                raise PlanError('cannot open the directory of %s, %s: %s'
+                                % (label, printable(path), err.strerror)) from None
+        return self._dirs[path]
+
+    def _uses_of(self, real):
+        """The domains that use ``real`` (ImageUse list), or None when libvirt cannot be asked."""
+        if not self._uses_read:
+            self._uses_read = True
+            try:
+                self._uses = read_image_uses(self.params['uri'])
+            except LibvirtUnavailable as err:
+                self._uses = None
+                self.module.warn('cannot ask libvirt which domains use the images (%s); formats are read from the '
+                                 'images themselves, and conversions that change a format or removals need '
+                                 'force=true' % err.msg)
+        return None if self._uses is None else self._uses.get(real, [])
+
+    def _check_root(self, real, what):
+        if self.roots and not any(real == r or real.startswith(r.rstrip('/') + '/') for r in self.roots):
+            raise PlanError('%s (resolving to %s) is outside allowed_roots (%s); nothing was done'
+                            % (what, printable(real), ', '.join(printable(r) for r in self.roots)))
+
+    def _guarded(self, job, step):
+        """Runs a planning step; an OSError becomes a PlanError naming the image."""
+        try:
+            step(job)
+        except OSError as err:
+            job.close()
+            raise PlanError('cannot read %s: %s; nothing was done' % (job.label, err.strerror)) from None
+        except BaseException:
+            job.close()
+            raise
+        return job
+
+    def _open_job(self, job):
+        self._check_root(job.real, job.label)
+        if os.path.islink(job.path) and not os.path.exists(job.path):
+            raise PlanError('%s is a symbolic link to %s, which does not exist; nothing was done'
+                            % (job.label, printable(job.real)))
+        job.dir_fd = self._directory(job.dir_path, job.label)
+        job.st = entry_stat(job.dir_fd, job.name)
+        if job.st is not None:
+            self._read_existing(job, job.st, job.request.options['source_format'])
+
+    def _read_facts(self, jobs):
+        """``before`` facts of every existing image; the qemu-img processes overlap (MAP_WORKERS at a time)."""
+        existing = [job for job in jobs if job.top is not None]
+        try:
+            facts = map_threads(lambda job: self._facts(job.top, self.reader), existing, workers=MAP_WORKERS)
+        except BaseException:
+            for job in existing:
+                job.close()
+            raise
+        for job, before in zip(existing, facts):
+            job.before = before
+
+    def _plan_job(self, job):
+        options = job.request.options
+        st = job.st
+        if options['state'] == 'absent':
+            if job.top is not None:
+                self._refuse_unsafe(job, 'remove')
+                job.plan = ImagePlan('remove', reason='state=absent')
+            return
+        job.wanted = self._wanted(options)
+        if job.wanted.backing_file:
+            self._plan_backing(job)
+        job.plan = plan_image(job.label, job.before, job.wanted, options['resize'], options['convert'])
+        if job.plan.action == 'drift':
+            self.module.warn('%s differs from the request in %s: %s'
+                             % (job.label, ', '.join(sorted(job.plan.drift)), job.plan.reason))
+        if job.plan.action in ('convert', 'grow'):
+            self._refuse_unsafe(job, job.plan.action)
+            job.chain = walk_chain(job.path, job.fmt, top=job.top)
+            job.top = None                       # the chain owns it now
+            for layer in job.chain.layers[1:]:
+                self._check_root(layer.real, 'backing file %s of %s' % (printable(layer.path), job.label))
+        self._plan_attributes(job, st)
+
+    def _read_existing(self, job, st, source_format):
+        kind = kind_of(st.st_mode)
+        if kind not in ('file', 'block'):
+            raise not_an_image(job.path, kind)
+        try:
+            fd, fst = open_file(job.name, nofollow=True, dir_fd=job.dir_fd)
+        except FileNotFoundError:
+            raise PlanError('%s disappeared while this run read it; nothing was done' % job.label) from None
+        if not same_file(fst, st):
+            os.close(fd)
+            raise PlanError('%s changed while this run read it; nothing was done' % job.label)
+        try:
+            found = head_format(read_head(fd))
+            job.uses = self._uses_of(job.real)
+            job.fmt, job.format_source = decide_format(job.label, job.uses, source_format, found)
+        except BaseException:
+            os.close(fd)
+            raise
+        job.top = layer_from_fd(job.path, fd, fst, job.fmt, real=job.real)
+        check_disk_image(job.label, job.fmt, job.top.size())
+        header = job.top.header
+        if header is not None and header.external_data_file:
+            raise PlanError('%s has an external data file (%s); qcow2_create does not handle such images'
+                            % (job.label, printable(header.data_file or '?')))
+        if header is not None and header.encrypted:
+            raise PlanError('%s is an encrypted qcow2 image; qcow2_create does not handle such images' % job.label)
+        if header is not None and header.unknown_features:
+            raise PlanError('%s uses qcow2 features this module does not know (incompatible feature bits %#x)'
+                            % (job.label, header.incompatible))
+
+    def _facts(self, layer, qemu_img=None):
+        """image_facts of one open layer: the header this module parsed, and ``qemu-img map`` (opening no
+        backing file) for the preallocation of a qcow2 image."""
+        actual = layer.st.st_blocks * 512 if layer.kind == 'file' else None
+        info = header_info(layer.fmt, layer.header, layer.backing_name, layer.size(), actual)
+        extents = None
+        if layer.fmt == 'qcow2':
+            extents = (qemu_img or self.qemu_img).map_spec(Chain([layer]).spec(backing=True), printable(layer.path),
+                                                           [layer.fd], timeout=PROBE_TIMEOUT)
+        facts = image_facts(info, extents)
+        for key in ('backing_file', 'backing_format'):
+            if facts[key] is not None:
+                facts[key] = printable(facts[key])
+        return facts
+
+    def _wanted(self, options):
+        size = image_size(options['size']) if options['size'] else None
+        cluster = parse_size(options['cluster_size'], 'cluster_size') if options['cluster_size'] else None
+        wanted = WantedImage(size=size, preallocation=options['preallocation'], cluster_size=cluster,
+                             lazy_refcounts=options['lazy_refcounts'], extended_l2=options['extended_l2'],
+                             compat=options['compat'], backing_file=options['backing_file'],
+                             backing_format=options['backing_format'] if options['backing_file'] else None)
+        validate_wanted(wanted, self.qemu_img.version() if wanted.extended_l2 else None)
+        return wanted
+
+    def _plan_backing(self, job):
+        """The requested backing file, followed and checked as QEMU will follow it (S5: inside allowed_roots)."""
+        wanted = job.wanted
+        name = wanted.backing_file
+        path = name if os.path.isabs(name) else os.path.join(os.path.dirname(job.path), name)
+        try:
+            job.backing = walk_chain(path, wanted.backing_format)
+        except PlanError as err:
+            raise PlanError('backing_file %s of %s: %s; nothing was done' % (printable(name), job.label, err.msg)) \
+                from None
+        layers = job.backing.layers
+        for layer in layers:
+            self._check_root(layer.real, 'backing file %s of %s' % (printable(layer.path), job.label))
+            if layer.real == job.real:
+                raise PlanError('%s cannot be a backing file of itself' % job.label)
+        base = layers[0]
+        uses = self._uses_of(base.real) or []
+        readers = sorted({u.domain for u in uses if u.declared_format != wanted.backing_format})
+        if readers:
+            raise PlanError('backing_file %s is read as %s by domain %s, not as backing_format=%s; nothing was done'
+                            % (printable(name), uses[0].declared_format, ', '.join(readers), wanted.backing_format))
+        if wanted.backing_format == 'raw':
+            check_disk_image(printable(path), 'raw', base.size())
+            if head_format(base.head) == 'qcow2' and not uses:
+                self.module.warn('backing_file %s starts with a qcow2 header but backing_format=raw: the overlay '
+                                 'will show the guest those bytes, not the qcow2 image' % printable(name))
+        if job.top is None and wanted.size is None:
+            size = base.header.virtual_size if base.header is not None else base.size()
+            job.wanted = dataclasses.replace(wanted, size=whole_sectors(size))
+
+    def _refuse_unsafe(self, job, action):
+        """D1, D2, D4: never convert, grow or remove a block device, or a file a domain or a QEMU uses."""
+        doing = ACTION_DONE[action]
+        if job.top.kind == 'block':
+            why = 'grow it with the tool that manages it' if action == 'grow' else \
+                'it would replace or unlink the device node'
+            raise PlanError('%s is a block device; qcow2_create does not %s block devices (%s)'
+                            % (job.label, action, why))
+        check_users(job.label, action, job.uses, job.fmt, job.request.options['force'])
+        if qemu_holds(job.top.fd):
+            raise PlanError('%s is in use by another process (a QEMU process holds a lock on it), so it is not %s; '
+                            'shut the domain down first' % (job.label, doing))
+        if action != 'remove' and job.top.header is not None and job.top.header.corrupt:
+            raise PlanError('%s is marked corrupt; repair it with qemu-img check -r first' % job.label)
+
+    # --- owner, group, mode -----------------------------------------------------------------------
+
+    def _plan_attributes(self, job, st):
+        options = job.request.options
+        wanted = {}
+        if options['mode'] is not None:
+            wanted['mode'] = self._mode(options['mode'], st)
+        if options['owner']:
+            wanted['uid'] = _user_id(options['owner'])
+        if options['group']:
+            wanted['gid'] = _group_id(options['group'])
+        job.attrs = wanted
+        if st is not None and job.plan.action in ('none', 'drift', 'grow'):
+            have = {'mode': stat.S_IMODE(st.st_mode), 'uid': st.st_uid, 'gid': st.st_gid}
+            job.attrs_differ = any(have[key] != value for key, value in wanted.items())
+
+    def _mode(self, mode, st):
+        if isinstance(mode, int):
+            return mode
+        text = str(mode)
+        if _OCTAL_RE.match(text):
+            return int(text, 8)
+        base = st if st is not None else os.stat_result((stat.S_IFREG | 0o600,) + (0,) * 9)
+        try:
+            return self.module._symbolic_mode_to_octal(base, text)  # pylint: disable=protected-access
+        except ValueError as err:
+            raise PlanError("mode '%s' is not a valid mode: %s" % (text, err)) from None
+
+    @staticmethod
+    def _set_attributes(fd, attrs, default_mode=None):
+        uid, gid = attrs.get('uid', -1), attrs.get('gid', -1)
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        mode = attrs.get('mode', default_mode)
+        if mode is not None:
+            os.fchmod(fd, mode)
+
+    # --- applying --------------------------------------------------------------------------------
+
+    def _apply(self, job):
+        if self.check_mode:
+            return
+        job.cleaned = remove_dead_workdirs(job.dir_fd, job.dir_path, job.name)
+        action = job.plan.action
+        if action == 'create':
+            self._create(job)
+        elif action == 'convert':
+            self._convert(job)
+        elif action == 'grow':
+            self._grow(job)
+        elif action == 'remove':
+            self._remove(job)
+        if action in ('none', 'drift', 'grow') and job.attrs_differ:
+            layer = job.top or job.chain.top
+            self._set_attributes(layer.fd, job.attrs)
+
+    def _create(self, job):
+        wanted = job.wanted
+        options = wanted.create_options()
+        with WorkDir(job.dir_fd, job.dir_path, job.name) as work:
+            try:
+                self.qemu_img.create_new(work.file_path(), wanted.size, options, wanted.backing_file,
+                                         wanted.backing_format, job.label, [work.fd])
+            except QemuImgError as err:
+                raise ApplyError('cannot create %s: %s; nothing was changed' % (job.label, err.msg)) from None
+            fd = work.open()
+            try:
+                self._set_attributes(fd, job.attrs, default_mode=0o600)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                work.link_into_place(job.name)      # fails instead of replacing a file that appeared meanwhile
+            except FileExistsError:
+                raise ApplyError('%s appeared while this run created it; left it alone' % job.label) from None
+            fsync_dir(job.dir_fd)
+
+    def _convert(self, job):
+        wanted, source = job.wanted, job.chain
+        top = source.top
+        if wanted.backing_file:
+            keep, keep_name, keep_format = job.backing, wanted.backing_file, wanted.backing_format
+        elif len(source.layers) > 1:
+            keep, keep_name, keep_format = Chain(source.layers[1:]), top.backing_name, source.layers[1].fmt
+        else:
+            keep = keep_name = keep_format = None
+        options = wanted.create_options()
+        if keep is not None and not wanted.extended_l2:
+            options['preallocation'] = 'off'       # QEMU refuses preallocation over a backing file without it
+        fds = source.fds() + (job.backing.fds() if job.backing is not None else [])
+        with WorkDir(job.dir_fd, job.dir_path, job.name) as work:
+            target = work.file_path()
+            fds.append(work.fd)
+            keep_node = keep.node() if keep is not None else None
+            try:
+                self.qemu_img.convert_spec(source.spec(), target, options, json_spec(keep_node) if keep else None,
+                                           keep_format, job.label, fds)
+                if keep is not None:
+                    self.qemu_img.rebase_unsafe(target, keep_name, keep_format, job.label, [work.fd])
+                if wanted.size and wanted.size > job.before['virtual_size'] and job.request.options['resize'] == 'grow':
+                    prealloc = effective_preallocation(wanted, keep is not None)
+                    self.qemu_img.resize_spec(json_spec(image_node('qcow2', target, backing=keep_node)), wanted.size,
+                                              None if prealloc == 'off' else prealloc, job.label, fds)
+                same = self.qemu_img.compare_specs(source.spec(), json_spec(image_node('qcow2', target,
+                                                                                       backing=keep_node)),
+                                                   job.label, fds)
+            except QemuImgError as err:
+                raise ApplyError('cannot convert %s: %s; the original is unchanged' % (job.label, err.msg)) from None
+            if not same:
+                raise ApplyError('the converted copy of %s does not show the same content; the original is unchanged'
+                                 % job.label)
+            fd = work.open()
+            try:
+                self._set_attributes(fd, {'uid': top.st.st_uid, 'gid': top.st.st_gid})
+                self._set_attributes(fd, job.attrs, default_mode=stat.S_IMODE(top.st.st_mode))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            current = entry_stat(job.dir_fd, job.name)
+            if current is None or not same_file(current, top.st):
+                raise ApplyError('%s was replaced while this run converted it; nothing was changed' % job.label)
+            backup = backup_name(job.name, job.dir_fd)
+            link_backup(job.dir_fd, job.name, backup, top.st)    # the original stays whole under this name
+            work.replace_into_place(job.name)
+            fsync_dir(job.dir_fd)
+        job.backup = os.path.join(job.dir_path, backup)
+
+    def _grow(self, job):
+        wanted = job.wanted
+        prealloc = effective_preallocation(wanted, len(job.chain.layers) > 1)
+        try:
+            self.qemu_img.resize_spec(job.chain.spec(), wanted.size, None if prealloc == 'off' else prealloc,
+                                      job.label, job.chain.fds())
+        except QemuImgError as err:
+            raise ApplyError('cannot grow %s: %s' % (job.label, err.msg)) from None
+
+    def _remove(self, job):
+        current = entry_stat(job.dir_fd, job.name)
+        if current is None or not same_file(current, job.top.st):
+            raise ApplyError('%s was replaced while this run read it; nothing was removed' % job.label)
+        os.unlink(job.name, dir_fd=job.dir_fd)
+        if os.path.islink(job.path) and os.path.realpath(job.path) == job.real:
+            os.unlink(job.path)             # the link that named the image goes with it
+        fsync_dir(job.dir_fd)
+
+    # --- results -----------------------------------------------------------------------------------
+
+    def _after(self, job):
+        """(facts, open layer or None) of the image once this run is done (planned facts in check mode)."""
+        action = job.plan.action
+        has_backing = bool((job.wanted and job.wanted.backing_file) or (job.before or {}).get('backing_file'))
+        if self.check_mode or action in ('none', 'drift', 'remove'):
+            layer = job.top or (job.chain.top if job.chain is not None else None)
+            return planned_facts(job.before, job.wanted, action, has_backing), layer if action != 'remove' else None
+        fd, st = open_file(job.name, nofollow=True, dir_fd=job.dir_fd)
+        layer = layer_from_fd(job.path, fd, st, 'qcow2', real=job.real)
+        if job.chain is not None:
+            job.chain.close()
+        job.chain, job.top = None, layer
+        return self._facts(layer), layer
+
+    def _filesystem(self, layer):
+        if self.mounts is None:
+            self.mounts = read_mounts()
+        odirect, _why = probe_odirect_fd(layer.fd, layer.real)
+        if layer.kind == 'block':
+            return {'type': 'block device', 'mountpoint': None, 'odirect': odirect, 'shared': False}
+        mountpoint, fstype = filesystem_of(layer.real, self.mounts)
+        return {'type': fstype, 'mountpoint': mountpoint, 'odirect': odirect, 'shared': fstype in SHARED_FILESYSTEMS}
+
+    def _result(self, job):
+        action = job.plan.action
+        after, layer = self._after(job)
+        changed = action in ('create', 'grow', 'convert', 'remove') or job.attrs_differ
+        result = {'path': job.label, 'action': ACTION_DONE[action], 'changed': changed,
+                  'drift': {k: {'have': v[0], 'want': v[1]} for k, v in job.plan.drift.items()},
+                  'backup_file': printable(job.backup) if job.backup else None,
+                  'cleaned': [printable(p) for p in job.cleaned], 'image': after,
+                  'format_source': job.format_source,
+                  'used_by': None if job.uses is None else sorted({u.domain for u in job.uses})}
+        if job.request.index is None:
+            result['changed'] = self._other_file_args(job, changed)
         if after and after.get('virtual_size'):
-            self.result['size'] = human_size(after['virtual_size'])
-        return self.result
+            result['size'] = human_size(after['virtual_size'])
+        if layer is not None:
+            result['filesystem'] = self._filesystem(layer)
+        if self.module._diff:
+            header = '%s (qemu-img info)' % job.label
+            result['diff'] = {'before': job.before or {}, 'after': after or {}, 'before_header': header,
+                              'after_header': header}
+        return result
+
+    def _other_file_args(self, job, changed):
+        """SELinux context and file attributes (single form only), through Ansible's own helpers."""
+        if job.plan.action == 'remove' or not any(self.params.get(key) for key in _OTHER_FILE_ARGS):
+            return changed
+        if self.check_mode and not os.path.exists(job.real):
+            return changed
+        file_args = self.module.load_file_common_arguments(self.params, path=job.real)
+        file_args.update(mode=None, owner=None, group=None)
+        return self.module.set_fs_attributes_if_different(file_args, changed)
+
+
+def _user_id(owner):
+    if str(owner).isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise PlanError("owner '%s' does not exist on this host" % owner) from None
+
+
+def _group_id(group):
+    if str(group).isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PlanError("group '%s' does not exist on this host" % group) from None

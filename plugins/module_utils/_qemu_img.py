@@ -14,46 +14,77 @@ module, ``module_runner(module)``; elsewhere (tests, benchmarks), ``subprocess_r
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 
 from ._errors import QemuImgError
 
 _VERSION_RE = re.compile(r'qemu-img version (\d+)\.(\d+)\.(\d+)')
+# coreutils timeout(1): 124 when the time ran out, 137 when the command then needed SIGKILL.
+_TIMED_OUT = (124, 137)
 _BENCH_RE = re.compile(r'Run completed in ([0-9.]+) seconds')
 
 
+_OPTION_WORD_RE = re.compile(r'^[A-Za-z0-9_.+-]+$')
+
+
 def module_runner(module):
-    def run(argv):
-        return module.run_command(argv, expand_user_and_vars=False)
+    def run(argv, pass_fds=()):
+        return module.run_command(argv, expand_user_and_vars=False, pass_fds=list(pass_fds) or None)
     return run
 
 
 def subprocess_runner():
-    def run(argv):
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    def run(argv, pass_fds=()):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, pass_fds=tuple(pass_fds))
         return proc.returncode, proc.stdout, proc.stderr
     return run
 
 
+def option_string(options):
+    """``-o`` text from {key: value}. Keys and values must be plain words: qemu-img splits the text at
+    commas, so a value such as ``raw,data_file=/etc/shadow`` would add an option of its own."""
+    words = []
+    for key, value in sorted(options.items()):
+        if value is None:
+            continue
+        if not (_OPTION_WORD_RE.match(str(key)) and _OPTION_WORD_RE.match(str(value))):
+            raise QemuImgError("refusing the qemu-img option %s=%r: option values must be plain words" % (key, value))
+        words.append('%s=%s' % (key, value))
+    return ','.join(words)
+
+
 class QemuImg:
-    def __init__(self, run_command, binary='qemu-img'):
+    """``timeout``: seconds any one call may take (through coreutils ``timeout``), for reads of images
+    that may sit on a hung NFS server or name a FIFO; None for long jobs (convert, bench)."""
+
+    def __init__(self, run_command, binary='qemu-img', timeout=None):
         self.run_command = run_command
         self.binary = binary
+        self.timeout = timeout
         self._version = None
 
-    def _run(self, what, *args):
+    def _run(self, what, *args, pass_fds=(), timeout=None):
+        """Runs qemu-img; ``pass_fds`` are descriptors it reads as /dev/fd/N, ``timeout`` bounds it (s)."""
         argv = [self.binary] + [str(a) for a in args]
+        timeout = timeout or self.timeout
+        if timeout:
+            argv = ['timeout', '--kill-after=5', str(timeout)] + argv
         try:
-            rc, out, err = self.run_command(argv)
+            rc, out, err = self.run_command(argv, pass_fds=pass_fds) if pass_fds else self.run_command(argv)
         except OSError as exc:
             raise QemuImgError('cannot run %s to %s: %s (install qemu-utils)' % (self.binary, what, exc)) from None
+        if timeout and rc in _TIMED_OUT:
+            raise QemuImgError('qemu-img did not finish within %d s while trying to %s (a hung NFS server, FUSE '
+                               'daemon or network source?); it was stopped' % (timeout, what), rc=rc, cmd=argv)
         if rc != 0:
             raise QemuImgError('qemu-img failed to %s: %s' % (what, (err or out).strip()), rc=rc, cmd=argv)
         return out
 
-    def _json(self, what, *args):
-        out = self._run(what, *args)
+    def _json(self, what, *args, **kwargs):
+        out = self._run(what, *args, **kwargs)
         try:
             return json.loads(out)
         except ValueError:
@@ -70,20 +101,33 @@ class QemuImg:
             self._version = tuple(int(g) for g in match.groups())
         return self._version
 
-    def info(self, path, backing_chain=False, force_share=True):
+    def info(self, path, backing_chain=False, force_share=True, fmt=None):
         """``qemu-img info --output=json``; a list of dicts with ``backing_chain``.
 
         ``force_share`` (-U) reads an image a running QEMU holds open without taking its lock.
+        ``fmt`` (-f) opens the image as that format: give the format its user declares, or qemu-img
+        guesses from the bytes, and a guest writes the bytes of a raw disk (a qcow2 header included).
         """
         args = ['info', '--output=json']
+        if fmt:
+            args += ['-f', fmt]
         if force_share:
             args.append('-U')
         if backing_chain:
             args.append('--backing-chain')
         return self._json('read the image %s' % path, *(args + ['--', path]))
 
-    def map(self, path, force_share=True):
-        args = ['map', '--output=json'] + (['-U'] if force_share else []) + ['--', path]
+    def map(self, path, force_share=True, fmt=None):
+        """``qemu-img map --output=json``. With ``fmt`` qcow2, the image alone, its backing file not
+        opened (``"backing": null``): the name in the header is not followed, and the map of the top
+        layer is what allocation needs (unallocated clusters show no offset either way)."""
+        args = ['map', '--output=json'] + (['-U'] if force_share else [])
+        if fmt == 'qcow2':
+            protocol = 'host_device' if stat.S_ISBLK(os.stat(path).st_mode) else 'file'
+            spec = {'driver': 'qcow2', 'backing': None, 'file': {'driver': protocol, 'filename': path}}
+            args += ['--', 'json:' + json.dumps(spec, sort_keys=True)]
+        else:
+            args += (['-f', fmt] if fmt else []) + ['--', path]
         return self._json('map the image %s' % path, *args)
 
     def check(self, path):
@@ -93,7 +137,7 @@ class QemuImg:
         args = ['create', '-q', '-f', fmt]
         if backing_file:
             args += ['-b', backing_file, '-F', backing_format or 'qcow2']
-        opts = ','.join('%s=%s' % (k, v) for k, v in sorted((options or {}).items()) if v is not None)
+        opts = option_string(options or {})
         if opts:
             args += ['-o', opts]
         args += ['--', path]
@@ -112,7 +156,7 @@ class QemuImg:
         if backing_file:
             args += ['-B', backing_file]
             opts['backing_fmt'] = backing_format or 'qcow2'
-        text = ','.join('%s=%s' % (k, v) for k, v in sorted(opts.items()) if v is not None)
+        text = option_string(opts)
         if text:
             args += ['-o', text]
         self._run('convert %s' % src, *(args + ['--', src, dst]))
@@ -125,15 +169,6 @@ class QemuImg:
             return rc == 0
         raise QemuImgError('qemu-img failed to compare %s with %s: %s' % (first, second, (err or out).strip()))
 
-    def lock_holder_error(self, path):
-        """The error qemu-img gives when another process (a running QEMU) holds the image's write
-        lock, or '' when the image is free. Reading without -U takes the shared lock QEMU would."""
-        rc, out, err = self.run_command([self.binary, 'info', '--output=json', '--', path])
-        text = (err or out or '').strip()
-        if rc != 0 and 'lock' in text:
-            return text
-        return ''
-
     def bench(self, path, fmt, cache, aio, count, depth, block_size, step, write):
         """Seconds ``qemu-img bench`` takes for ``count`` requests of ``block_size`` bytes."""
         args = ['bench', '-f', fmt, '-t', cache, '-i', aio, '-c', count, '-d', depth, '-s', block_size, '-S', step]
@@ -144,3 +179,54 @@ class QemuImg:
         if not match:
             raise QemuImgError('cannot read the time from qemu-img bench: %r' % out[-200:])
         return float(match.group(1))
+
+    # --- images opened by descriptor (qcow2_create) ----------------------------------------------
+    # ``spec`` is a ``json:`` description naming every file as /dev/fd/N and every format explicitly
+    # (``_image_chain.Chain.spec``), so qemu-img opens nothing an image header names.
+
+    def info_spec(self, spec, what, pass_fds, timeout=None):
+        return self._json('read %s' % what, 'info', '--output=json', '-U', spec, pass_fds=pass_fds, timeout=timeout)
+
+    def map_spec(self, spec, what, pass_fds, timeout=None):
+        return self._json('map %s' % what, 'map', '--output=json', '-U', spec, pass_fds=pass_fds, timeout=timeout)
+
+    def create_new(self, path, size, options, backing_name, backing_format, what, pass_fds):
+        """A new qcow2 image at ``path``; a backing file is recorded by name without being opened (-u)."""
+        args = ['create', '-q', '-f', 'qcow2']
+        if backing_name:
+            args += ['-u', '-b', backing_name, '-F', backing_format]
+        text = option_string(options)
+        if text:
+            args += ['-o', text]
+        self._run('create %s' % what, *(args + ['--', path, size]), pass_fds=pass_fds)
+
+    def convert_spec(self, source_spec, path, options, backing_spec, backing_format, what, pass_fds):
+        """Writes the image ``source_spec`` describes as a new qcow2 file ``path``; with ``backing_spec``,
+        only what the top layer holds is copied and the new file points to that backing (re-point it
+        with ``rebase_unsafe`` to the name it should record)."""
+        args = ['convert', '-q', '-O', 'qcow2']
+        opts = dict(options)
+        if backing_spec:
+            args += ['-B', backing_spec]
+            opts['backing_fmt'] = backing_format
+        text = option_string(opts)
+        if text:
+            args += ['-o', text]
+        self._run('convert %s' % what, *(args + [source_spec, path]), pass_fds=pass_fds)
+
+    def rebase_unsafe(self, path, backing_name, backing_format, what, pass_fds):
+        """Records ``backing_name`` in the qcow2 header of ``path`` without opening any backing file."""
+        self._run('record the backing file of %s' % what, 'rebase', '-q', '-u', '-f', 'qcow2', '-b', backing_name,
+                  '-F', backing_format, '--', path, pass_fds=pass_fds)
+
+    def resize_spec(self, spec, size, preallocation, what, pass_fds):
+        args = ['resize', '-q'] + (['--preallocation=%s' % preallocation] if preallocation else [])
+        self._run('resize %s' % what, *(args + [spec, size]), pass_fds=pass_fds)
+
+    def compare_specs(self, first, second, what, pass_fds):
+        """True when both images show the guest the same content (a longer one only zeros beyond)."""
+        argv = [self.binary, 'compare', '-q', first, second]
+        rc, out, err = self.run_command(argv, pass_fds=pass_fds)
+        if rc in (0, 1):
+            return rc == 0
+        raise QemuImgError('qemu-img failed to compare %s with its converted copy: %s' % (what, (err or out).strip()))

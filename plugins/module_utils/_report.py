@@ -8,10 +8,15 @@
 """The fleet report: kvm_io_info (and kvm_io_bench) results of many hosts -> JSON, Markdown, HTML.
 
 Pure and self-contained: the HTML page has its charts as inline SVG, no scripts, no external files.
+
+Every text that comes from a host (host and domain names, disk paths, messages) is escaped for where
+it lands: HTML text and attributes (``html.escape``), Markdown text (``md_text``) and Markdown code
+spans (``md_code``), so a name such as ``x`<img src=x onerror=alert(1)>`` shows as itself.
 """
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 from ._disk_policy import ADVISORIES, DISK_RULES, SEVERITIES
@@ -19,6 +24,32 @@ COLOURS = {'critical': '#b3261e', 'high': '#e8710a', 'medium': '#f9ab00', 'low':
            'before': '#9aa0a6', 'after': '#188038', 'bar': '#1a73e8'}
 # Findings that mean a disk is not yet on the collection's disk policy: what kvm_disk_tune fixes.
 POLICY_FINDINGS = frozenset(c.code for c in DISK_RULES + ADVISORIES if c.fixed_by == 'kvm_disk_tune')
+
+
+# Markdown punctuation that can open markup (emphasis, links, code, HTML, tables, entities); CommonMark
+# lets any ASCII punctuation be backslash-escaped, and GFM tables take \| as a literal bar.
+_MD_SPECIAL = re.compile(r'([\\`*_{}\[\]()<>&|#!~"\'])')
+
+
+def _one_line(value):
+    return ' '.join(str(value).splitlines()) if value is not None else ''
+
+
+def md_text(value):
+    """``value`` as literal Markdown text (a table cell, a list item, a heading)."""
+    return _MD_SPECIAL.sub(r'\\\1', _one_line(value))
+
+
+def md_code(value, in_table=False):
+    """``value`` as a Markdown code span: a backtick fence longer than any run inside it (HTML in a
+    code span is text); in a GFM table, bars become \\| (which GFM reads as a bar even in code)."""
+    text = _one_line(value)
+    fence = '`' * (max([len(run) for run in re.findall('`+', text)] + [0]) + 1)
+    if text.startswith(('`', ' ')) or text.endswith(('`', ' ')):
+        text = ' %s ' % text
+    if in_table:
+        text = text.replace('|', '\\|')
+    return '%s%s%s' % (fence, text, fence)
 
 
 def coverage(facts):
@@ -65,20 +96,21 @@ def to_markdown(report):
         if before:
             cover += ' (before: %d/%d)' % (before['covered'], before['disks'])
         counts = ' | '.join(str(entry['summary'][s]) for s in SEVERITIES)
-        lines.append('| %s | %d | %s | %s |' % (name, entry['domains'], cover, counts))
+        lines.append('| %s | %d | %s | %s |' % (md_text(name), entry['domains'], cover, counts))
     lines += ['', '## Findings', '']
     for name, entry in report['hosts'].items():
         for finding in entry['findings']:
-            values = (finding['severity'], name, finding['subject'], finding['message'], finding['fix'])
-            lines.append('- **%s** %s `%s`: %s. Fix: `%s`' % values)
+            values = (md_text(finding['severity']), md_text(name), md_code(finding['subject']),
+                      md_text(finding['message']), md_code(finding['fix']))
+            lines.append('- **%s** %s %s: %s. Fix: %s' % values)
     if not any(entry['findings'] for entry in report['hosts'].values()):
         lines.append('None.')
     for name, entry in report['hosts'].items():
         if entry.get('bench'):
-            lines += ['', '## Benchmark on %s' % name, '', '| cache | io | preallocation | workload | IOPS | MB/s |',
-                      '|---|---|---|---|---|---|']
-            lines += ['| %(cache)s | %(io)s | %(preallocation)s | %(workload)s | %(iops)s | %(mb_per_s)s |' % r
-                      for r in entry['bench']['results']]
+            lines += ['', '## Benchmark on %s' % md_text(name), '',
+                      '| cache | io | preallocation | workload | IOPS | MB/s |', '|---|---|---|---|---|---|']
+            keys = ('cache', 'io', 'preallocation', 'workload', 'iops', 'mb_per_s')
+            lines += ['| %s |' % ' | '.join(md_text(r.get(k)) for k in keys) for r in entry['bench']['results']]
     return '\n'.join(lines) + '\n'
 
 
@@ -120,7 +152,7 @@ def to_html(report, title='KVM disk I/O fleet report'):
     for name, entry in report['hosts'].items():
         if entry.get('bench'):
             body.append('<h2>4K write IOPS on %s</h2>' % escape(name))
-            rows = [('%s/%s %s' % (r['cache'], r['io'], r['preallocation']), r['iops'] or 0, COLOURS['bar'])
+            rows = [('%s/%s %s' % (r['cache'], r['io'], r['preallocation']), _number(r['iops']), COLOURS['bar'])
                     for r in entry['bench']['results'] if r['workload'] == 'write']
             body.append(_bars(rows))
     body.append('<h2>Findings</h2><table><tr><th>severity</th><th>host</th><th>subject</th><th>finding</th>'
@@ -128,13 +160,19 @@ def to_html(report, title='KVM disk I/O fleet report'):
     for name, entry in report['hosts'].items():
         for finding in entry['findings']:
             body.append('<tr><td style="color:%s">%s</td><td>%s</td><td>%s</td><td>%s</td><td><code>%s</code></td>'
-                        '</tr>' % (COLOURS[finding['severity']], finding['severity'], escape(name),
+                        '</tr>' % (COLOURS.get(finding['severity'], '#202124'), escape(str(finding['severity'])),
+                                   escape(name),
                                    escape(finding['subject']), escape(finding['message']), escape(finding['fix'])))
     body.append('</table>')
     style = ('body{font-family:sans-serif;margin:2em;color:#202124}table{border-collapse:collapse}'
              'td,th{border:1px solid #dadce0;padding:4px 8px;font-size:13px;text-align:left}h2{margin-top:1.5em}')
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>%s</title><style>%s</style></head>'
             '<body>%s</body></html>\n' % (escape(title), style, '\n'.join(body)))
+
+
+def _number(value):
+    """A bar's length: a number, or 0 for anything else (a bench result is data from a host)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
 def _percent(cov):

@@ -5,22 +5,30 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""domain_restore's flow: pick backup files, compare each with what libvirt holds, define back."""
+"""domain_restore's flow: pick backup files, compare each with what libvirt holds, define back.
+
+A backup is trusted only if only root (or the running user) can change it and the directories above
+it (``_trusted_files``), and it is used only for the domain it names, with that domain's UUID: a
+restore redefines a domain from the file, so a file another user planted (or one holding another
+domain) would let it choose what the guest gets.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 
-from ._backup import DEFAULT_BACKUP_DIR
+from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backup_prefix
 from ._define import define_plans
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import DomainPlan, diff_entry
-from ._domain_xml import domain_name, parse_domain, same_document, to_text
+from ._domain_xml import domain_name, domain_uuid, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
+from ._trusted_files import entry_problem, open_trusted_file
 
-_BACKUP_RE = re.compile(r'^(?P<name>.+)\.(?P<stamp>\d{8}T\d{6}\.\d{6})Z\.xml$')
+# A domain's XML is a few KiB; libvirt's own limit for XML documents is 10 MiB.
+MAX_BACKUP_BYTES = 10 << 20
 
 
 def argument_spec():
@@ -32,23 +40,57 @@ def argument_spec():
         'which': {'type': 'str', 'choices': ['latest', 'earliest'], 'default': 'latest'},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     return spec
 
 
-def backups_by_domain(backup_dir):
-    """{domain: [backup paths, oldest first]} of the files this collection wrote to ``backup_dir``."""
+def read_backup(path, directory_checked=False):
+    """(text, root) of a backup file that passes the trust checks; a clear PlanError otherwise."""
+    what = 'backup %s' % path
+    try:
+        data = open_trusted_file(path, what, MAX_BACKUP_BYTES, directory_checked=directory_checked)
+    except KvmioError as err:
+        raise PlanError(err.msg, **err.details) from None
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as err:
+        raise PlanError('%s is not UTF-8 text (byte %d); libvirt writes domain XML as UTF-8, so this is not '
+                        'a backup this collection wrote' % (what, err.start)) from None
+    try:
+        root = parse_domain(text, what)
+    except KvmioError as err:
+        raise PlanError(err.msg) from None
+    return text, root
+
+
+def backups_by_domain(backup_dir, names=None, warn=None):
+    """{file-name prefix: [backup paths, oldest first]} of the trusted files this collection wrote to
+    ``backup_dir`` (only the prefixes of ``names`` when given). Entries that are not trusted regular
+    files are skipped (and passed to ``warn``)."""
     found = {}
     try:
-        entries = sorted(os.listdir(backup_dir))
-    except FileNotFoundError:
-        return found
+        directory = backup_directory(backup_dir)
+    except KvmioError as err:
+        if not os.path.lexists(backup_dir):
+            return found
+        raise PlanError(err.msg, **err.details) from None
+    try:
+        entries = sorted(os.listdir(directory))
     except OSError as err:
-        raise KvmioError('cannot read backup_dir %s: %s' % (backup_dir, err.strerror)) from None
+        raise PlanError('cannot read backup_dir %s: %s' % (backup_dir, err.strerror)) from None
+    wanted = None if names is None else {backup_prefix(n) for n in names}
     for entry in entries:
-        match = _BACKUP_RE.match(entry)
-        if match:
-            found.setdefault(match.group('name'), []).append((match.group('stamp'), os.path.join(backup_dir, entry)))
-    return {name: [path for _stamp, path in sorted(items)] for name, items in found.items()}
+        match = BACKUP_NAME_RE.match(entry)
+        if not match or (wanted is not None and match.group('prefix') not in wanted):
+            continue
+        path = os.path.join(backup_dir, entry)
+        problem = entry_problem(path)
+        if problem:
+            if warn:
+                warn('ignored %s: %s' % (path, problem))
+            continue
+        found.setdefault(match.group('prefix'), []).append((match.group('stamp'), path))
+    return {prefix: [path for _stamp, path in sorted(items)] for prefix, items in found.items()}
 
 
 class RestoreRun:
@@ -57,32 +99,45 @@ class RestoreRun:
         self.params = module.params
 
     def _chosen(self):
+        """{domain name: (path, text, uuid)} of the backups to restore."""
         params = self.params
         if not params['backups'] and not params['domains']:
             raise PlanError('name the backups to restore (backups: the backups list a tuning run returned) or '
                             'the domains (domains: their latest backup in backup_dir)')
         chosen = {}
         for path in params['backups']:
-            try:
-                with open(path, encoding='utf-8') as handle:
-                    text = handle.read()
-            except OSError as err:
-                raise PlanError('cannot read backup %s: %s' % (path, err.strerror)) from None
-            name = domain_name(parse_domain(text, 'backup %s' % path))
+            text, root = read_backup(path)
+            name = domain_name(root)
             if name in chosen:
                 raise PlanError('backups name domain %s twice (%s and %s); give one backup per domain'
                                 % (name, chosen[name][0], path))
-            chosen[name] = (path, text)
-        available = backups_by_domain(params['backup_dir'])
-        for name in params['domains']:
-            if name in chosen:
-                continue
-            if name not in available:
+            chosen[name] = (path, text, domain_uuid(root))
+        wanted = [n for n in params['domains'] if n not in chosen]
+        available = backups_by_domain(params['backup_dir'], wanted, warn=self.module.warn) if wanted else {}
+        for name in wanted:
+            found = self._latest_of(name, available.get(backup_prefix(name), []))
+            if found is None:
                 raise PlanError('no backup of domain %s in %s' % (name, params['backup_dir']))
-            path = available[name][-1 if params['which'] == 'latest' else 0]
-            with open(path, encoding='utf-8') as handle:
-                chosen[name] = (path, handle.read())
+            chosen[name] = found
         return chosen
+
+    def _latest_of(self, name, paths):
+        """(path, text, uuid) of the latest (or earliest) backup that holds domain ``name``, judged by
+        the XML inside; files of another domain whose name maps to the same file name (``a/b`` and
+        ``a_b``, or two long names sharing their first bytes and hash) are passed over."""
+        if self.params['which'] == 'latest':
+            paths = reversed(paths)
+        for path in paths:
+            text, root = read_backup(path, directory_checked=True)
+            held = domain_name(root)
+            if held == name:
+                return path, text, domain_uuid(root)
+            if backup_prefix(held) != backup_prefix(name):
+                # The file name says one domain and the XML another: restoring it would redefine that
+                # other domain (without a backup of it) and report this one restored.
+                raise PlanError('backup %s holds domain %s, not %s; it cannot restore %s (nothing was changed)'
+                                % (path, held or '(no name)', name, name))
+        return None
 
     def run(self):
         chosen = self._chosen()
@@ -93,12 +148,21 @@ class RestoreRun:
                 raise PlanError('domains no longer defined, so not restored (define them from the backup by hand '
                                 'if wanted): %s' % ', '.join(missing))
             plans, sources = [], {}
-            for name, (path, text) in sorted(chosen.items()):
+            for name, (path, text, uuid) in sorted(chosen.items()):
                 current = client.inactive_xml(handles[name])
-                plan = DomainPlan(name=name, before=to_text(parse_domain(current)), after=text, source=current)
+                current_root = parse_domain(current, 'the XML of domain %s' % name)
+                if uuid != domain_uuid(current_root):
+                    # Same name, another machine (undefined and defined again, or another host's backup):
+                    # its XML would replace this domain's disks and identity.
+                    raise PlanError('backup %s is of domain %s with UUID %s, but domain %s here has UUID %s; '
+                                    'not restoring it (nothing was changed)'
+                                    % (path, name, uuid or '(none)', name, domain_uuid(current_root)))
+                plan = DomainPlan(name=name, before=to_text(current_root), after=text, source=current)
                 plan.changed = not same_document(current, text)
                 sources[name] = path
                 plans.append(plan)
+            # Check mode too: a backup libvirt would refuse fails before anything is restored.
+            checked = check_plans(plans, self.params['define_check'])
             active = {p.name for p in plans if p.changed and client.is_active(handles[p.name])}
             backups = []
             if not self.module.check_mode:
@@ -107,7 +171,9 @@ class RestoreRun:
                                        os.path.join(self.params['backup_dir'], 'before-restore'))
         result = {'changed': any(p.changed for p in plans),
                   'domains': [{'name': p.name, 'changed': p.changed, 'restored_from': sources[p.name]} for p in plans],
-                  'restart_required': sorted(active), 'backups': backups}
+                  'restart_required': sorted(active), 'backups': backups, 'define_check': checked.as_dict()}
+        for warning in checked.warnings():
+            self.module.warn(warning)
         if self.module._diff:
             result['diff'] = [dict(diff_entry(p, '%s (restored from %s)' % (p.name, sources[p.name])),
                                    before_header='%s (inactive XML, now)' % p.name) for p in plans if p.changed]

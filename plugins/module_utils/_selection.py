@@ -5,7 +5,13 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""Selecting domains by names and glob patterns (``domains``/``exclude`` options)."""
+"""Selecting domains by names and glob patterns (``domains``/``exclude`` options).
+
+Real names may hold glob characters (libvirt accepts ``adv[1]``), so a pattern that is exactly the
+name of something that exists names that one thing and is not used as a glob: with domains ``adv1``
+and ``adv[1]``, ``exclude: ['adv[1]']`` leaves out ``adv[1]``, not ``adv1``. Every place that matches
+names or paths (domains, exclude, overrides, disk rules) goes through ``matches``.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +31,15 @@ def is_glob(pattern):
     return any(char in _GLOB_CHARS for char in pattern)
 
 
-def matches(name, pattern):
-    return fnmatch.fnmatchcase(name, pattern) if is_glob(pattern) else name == pattern
+def matches(name, pattern, known=frozenset()):
+    """Whether ``pattern`` selects ``name``. An exact match always selects; a pattern that is itself
+    one of the ``known`` names (everything that could be selected) selects only that name; any other
+    pattern with glob characters is a glob."""
+    if name == pattern:
+        return True
+    if not is_glob(pattern) or pattern in known:
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 def select_names(available, patterns, exclude=(), what='domain', where=''):
@@ -36,13 +49,14 @@ def select_names(available, patterns, exclude=(), what='domain', where=''):
     (a typo must not silently tune nothing). Globs may match nothing.
     """
     available = list(available)
-    missing = [p for p in patterns if not is_glob(p) and p not in available]
+    known = frozenset(available)
+    missing = [p for p in patterns if not is_glob(p) and p not in known]
     if missing:
         raise DomainNotFound('%s %s not found%s: %s' % (
             what, 'is' if len(missing) == 1 else 'are', where, ', '.join("'%s'" % m for m in missing)),
             missing=missing)
-    chosen = [n for n in available if any(matches(n, p) for p in patterns)]
-    return sorted(n for n in chosen if not any(matches(n, p) for p in exclude))
+    chosen = [n for n in available if any(matches(n, p, known) for p in patterns)]
+    return sorted(n for n in chosen if not any(matches(n, p, known) for p in exclude))
 
 
 def still_defined(names, found):

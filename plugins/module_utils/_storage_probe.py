@@ -10,7 +10,15 @@
 QEMU opens an image with O_DIRECT for cache=none/directsync and io=native; filesystems such as
 ZFS before 2.3, ramfs and many FUSE filesystems refuse that open, and the domain then does not
 start. The probe does what QEMU does: open each file of the chain with O_DIRECT and read one
-aligned block. It reads qcow2 headers itself (no qemu-img process per disk) to follow backing files.
+aligned block. It walks backing chains itself (``_image_chain``, with ``_qcow2_header`` for the
+headers: no qemu-img process per disk), the same walk qcow2_create uses to find an image's users.
+
+What it reads can be hostile: a guest writes every byte of a raw disk, a qcow2 header included. So
+the format is the one the domain declares (``<driver type>``), never the one the bytes suggest; only a
+declared qcow2 is parsed and its backing file followed (with the format its header records); files are
+opened without following a link at the resolved name and without blocking, and only regular files and
+block devices are read (a FIFO is named, not waited on); and every probe is bounded in time (a hung
+NFS server or FUSE daemon gives "could not tell" with the reason, not a hung run).
 """
 
 from __future__ import annotations
@@ -18,9 +26,13 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import queue
 import stat
-import struct
+import threading
+import weakref
 
+from ._errors import PlanError
+from ._image_chain import kind_of, layer_from_fd, not_an_image, open_file, walk_chain
 from ._support import StorageFacts
 
 # Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
@@ -28,9 +40,13 @@ SHARED_FILESYSTEMS = frozenset((
     'nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'ceph', 'fuse.glusterfs', 'glusterfs', 'gfs2', 'ocfs2',
     'gpfs', 'lustre', 'beegfs', 'fuse.quobyte', 'virtiofs', 'fuse.virtiofs', '9p', 'afs',
 ))
-QCOW2_MAGIC = b'QFI\xfb'
 _BLOCK = 4096
 _MAX_CHAIN = 64
+# The format of a disk whose XML declares none. libvirt's QEMU driver stores type='raw' for such a
+# disk when it is defined (checked with libvirt 9.0), so QEMU opens it as raw; xml_path files and
+# volumes may still lack it. Raw is also the only safe guess: probing the bytes would let a guest choose.
+DEFAULT_FORMAT = 'raw'
+PROBE_TIMEOUT = 10
 
 
 def _unescape_mount_field(field):
@@ -71,33 +87,36 @@ def filesystem_of(path, mounts):
     return None, None
 
 
-def qcow2_backing_file(path, header):
-    """The absolute backing file named in a qcow2 header, or None."""
-    if len(header) < 20 or header[:4] != QCOW2_MAGIC:
-        return None
-    offset, size = struct.unpack('>QI', header[8:20])
-    if not offset or not size or size > 4096:
-        return None
-    with open(path, 'rb') as handle:
-        handle.seek(offset)
-        name = handle.read(size).decode('utf-8', errors='surrogateescape')
-    if name.startswith(('json:', 'nbd:', 'rbd:', 'gluster:', 'iscsi:', 'http:', 'https:')):
-        return name
-    return name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
-
-
 def probe_odirect(path):
     """(True, '') if an O_DIRECT open and an aligned read work; (False, why) if refused;
-    (None, why) if the probe could not tell (permissions, missing file)."""
-    ok, why, _header = _read_direct(path)
+    (None, why) if the probe could not tell (permissions, missing file, not a file or device)."""
+    try:
+        fd, _st = open_file(path, nofollow=True)
+    except PlanError as err:
+        return None, err.msg
+    except OSError as err:
+        return None, 'cannot open %s: %s' % (path, err.strerror)
+    try:
+        return probe_odirect_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def probe_odirect_fd(fd, path):
+    """``probe_odirect`` for a file the caller already opened (``path`` names it in messages)."""
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind not in ('file', 'block'):
+        return None, not_an_image(path, kind).msg
+    ok, why, _header = _read_direct(fd, path)
     return ok, why
 
 
-def _read_direct(path):
-    """``probe_odirect`` plus the first 512 bytes it read (the image header), or None."""
-    flags = os.O_RDONLY | getattr(os, 'O_DIRECT', 0)
+def _read_direct(fd, path):
+    """Opens the file behind ``fd`` again with O_DIRECT (through /proc/self/fd: the same inode, not
+    the name) and reads one aligned block: (ok, why, header bytes or None)."""
+    flags = os.O_RDONLY | getattr(os, 'O_DIRECT', 0) | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0)
     try:
-        fd = os.open(path, flags)
+        direct = os.open('/proc/self/fd/%d' % fd, flags)
     except OSError as err:
         if err.errno == errno.EINVAL:
             return False, 'open with O_DIRECT refused (EINVAL)', None
@@ -105,77 +124,171 @@ def _read_direct(path):
     try:
         buf = mmap.mmap(-1, _BLOCK)      # page-aligned, as O_DIRECT needs
         try:
-            got = os.preadv(fd, [buf], 0)
+            got = os.preadv(direct, [buf], 0)
         except OSError as err:
             if err.errno == errno.EINVAL:
                 return False, 'aligned O_DIRECT read refused (EINVAL)', None
             return None, 'cannot read %s: %s' % (path, err.strerror), None
-        header = buf[:min(got, 512)]
+        header = buf[:got]
         buf.close()
     finally:
-        os.close(fd)
+        os.close(direct)
     return True, '', header
+
+
+def bounded(func, timeout, *args):
+    """(True, func(*args)) or (False, None) when it has not returned within ``timeout`` seconds.
+
+    The call runs in a daemon thread: a read stuck on a dead NFS server cannot be interrupted, but
+    the run goes on without it, and the kernel ends the thread when the module exits (NFS and FUSE
+    waits are killable)."""
+    box = []
+
+    def call():
+        try:
+            box.append((True, func(*args)))
+        except BaseException as err:  # pylint: disable=broad-except
+            box.append((False, err))
+
+    thread = threading.Thread(target=call, name='kvmio-probe', daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:
+        return False, None
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return True, value
+
+
+class _Worker:
+    """A daemon thread that runs calls one at a time (a thread per probe would cost more than many
+    probes do). When a call hangs, the worker is abandoned, told to stop once it returns, and replaced."""
+
+    def __init__(self):
+        self.calls = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name='kvmio-probe', daemon=True).start()
+
+    def _loop(self):
+        while True:
+            func, args, box, done = self.calls.get()
+            if func is None:
+                return
+            try:
+                box.append((True, func(*args)))
+            except BaseException as err:  # pylint: disable=broad-except
+                box.append((False, err))
+            done.set()
+            del func, args, box, done   # holding the last call would keep its prober (and this thread) alive
+
+    def call(self, timeout, func, *args):
+        """Like ``bounded``."""
+        box, done = [], threading.Event()
+        self.calls.put((func, args, box, done))
+        if not done.wait(timeout):
+            return False, None
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return True, value
+
+    def stop(self):
+        self.calls.put((None, None, None, None))
 
 
 class StorageProber:
     """Probes disk sources once per module run (many domains share directories and bases)."""
 
-    def __init__(self, mounts=None):
+    def __init__(self, mounts=None, timeout=PROBE_TIMEOUT):
         self.mounts = read_mounts() if mounts is None else mounts
+        self.timeout = timeout
         self._cache = {}
+        self._hung = set()         # mountpoints where a probe did not finish
+        self._worker = None
 
     def all_facts(self):
         """{path: facts dict} of every source probed so far."""
-        return {path: facts.as_dict() for path, facts in self._cache.items()}
+        return {path: facts.as_dict() for (path, _fmt), facts in self._cache.items()}
 
-    def facts(self, path):
-        if path not in self._cache:
-            self._cache[path] = self._probe(path)
-        return self._cache[path]
+    def facts(self, path, image_format):
+        """StorageFacts of ``path`` opened as ``image_format``, the format its domain declares
+        (``<driver type>``; None: DEFAULT_FORMAT)."""
+        key = (path, image_format or DEFAULT_FORMAT)
+        if key not in self._cache:
+            self._cache[key] = self._bounded_probe(*key)
+        return self._cache[key]
 
-    def _probe(self, path):
+    def _bounded_probe(self, path, image_format):
+        mountpoint, _fs = filesystem_of(os.path.abspath(path), self.mounts)
+        if mountpoint in self._hung:
+            return StorageFacts(path=path, kind='unreadable', image_format=image_format,
+                                detail='not probed: an earlier probe on %s did not finish within %d s'
+                                % (mountpoint, self.timeout))
+        if self._worker is None:
+            self._worker = _Worker()
+            weakref.finalize(self, self._worker.stop)
+        done, facts = self._worker.call(self.timeout, self._probe, path, image_format)
+        if done:
+            return facts
+        self._worker.stop()        # it leaves once the stuck call returns, if ever
+        self._worker = None
+        self._hung.add(mountpoint)
+        return StorageFacts(path=path, kind='unreadable', image_format=image_format,
+                            detail='the probe of %s did not finish within %d s (a hung NFS server, FUSE daemon or '
+                            'device?); could not tell' % (path, self.timeout))
+
+    def _probe(self, path, image_format):
         real = os.path.realpath(path)
+        fmt = image_format or DEFAULT_FORMAT
+
+        def facts(kind, **known):
+            return StorageFacts(path=path, kind=kind, image_format=image_format, **known)
+
         try:
-            st = os.stat(real)
+            fd, st = open_file(real, nofollow=True)
         except FileNotFoundError:
-            return StorageFacts(path=path, kind='missing', detail='%s does not exist on this host' % path)
+            return facts('missing', detail='%s does not exist on this host' % path)
+        except PlanError as err:
+            return facts('unsupported', detail='%s; not read' % err.msg)
         except OSError as err:
-            return StorageFacts(path=path, kind='unreadable', detail='cannot stat %s: %s' % (path, err.strerror))
-        mountpoint, fstype = filesystem_of(real, self.mounts)
+            return facts('unreadable', detail='cannot open %s: %s' % (path, err.strerror))
         if stat.S_ISBLK(st.st_mode):
-            ok, why = probe_odirect(real)
-            return StorageFacts(path=path, kind='block', fstype='block device', mountpoint=None, odirect=ok,
-                                shared=False, image_format=None, chain=(real,), detail=why)
-        chain, image_format, detail, odirect = [], None, '', True
-
-        def file_facts(odirect, detail):
-            return StorageFacts(path=path, kind='file', fstype=fstype, mountpoint=mountpoint, odirect=odirect,
-                                shared=fstype in SHARED_FILESYSTEMS, image_format=image_format,
-                                chain=tuple(chain), detail=detail)
-
-        current = real
-        while current and len(chain) < _MAX_CHAIN:
-            if current in chain:
-                return file_facts(None, 'backing chain loops at %s' % current)
-            if not os.path.exists(current):
-                return file_facts(None, 'backing file %s is missing' % current)
-            chain.append(current)
-            ok, why, header = _read_direct(current)
-            if ok is not True and odirect is not False:
-                odirect, detail = ok, why
-                if ok is False:
-                    _mp, chain_fs = filesystem_of(current, self.mounts)
-                    detail = '%s on %s: %s' % (current, chain_fs, why)
             try:
-                if header is None:          # no O_DIRECT here: read the header the ordinary way
-                    with open(current, 'rb') as handle:
-                        header = handle.read(512)
-                backing = qcow2_backing_file(current, header)
-            except OSError as err:
-                return file_facts(None, 'cannot read %s: %s' % (current, err.strerror))
-            if image_format is None:
-                image_format = 'qcow2' if header[:4] == QCOW2_MAGIC else 'raw'
-            if backing and ':' in backing.split('/')[0]:
-                break   # a network backing file: not ours to probe
-            current = os.path.realpath(backing) if backing else None
-        return file_facts(odirect, detail)
+                ok, why, _header = _read_direct(fd, real)
+            finally:
+                os.close(fd)
+            return facts('block', fstype='block device', mountpoint=None, odirect=ok, shared=False, chain=(real,),
+                         detail=why)
+        mountpoint, fstype = filesystem_of(real, self.mounts)
+        on_file = dict(fstype=fstype, mountpoint=mountpoint, shared=fstype in SHARED_FILESYSTEMS)
+        try:
+            top = layer_from_fd(real, fd, st, fmt, real=real)       # closes fd if it fails
+        except PlanError as err:
+            # Declared qcow2 without a usable qcow2 header: its chain is unknown; O_DIRECT may still be refused.
+            odirect, why = probe_odirect(real)
+            if odirect is False:
+                return facts('file', odirect=False, chain=(real,), detail=why, **on_file)
+            return facts('file', odirect=None, chain=(real,), detail=err.msg, **on_file)
+        chain = walk_chain(real, fmt, strict=False, max_depth=_MAX_CHAIN, top=top)
+        try:
+            odirect, detail = self._odirect_of(chain)
+        finally:
+            chain.close()
+        return facts('file', odirect=odirect, chain=tuple(layer.real for layer in chain.layers), detail=detail,
+                     **on_file)
+
+    def _odirect_of(self, chain):
+        """(odirect, detail) of every file of a chain (``_image_chain.walk_chain``: each opened as the
+        format its user declares, a raw file's bytes never followed): False as soon as one file refuses
+        O_DIRECT, None when one could not tell or the walk stopped early."""
+        odirect, detail = True, ''
+        for layer in chain.layers:
+            ok, why, _header = _read_direct(layer.fd, layer.real)
+            if ok is False and odirect is not False:
+                _mp, layer_fs = filesystem_of(layer.real, self.mounts)
+                odirect, detail = False, '%s on %s: %s' % (layer.real, layer_fs, why)
+            elif ok is None and odirect is True:
+                odirect, detail = None, why
+        if chain.stopped and odirect is True:
+            odirect, detail = None, chain.stopped
+        return odirect, detail

@@ -90,12 +90,12 @@ class StorageFacts:
     """What the probe learnt about one disk source. ``odirect`` is None when it could not tell."""
 
     path: str
-    kind: str                  # file | block | missing | unreadable
+    kind: str                  # file | block | missing | unreadable | unsupported (FIFO, socket, ...)
     fstype: str | None = None
     mountpoint: str | None = None
     odirect: bool | None = None
     shared: bool | None = None
-    image_format: str | None = None   # qcow2 | raw (by magic), None when not read
+    image_format: str | None = None   # the format the domain declares (raw when it declares none)
     chain: tuple = ()                  # every file QEMU opens, the image first
     detail: str = ''                   # why odirect is False or None
 

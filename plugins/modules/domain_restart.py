@@ -17,6 +17,9 @@ description:
   - Domains that are not running are skipped; they pick up their configuration when next started.
   - A guest that ignores the power button fails the run, leaving it running, unless O(force_off=true)
     allows a forced power-off after the timeout.
+  - A run never leaves off a guest it shut down - every guest of a batch that did shut down is
+    started again before the run fails, and the error names what happened to each guest; later
+    batches are not attempted.
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:
@@ -80,6 +83,20 @@ forced_off:
   returned: always
   type: list
   elements: str
+not_restarted:
+  description: When a batch failed, its domains that did not shut down or did not start again.
+  returned: on failure
+  type: list
+  elements: str
+not_attempted:
+  description: When a batch failed, the running domains of later batches, left running and not restarted.
+  returned: on failure
+  type: list
+  elements: str
+domain:
+  description: When a batch failed, the first domain that did not shut down or start again.
+  returned: on failure
+  type: str
 '''
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module

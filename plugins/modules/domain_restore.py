@@ -18,25 +18,40 @@ description:
     C(changed=false). The XML being replaced is itself saved under O(backup_dir)C(/before-restore/).
   - Running domains get the restored configuration at their next boot; they are listed in
     RV(restart_required).
+  - A backup is used only if only root (the user running the module) can change it - the file and
+    every directory above it, O(backup_dir) included - and only for the domain it holds (the name
+    and the UUID inside the file must be those of the defined domain). Anything else fails the module
+    naming the file and the problem, and nothing is changed.
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:
   - kvmio.tuning._libvirt
   - kvmio.tuning._attributes
   - kvmio.tuning._libvirt.LOCK
+  - kvmio.tuning._libvirt.DEFINE_CHECK
 options:
   backups:
-    description: Backup files to restore, at most one per domain.
+    description:
+      - Backup files to restore, at most one per domain (the domain is the one named inside each file).
+      - Each must be a regular file (not a link), owned by root or the running user, not writable by
+        group or others, UTF-8 domain XML without a DOCTYPE, at most 10 MiB.
     type: list
     elements: path
     default: []
   domains:
-    description: Domains whose backup in O(backup_dir) to restore (those not already named by O(backups)).
+    description:
+      - Domains whose backup in O(backup_dir) to restore (those not already named by O(backups)).
+      - The backup is found by the domain's name (long names are cut in file names, so the name inside
+        each file decides); entries that are not trusted regular files are ignored with a warning, and
+        a file named after the domain that holds another domain fails the module.
     type: list
     elements: str
     default: []
   backup_dir:
-    description: Where the modules wrote their backups.
+    description:
+      - Where the modules wrote their backups.
+      - It, and every directory above it, must be writable only by root (the running user); a
+        directory another user owns or can write, or a link another user made, is refused.
     type: path
     default: /var/lib/kvmio/backups
   which:
@@ -74,6 +89,18 @@ restart_required:
   returned: always
   type: list
   elements: str
+define_check:
+  description:
+    - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
+      accepted; C(unchecked) maps each domain that could not be checked to the reason.
+  returned: always
+  type: dict
+  sample: {checked: [web01, web02], unchecked: {}}
+refused:
+  description: When the define check failed the run, each refused domain with libvirt's message.
+  returned: when libvirt refuses a planned XML
+  type: dict
+  sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
 backups:
   description: Files holding the XML each domain had before the restore.
   returned: always

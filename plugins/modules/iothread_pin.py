@@ -31,19 +31,25 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt.SELECTION
   - kvmio.tuning._attributes
   - kvmio.tuning._libvirt.LOCK
+  - kvmio.tuning._libvirt.DEFINE_CHECK
 options:
   iothreads:
     description:
-      - Number of iothreads per domain, V(auto) (one per virtio-blk disk and virtio-scsi controller,
-        at most O(max_iothreads)), or V(keep).
+      - Number of iothreads per domain (0 to 1024), V(auto) (one per virtio-blk disk and virtio-scsi
+        controller, at most O(max_iothreads)), or V(keep).
+      - V(0) takes every disk and controller off its iothread.
+      - Fewer iothreads than a domain has also removes the pins of the iothreads that go.
     type: str
     default: auto
   max_iothreads:
-    description: Cap for O(iothreads=auto).
+    description: Cap for O(iothreads=auto), from 1 to 1024.
     type: int
     default: 4
   disk_iothreads:
-    description: Iothread number per disk target, for example C(vdb) mapped to V(2), instead of round robin.
+    description:
+      - Iothread number per disk target, for example C(vdb) mapped to V(2), instead of round robin.
+      - Each number must be one of the domain's iothreads, and each target a virtio disk of at least
+        one selected domain; otherwise the module fails before changing anything.
     type: dict
     default: {}
   vcpu_pinning:
@@ -101,10 +107,20 @@ options:
     description:
       - Per-domain settings keyed by name or glob, taking C(iothreads), C(disk_iothreads),
         C(vcpu_pinning), C(emulator_pinning), C(iothread_pinning) and C(skip).
+      - Every entry is validated before anything changes; an unknown setting (a typo such as C(skp))
+        or a value of the wrong type fails the module naming the entry.
+      - A key that is exactly the name of a defined domain applies to that domain only, even when
+        it holds glob characters (C(adv[1])).
     type: dict
     default: {}
   backup_dir:
-    description: Directory where each domain's XML is saved (0600) before it is redefined.
+    description:
+      - Directory where each domain's XML is saved (0600) before it is redefined.
+      - The directory, and every directory above it, must be writable only by root (the user running
+        the module); one another user owns or can write (or a link another user made) is refused,
+        because M(kvmio.tuning.domain_restore) redefines domains from what it finds there and the
+        files hold the domains' secrets (graphics passwords). It is created with mode 0700.
+        Backup file names are cut to 255 bytes with a hash of the whole domain name.
     type: path
     default: /var/lib/kvmio/backups
 seealso:
@@ -188,6 +204,18 @@ unplaced:
   returned: always
   type: dict
   sample: {big01: '16 vCPUs do not fit on any node (free vCPU CPUs per node: 0: 6, 1: 4)'}
+define_check:
+  description:
+    - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
+      accepted; C(unchecked) maps each domain that could not be checked to the reason.
+  returned: always
+  type: dict
+  sample: {checked: [web01, web02], unchecked: {}}
+refused:
+  description: When the define check failed the run, each refused domain with libvirt's message.
+  returned: when libvirt refuses a planned XML
+  type: dict
+  sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
 backups:
   description: Files holding each redefined domain's original XML.
   returned: always

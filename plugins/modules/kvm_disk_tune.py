@@ -16,16 +16,24 @@ description:
   - Each domain's inactive XML is read once, the policy is planned for all of them, every plan is
     validated, and only then are the changed domains defined. If any domain cannot take the policy,
     the module fails naming the domain, the disk and the rule, and defines nothing.
+  - The validation ends with the define check (O(define_check)) - every planned XML is defined into a
+    throwaway embedded libvirt first, so a plan libvirt would refuse fails the run before anything
+    changes, in check mode too.
   - O(cache=auto) probes the storage as QEMU will use it (an O_DIRECT open and an aligned read of the
     image and every file of its backing chain) and picks V(none) where that works, else V(writeback).
     It never picks V(writethrough) or V(unsafe). A disk without a cache attribute runs V(writeback)
     (QEMU's default since 1.2); each disk's result shows the literal and the effective settings.
   - Whether anything changed is judged on the XML libvirt stores after its own normalisation, so a
     second run reports C(changed=false).
-  - Changes reach a running domain at its next boot. The module never restarts anything; it lists
-    such domains in RV(restart_required).
+  - By default (O(apply=config)) changes reach a running domain at its next boot. The module never
+    restarts anything; it lists such domains in RV(restart_required).
+  - With O(apply=live), running domains get the new C(cache), C(discard) and C(detect_zeroes) at once,
+    without a restart or a pause, where the write cache the guest sees stays the same; with
+    O(apply=live_or_pause), C(io) and C(iothread) changes too, through a save and restore that pauses the
+    guest for seconds. See O(apply), and the guide C(docs/live-apply.md) for the risks.
   - With O(xml_path), a domain XML file (a template kept in git, virt-install or vagrant-libvirt
-    output) is tuned in place with the same logic and the same result keys.
+    output) is tuned in place with the same logic and the same result keys; the file changes only where
+    a setting changes.
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:
@@ -33,12 +41,26 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt.SELECTION
   - kvmio.tuning._attributes
   - kvmio.tuning._libvirt.LOCK
+  - kvmio.tuning._libvirt.DEFINE_CHECK
 options:
   xml_path:
     description:
       - Tune this domain XML file instead of libvirt domains. O(uri), O(domains) and O(exclude) are
-        then not used, and nothing is defined.
-      - The file is rewritten atomically, keeping its mode; its original goes to O(backup_dir).
+        then not used, and nothing is defined. O(overrides) apply to the file's domain by its C(<name>);
+        a key without glob characters that names another domain fails, as in libvirt mode.
+      - Only what changes is rewritten - a changed attribute value inside its quotes, a new attribute after
+        the last one, a new element in the file's quote style and line ends. The XML declaration, a BOM,
+        comments, CDATA, character references, quotes and CRLF line ends stay byte for byte, so a template
+        kept in git gets a diff only where a setting changed. The rebuilt text is parsed again and must hold
+        exactly the planned document.
+      - The file must be UTF-8 without a DOCTYPE, a regular file of at most 10 MiB. A FIFO, a device or a
+        directory is refused without reading it.
+      - A symbolic link is followed to the real file, which is replaced (through a new file in its directory,
+        then C(rename)) keeping its owner, group and mode; its original goes to O(backup_dir). A link owned
+        by another user may only lead to a file that user owns, so the module never writes where the link's
+        owner could not.
+      - The define check (O(define_check)) defines the new file's text in place of the old one in a
+        throwaway embedded libvirt; a file for another host (another emulator) is reported unchecked.
     type: path
   cache:
     description:
@@ -83,12 +105,19 @@ options:
         (except ones the machine type has built in).
       - V(virtio) moves IDE and SATA hard disks to virtio-blk with C(vdX) targets.
       - CD-ROMs and floppies stay where they are. The boot disk moves only with O(convert_boot_disk=true).
+      - Settings the new bus does not have (C(queues), C(iothread), C(wwn), C(rotation_rate), ...) are dropped
+        and listed in RV(domains[].changes).
+      - A disk that cannot live on the new bus stays where it is, with a warning naming it - vhost-user and
+        vhost-vdpa disks (virtio only), disks whose driver sets virtio device options (C(iommu), C(ats),
+        C(packed), C(page_per_vq)), IDE disks with a BIOS C(trans)lation in C(<geometry>), and disks with
+        an ACPI index (PCI only) moving to V(scsi).
     type: str
     choices: [keep, virtio, scsi]
     default: keep
   scsi_queues:
     description:
-      - Number of queues of the virtio-scsi controller (multiqueue), or V(auto) for the domain's vCPU count.
+      - Number of queues of the virtio-scsi controller (multiqueue), from 1 to 1022 (QEMU's limit), or V(auto)
+        for the domain's vCPU count (at most 1022).
       - Applied to the controller the module adds and to existing virtio-scsi controllers when O(bus=scsi).
     type: str
   convert_boot_disk:
@@ -165,8 +194,49 @@ options:
     description:
       - Directory where each domain's inactive XML is saved (mode 0600, one file per domain and run)
         before it is redefined. No domain is defined without its backup.
+      - The directory, and every directory above it, must be writable only by root (the user running
+        the module); one another user owns or can write (or a link another user made) is refused,
+        because M(kvmio.tuning.domain_restore) redefines domains from what it finds there and the
+        files hold the domains' secrets (graphics passwords). It is created with mode 0700.
+        Backup file names are cut to 255 bytes with a hash of the whole domain name.
     type: path
     default: /var/lib/kvmio/backups
+  apply:
+    description:
+      - How the settings reach running domains. Idempotence is then judged on what QEMU really runs,
+        so a run after a save/restore or a migration that undid a live change applies it again.
+      - V(config) changes the persistent configuration only; running domains get it at their next boot.
+      - V(live) also brings every running domain's disks to their configured C(cache), C(discard) and
+        C(detect_zeroes) with one QMP C(blockdev-reopen) per disk chain (a few milliseconds of drained
+        I/O), checked on QEMU's nodes afterwards. It never changes the write cache the guest sees
+        (WCE, on for V(none), V(writeback) and V(unsafe), off for V(writethrough) and V(directsync)), so
+        V(writethrough) to V(none) gets O_DIRECT now and the write cache at the next start
+        (C(partially_applied) in RV(domains[].live)); it never leaves C(io=native) without
+        O_DIRECT, never sets no-flush under a guest without a write cache, and changes nothing while a
+        block job or a migration runs. C(io) and C(iothread) cannot change this way
+        (C(pending) in RV(domains[].live) says so).
+      - V(live_or_pause) does the same, and for a domain with C(io) or C(iothread) changes saves it to
+        O(save_dir), gives the save image the new settings (C(virsh save-image-define), which validates
+        them and keeps the guest ABI) and restores it; the guest pauses for seconds
+        (RV(domains[].live.pause)). If that fails the unchanged image is restored, so the guest runs as
+        before.
+      - Changes through QEMU's monitor leave libvirt's live XML as it was and mark the domain tainted
+        (C(custom-monitor), RV(tainted)). A save/restore, managedsave, a migration without C(--xml) or a
+        snapshot rebuild QEMU from that live XML and undo them; run the module again afterwards, or
+        restart the domain to make them permanent.
+      - Not used with O(xml_path).
+    type: str
+    choices: [config, live, live_or_pause]
+    default: config
+  save_dir:
+    description:
+      - Where O(apply=live_or_pause) writes a domain's save image (about the size of its memory) while it
+        is paused. Created with mode 0700 when missing; refused when another user can enter it, or change
+        it or a directory above it. Each image is removed once its domain runs again.
+      - The filesystem must have room for the guest's memory plus 64 MiB, or the domain is not paused
+        (what a reopen can do is still done).
+    type: path
+    default: /var/lib/kvmio/save
 notes:
   - "What each kind of disk gets: hard disks on files, block devices and storage-pool volumes get all
     settings; read-only disks get no O(discard)/O(detect_zeroes); shareable disks accept only
@@ -174,12 +244,17 @@ notes:
     V(auto) and keep their io mode; CD-ROMs, floppies, C(device=lun) passthrough and non-QEMU
     drivers are left alone. Domains whose type is not qemu or kvm are left alone."
   - The embedded driver URI (V(qemu:///embed?root=DIR)) allows one process at a time per root directory.
-  - Order of work, for all matching domains at once - read every inactive XML, plan, validate; write every
-    backup and flush it to disk; then define. Reads and defines run four at a time over the one connection.
+  - Order of work, for all matching domains at once - read every inactive XML, plan, validate, run the define
+    check; write every backup and flush it to disk; then define. Reads and defines run four at a time over the one connection.
     If a define fails, no define that has not begun yet starts, and the error lists in RV(defined) exactly
     the domains that were defined, with RV(backups).
 seealso:
   - module: kvmio.tuning.qcow2_create
+  - module: kvmio.tuning.kvm_io_info
+    description: Shows per running disk what QEMU really runs, beside the persistent and live XML.
+  - name: QEMU QMP reference, blockdev-reopen
+    description: The command O(apply=live) uses.
+    link: https://www.qemu.org/docs/master/interop/qemu-qmp-ref.html
   - name: libvirt domain XML, hard drives
     description: The meaning of every disk driver attribute.
     link: https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms
@@ -224,6 +299,26 @@ EXAMPLES = r'''
   diff: true
   register: plan
 
+- name: Give running domains cache=none at once, without a restart
+  kvmio.tuning.kvm_disk_tune:
+    cache: auto
+    discard: unmap
+    detect_zeroes: auto
+    apply: live
+  register: tuned
+
+- name: Say what still waits for a restart, and which domains carry monitor changes
+  ansible.builtin.debug:
+    msg: "restart: {{ tuned.restart_required }}; live XML stale until restart: {{ tuned.tainted }}"
+
+- name: Also change io on running domains, pausing each for seconds
+  kvmio.tuning.kvm_disk_tune:
+    domains: ['batch-*']
+    cache: none
+    io: native
+    apply: live_or_pause
+    save_dir: /var/lib/kvmio/save
+
 - name: Tune a domain XML template kept in git
   kvmio.tuning.kvm_disk_tune:
     xml_path: /srv/templates/web.xml
@@ -234,7 +329,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 changed:
-  description: Whether any domain's stored XML (or the O(xml_path) file) changed.
+  description: Whether any domain's stored XML (or the O(xml_path) file) changed, or a running domain's QEMU did.
   returned: always
   type: bool
   sample: true
@@ -249,11 +344,13 @@ domains:
       type: str
       sample: web01
     changed:
-      description: Whether this domain's stored XML changed (in check mode, would change).
+      description: Whether this domain's stored XML or its running QEMU changed (in check mode, would change).
       type: bool
       sample: true
     restart_required:
-      description: The domain is running and its new settings apply at its next boot.
+      description:
+        - The domain is running and some of its new settings apply at its next boot.
+        - With O(apply=live) or O(apply=live_or_pause), true only for what the running QEMU still lacks.
       type: bool
       sample: false
     changes:
@@ -289,9 +386,91 @@ domains:
         why. The probe facts of each source are in RV(storage).
       type: list
       elements: dict
+    live:
+      description:
+        - What O(apply) did to the running domain (in check mode, would do, predicted from the live XML
+          unless the domain already carries monitor changes).
+      returned: for running domains, when O(apply) is V(live) or V(live_or_pause)
+      type: dict
+      contains:
+        status:
+          description: >-
+            V(in_sync) (QEMU already runs the configuration), V(applied_live), V(partially_applied)
+            (see C(pending)) or V(restart_required) (nothing could be applied live).
+          type: str
+          sample: applied_live
+        method:
+          description: V(blockdev-reopen), V(save-restore), or null when nothing was changed.
+          type: str
+          sample: blockdev-reopen
+        predicted:
+          description: Check mode - this says what would be done.
+          type: bool
+        read_from:
+          description: >-
+            Where QEMU's state was read - V(qemu) (QMP C(query-named-block-nodes) and C(query-block)) or
+            V(live_xml) (a domain without monitor changes runs exactly its live XML; read from there, it
+            is not tainted).
+          type: str
+          sample: qemu
+        taint:
+          description: V(custom-monitor) when libvirt marks the running QEMU process as changed through its monitor, else null.
+          type: str
+          sample: custom-monitor
+        pause:
+          description: >-
+            For a save/restore, how long the guest was stopped, in seconds, measured from the save call to
+            the restore's return (C(pause_seconds)), with C(save_seconds), C(define_seconds),
+            C(restore_seconds) and the save image's size C(image_bytes).
+          type: dict
+          sample: {pause_seconds: 2.41, save_seconds: 2.04, define_seconds: 0.002, restore_seconds: 0.36, image_bytes: 792291}
+        error:
+          description: Why a save/restore was not done, or failed and restored the guest unchanged.
+          type: str
+        pending:
+          description: Changes of the domain other than disk settings (controllers), which wait for the next boot.
+          type: list
+          elements: dict
+        disks:
+          description: >-
+            Per configured hard disk - C(target), C(status) (as above), C(method), C(running) (what QEMU
+            ran before, as C(cache), C(io), C(discard), C(detect_zeroes), C(iothread)), C(now), C(wanted),
+            C(applied) (the settings changed), C(pending) (each setting still waiting for a restart, with
+            C(running), C(wanted) and C(why)), C(reopen_ms) and C(error).
+          type: list
+          elements: dict
+          sample:
+            - target: vda
+              status: partially_applied
+              method: blockdev-reopen
+              running: {cache: writethrough, io: native, discard: unmap, detect_zeroes: unmap, iothread: null}
+              now: {cache: directsync, io: native, discard: unmap, detect_zeroes: unmap, iothread: null}
+              applied: [cache]
+              pending:
+                - setting: cache
+                  running: directsync
+                  wanted: none
+                  why: "the guest's write cache (WCE) cannot change while it runs: it runs as directsync until a restart"
+              reopen_ms: 3.2
+    live_changes:
+      description: Each setting changed in the running QEMU, in the shape of RV(domains[].changes), with C(live=true).
+      returned: for running domains, when O(apply) is V(live) or V(live_or_pause)
+      type: list
+      elements: dict
+      sample: [{device: vda, setting: cache, before: writeback, after: none, reason: "blockdev-reopen, without a restart", live: true}]
 restart_required:
-  description: Names of running domains whose configuration changed; they need a restart (not a reboot from inside the guest).
+  description:
+    - Names of running domains whose configuration changed; they need a restart (not a reboot from inside the guest).
+    - With O(apply=live) or O(apply=live_or_pause), the running domains whose QEMU still lacks some configured setting.
   returned: always
+  type: list
+  elements: str
+  sample: [web01]
+tainted:
+  description: >-
+    Running domains marked C(custom-monitor) by libvirt: their QEMU runs settings their live XML does not
+    say (see O(apply) for what undoes them).
+  returned: when O(apply) is V(live) or V(live_or_pause)
   type: list
   elements: str
   sample: [web01]
@@ -303,6 +482,18 @@ storage:
   returned: always
   type: dict
   sample: {/var/lib/libvirt/images/web01.qcow2: {kind: file, fstype: ext4, odirect: true, shared: false}}
+define_check:
+  description:
+    - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
+      accepted; C(unchecked) maps each domain that could not be checked to the reason.
+  returned: always
+  type: dict
+  sample: {checked: [web01, web02], unchecked: {}}
+refused:
+  description: When the define check failed the run, each refused domain with libvirt's message.
+  returned: when libvirt refuses a planned XML
+  type: dict
+  sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
 backups:
   description: Files holding each redefined domain's original XML, written before the define.
   returned: always
@@ -316,12 +507,25 @@ defined:
   elements: str
   sample: [web01, web02]
 failed_domain:
-  description: When writing a backup or a define failed, the domain it failed on.
-  returned: on failure while backing up or defining
+  description: When writing a backup, a define or a live apply failed, the domain it failed on.
+  returned: on failure while backing up, defining or applying live
   type: str
   sample: web03
+applied_live:
+  description: When a live apply failed, the other running domains this run had changed live.
+  returned: on failure while applying live
+  type: list
+  elements: str
+  sample: [web01]
+save_image:
+  description: >-
+    When a domain could not be restored after its save, the image holding its memory (kept; restore it
+    with C(virsh restore)).
+  returned: on that failure
+  type: str
+  sample: /var/lib/kvmio/save/kvmio-save-1a2b3c/domain.save
 diff:
-  description: Before/after XML of each changed domain.
+  description: Before/after XML of each changed domain; with O(xml_path), the file's own text before and after.
   returned: when diff mode is on
   type: list
   elements: dict

@@ -15,6 +15,10 @@ description:
     without a cache mode runs V(writeback), and the guest-visible write cache), its bus and iothread, its
     image (format, preallocation state from C(qemu-img map), backing file) and its storage
     (filesystem, whether O_DIRECT works, shared or not); per domain, its iothreads and pins.
+  - For a running domain, each disk also shows the settings of its live XML (RV(domains[].disks[].live_settings))
+    and what its QEMU process runs now (RV(domains[].disks[].running), read as O(read_qemu) says), with two
+    findings where they differ - C(stale_live_xml), medium (a change made live, which a save/restore or a
+    migration without C(--xml) would undo) and C(restart_pending), low (the configuration does not run yet).
   - Reports findings with a severity and the fix the collection would apply. The findings are the
     rule table and the advisory table that M(kvmio.tuning.kvm_disk_tune) decides with, run on the
     current settings, so the audit and the tuning never disagree. V(critical) - the domain does not
@@ -40,13 +44,34 @@ attributes:
     details: Nothing is changed, so there is no diff.
 options:
   probe_storage:
-    description: Probe each disk's storage (O_DIRECT, filesystem, backing chain).
+    description:
+      - Probe each disk's storage (O_DIRECT, filesystem, backing chain).
+      - Only regular files and block devices are read, without waiting on a FIFO; each probe is bounded
+        to 10 seconds and then reports that it could not tell.
     type: bool
     default: true
   inspect_images:
-    description: Read each image with C(qemu-img info) and C(qemu-img map) (format, preallocation state).
+    description:
+      - Read each image with C(qemu-img info) and C(qemu-img map) (format, preallocation state).
+      - Each image is opened as the format its domain declares (C(<driver type>), V(raw) when none is
+        declared, as libvirt does), never as its bytes suggest, and a qcow2 image without its backing
+        chain; a guest writes the bytes of a raw disk, a qcow2 header naming any file or server included.
+      - Each read is bounded to 30 seconds (a hung NFS server); past it, the image's facts hold the error.
     type: bool
     default: true
+  read_qemu:
+    description:
+      - How to learn what QEMU runs for each disk of a running domain.
+      - V(auto) asks QEMU (QMP C(query-named-block-nodes) and C(query-block) through libvirt) only for
+        domains whose QEMU may differ from their live XML - those M(kvmio.tuning.kvm_disk_tune) changed
+        live, or that libvirt marks tainted C(custom-monitor); any other domain runs exactly its live
+        XML, which is reported then, without tainting it.
+      - V(always) asks QEMU for every running domain; libvirt then marks each tainted C(custom-monitor)
+        for the life of its QEMU process.
+      - V(never) reports the live XML.
+    type: str
+    choices: [auto, always, never]
+    default: auto
 seealso:
   - module: kvmio.tuning.kvm_disk_tune
 '''
@@ -102,6 +127,21 @@ domains:
               bypassed).
             - C(io) is null for network disks.
           type: dict
+        live_settings:
+          description: >-
+            For a running domain, the C(cache), C(io), C(discard), C(detect_zeroes) and C(iothread) of its
+            live XML (null when unset); null when the domain does not run.
+          type: dict
+        running:
+          description:
+            - For a running domain, what its QEMU runs - C(cache), C(io), C(discard), C(detect_zeroes),
+              C(iothread), C(write_cache) (the device's, as QEMU started it), C(guest_write_cache) (what the
+              guest runs with now, when QEMU was asked), C(direct), C(no_flush), and C(read_from) (V(qemu),
+              or V(live_xml) for a domain nobody changed through the monitor, which runs exactly that).
+            - Null when the domain does not run.
+          type: dict
+          sample: {cache: none, io: native, discard: unmap, detect_zeroes: unmap, iothread: null, write_cache: true,
+                   guest_write_cache: true, direct: true, no_flush: false, read_from: qemu}
         findings:
           description: The codes of this disk's findings.
           type: list

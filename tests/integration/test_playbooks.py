@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import libvirt
+import libvirt_qemu
 from lxml import etree
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import canonical
@@ -99,5 +101,25 @@ def test_restart_refuses_to_pull_the_plug_unless_asked(system_domains, tmp_path,
         assert report['rc'] != 0
         assert 'did not shut down within 1 s' in report['stdout'] and 'force_off=true' in report['stdout']
         assert dom.isActive(), 'a guest that ignores ACPI is left running'
+    finally:
+        dom.destroy()
+
+
+def test_tune_applies_the_policy_to_running_domains_live(system_domains, tmp_path, backup_dir):
+    prefix, doms = make_domains(system_domains, 1)
+    dom = doms[0]
+    dom.create()
+    try:
+        variables = policy_vars(prefix, backup_dir, disk_policy_apply='live', kvmio_tune_cpu_pinning=False,
+                                disk_policy_save_dir=str(tmp_path / 'save'))
+        report = run_playbook('tune.yml', tmp_path, variables)
+        assert report['rc'] == 0, report['stdout'][-3000:]
+        nodes = json.loads(libvirt_qemu.qemuMonitorCommand(
+            dom, json.dumps({'execute': 'query-named-block-nodes', 'arguments': {'flat': True}}), 0))['return']
+        assert {n['node-name']: n['cache']['direct'] for n in nodes} == {'libvirt-1-format': True,
+                                                                         'libvirt-1-storage': True}
+        assert cache_of(dom.XMLDesc(INACTIVE)) == 'none' and cache_of(dom.XMLDesc(0)) is None, 'no restart'
+        again = run_playbook('tune.yml', tmp_path, variables)
+        assert again['rc'] == 0 and stats(again)['changed'] == 0, stats(again)
     finally:
         dom.destroy()

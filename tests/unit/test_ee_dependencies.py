@@ -19,7 +19,7 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLUGINS = os.path.join(REPO, 'plugins')
 # Distribution name of each importable top-level package the plugins may use.
-DISTRIBUTION = {'libvirt': 'libvirt-python', 'lxml': 'lxml'}
+DISTRIBUTION = {'libvirt': 'libvirt-python', 'libvirt_qemu': 'libvirt-python', 'lxml': 'lxml'}
 # Executables and the packages that ship them. None: Debian only (kvm_io_bench builds its guest from
 # Debian packages; on other distributions it takes a kernel and initrd built elsewhere).
 BINARY_PACKAGES = {'qemu-img': {'dpkg': 'qemu-utils', 'rpm': 'qemu-img'},

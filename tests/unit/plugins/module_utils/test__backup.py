@@ -42,3 +42,22 @@ def test_write_atomic_never_leaves_half_a_file(tmp_path):
         write_atomic(str(target), 'new' * 10000 + '\udcff')
     assert target.read_text() == 'old'
     assert os.listdir(tmp_path) == ['domain.xml']
+
+
+def test_backup_names_fit_name_max_whatever_the_domain_name():
+    from ansible_collections.kvmio.tuning.plugins.module_utils._backup import BACKUP_NAME_RE, NAME_MAX, backup_name, \
+        backup_prefix
+
+    short = backup_name('web01')
+    assert short.startswith('web01.') and BACKUP_NAME_RE.match(short).group('prefix') == 'web01'
+    long_names = ['x' * 230, 'x' * 229 + 'y', '\u00e9' * 200, '\U0001f600' * 80, 'a/' * 120]
+    prefixes = set()
+    for name in long_names:
+        file_name = backup_name(name)
+        assert len(file_name.encode('utf-8')) <= NAME_MAX, name
+        assert '/' not in file_name
+        file_name.encode('utf-8')                          # never half a character
+        assert BACKUP_NAME_RE.match(file_name).group('prefix') == backup_prefix(name)
+        prefixes.add(backup_prefix(name))
+    assert len(prefixes) == len(long_names), 'names sharing their first bytes still get their own prefix'
+    assert backup_prefix('x' * 230) == backup_prefix('x' * 230), 'the same name, the same prefix: restore finds it'

@@ -77,3 +77,34 @@ def test_corpus_stays_valid_idempotent_and_local(relpath):
                 driver.getparent().remove(driver)
         return canonical(root)
     assert outside(plan.after) == outside(plan.before)
+
+
+def test_iothreads_zero_takes_disks_off_their_iothreads():
+    text = dx.domain('web01', [dx.disk('/img/a.qcow2', 'vda', 'virtio'), dx.disk('/img/b.qcow2', 'vdb', 'virtio')])
+    two = plan_cputune(text, CpuTune(iothreads=2))
+    assert not two.errors
+    none = plan_cputune(two.after, CpuTune(iothreads=0))
+    root = etree.fromstring(none.after.encode())
+    assert not none.errors and [d.find('driver').get('iothread') for d in root.findall('devices/disk')] == [None, None]
+    changes = {(c.device, c.setting, c.after) for c in none.changes}
+    assert changes == {('domain', 'iothreads', 0), ('vda', 'iothread', None), ('vdb', 'iothread', None)}
+
+
+def test_a_plan_naming_an_iothread_the_domain_lacks_is_refused():
+    text = dx.domain('web01', [dx.disk('/img/a.qcow2', 'vda', 'virtio'), dx.disk('/img/b.qcow2', 'vdb', 'virtio')])
+    plan = plan_cputune(text, CpuTune(iothreads=2, disk_iothreads={'vdb': 9}))
+    assert plan.errors == ['web01: disk vdb would use iothread 9, but the domain has iothreads 1-2']
+    pinned = text.replace('</vcpu>', '</vcpu><iothreads>4</iothreads><cputune><iothreadpin iothread="4" cpuset="0"/>'
+                                     '<iothreadpin iothread="1" cpuset="1"/></cputune>')
+    plan = plan_cputune(pinned, CpuTune(iothreads=2))
+    assert not plan.errors, 'fewer iothreads: the pins of those removed go too'
+    assert [p.get('iothread') for p in etree.fromstring(plan.after.encode()).findall('cputune/iothreadpin')] == ['1']
+    controller = text.replace('</devices>', "<controller type='scsi' index='0' model='virtio-scsi'>"
+                                            "<driver iothread='3'/></controller></devices>")
+    plan = plan_cputune(controller, CpuTune(iothreads=2, disk_iothreads={'vda': 2}))
+    assert not plan.errors, 'round robin reassigns every iothread user, controllers too'
+    lun = text.replace("<target dev='vdb' bus='virtio'/>", "<target dev='vdb' bus='virtio'/><driver iothread='7'/>")
+    lun = lun.replace("device='disk'><driver name='qemu' type='qcow2'/><source file='/img/b.qcow2'/>",
+                      "device='lun'><source file='/img/b.qcow2'/>")
+    plan = plan_cputune(lun, CpuTune(iothreads=1))
+    assert plan.errors == ['web01: disk vdb would use iothread 7, but the domain has iothreads 1']

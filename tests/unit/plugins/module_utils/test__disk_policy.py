@@ -191,8 +191,9 @@ def test_a_problem_the_disk_already_has_is_a_warning_unless_the_disk_is_redefine
 @pytest.mark.parametrize('current, host, want', [
     ({}, MODERN, {'cache': 'writeback', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
                   'guest_write_cache': True, 'odirect': False}),
-    ({}, HostSupport(qemu=(1, 1, 0)), {'cache': 'writethrough', 'io': 'threads', 'discard': 'ignore',
-                                        'detect_zeroes': 'off', 'guest_write_cache': False, 'odirect': False}),
+    ({}, HostSupport(qemu=(1, 1, 0)), {
+        'cache': 'writethrough', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
+        'guest_write_cache': False, 'odirect': False}),
     ({}, HostSupport(), {'cache': 'writeback', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
                          'guest_write_cache': True, 'odirect': False}),
     ({'cache': 'none', 'io': 'native', 'discard': 'unmap', 'detect_zeroes': 'unmap'}, MODERN,
@@ -213,8 +214,8 @@ def test_effective_settings_resolve_what_qemu_runs(current, host, want):
     (DiskSettings(cache='directsync'), {'cache': 'directsync', 'io': 'native'}),
     (DiskSettings(cache='writethrough'), {'cache': 'writethrough', 'io': 'io_uring'}),
     (DiskSettings(cache='writeback', io='threads'), {'cache': 'writeback', 'io': 'threads'}),
-    (DiskSettings(cache=None, io=None, discard='ignore', detect_zeroes='off'), {'discard': 'ignore',
-                                                                              'detect_zeroes': 'off'}),
+    (DiskSettings(cache=None, io=None, discard='ignore', detect_zeroes='off'),
+     {'discard': 'ignore', 'detect_zeroes': 'off'}),
     (DiskSettings(cache=None, io=None, detect_zeroes='on'), {'detect_zeroes': 'on'}),
 ])
 def test_explicit_values_are_written_as_asked(settings, want):
@@ -230,7 +231,7 @@ def test_every_setting_value_is_decided_by_a_test():
     seen = {(kw.arg, kw.value.value) for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'DiskSettings'
             for kw in node.keywords if isinstance(kw.value, ast.Constant)}
-    seen |= {(key, value) for key, value in vars(DiskSettings()).items()}     # the defaults: auto
+    seen |= set(vars(DiskSettings()).items())     # the defaults: auto
     choices = {'cache': CACHE_CHOICES, 'io': IO_CHOICES, 'discard': DISCARD_CHOICES,
                'detect_zeroes': DETECT_ZEROES_CHOICES}
     wanted = {(key, value) for key, values in choices.items() for value in values if value != 'keep'}

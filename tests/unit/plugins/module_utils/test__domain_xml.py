@@ -63,3 +63,37 @@ def test_parse_errors_name_the_origin(text, message):
     with pytest.raises(KvmioError) as err:
         parse_domain(text, 'the XML of x')
     assert err.value.msg.startswith(message)
+
+
+# --- issue 14: documents with declarations, secrets -------------------------------------------------------
+
+@pytest.mark.parametrize('doctype, body', [
+    ('<!DOCTYPE domain [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+     '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>', '<description>&c;&c;&c;</description>'),
+    ('<!DOCTYPE domain [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>', '<description>&xxe;</description>'),
+    ('<!DOCTYPE domain SYSTEM "http://127.0.0.1:9/domain.dtd">', ''),
+    ('<!DOCTYPE domain>', ''),
+])
+def test_any_doctype_is_refused_naming_the_document(doctype, body):
+    text = '<?xml version="1.0"?>\n%s\n<domain type="kvm"><name>web01</name>%s</domain>' % (doctype, body)
+    with pytest.raises(KvmioError) as err:
+        parse_domain(text, 'backup /b/web01.xml')
+    assert err.value.msg.startswith('backup /b/web01.xml has a DOCTYPE declaration')
+    with pytest.raises(KvmioError) as err:
+        canonical(text)
+    assert 'has a DOCTYPE declaration' in err.value.msg
+
+
+def test_secrets_are_redacted_and_nothing_else_changes():
+    from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import REDACTED, redact_secrets
+
+    text = DOC.replace('</devices>', "<graphics type='vnc' passwd='s3cret' passwdValidTo='2030-01-01T00:00:00'/>"
+                                     "<graphics type='spice' passwd='0ther'/></devices>")
+    network = ("<disk type='network' device='disk'><source protocol='https' name='/i.img'><host name='h'/>"
+               "<cookies><cookie name='session'>t0ken</cookie></cookies></source><target dev='vdb'/></disk>")
+    text = text.replace('</devices>', network + '</devices>')
+    redacted = redact_secrets(text)
+    for secret in ('s3cret', '0ther', 't0ken'):
+        assert secret not in redacted
+    assert redacted.count(REDACTED) == 3 and "2030-01-01T00:00:00" in redacted and 'name="session"' in redacted
+    assert canonical(redact_secrets(DOC)) == canonical(DOC)

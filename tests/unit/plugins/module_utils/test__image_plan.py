@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
-from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import WantedImage, drift_of, human_size, \
-    parse_size, plan_image, preallocation_state, validate_wanted
+from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import parse_domain
+from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import ImageUse, WantedImage, \
+    check_disk_image, check_users, decide_format, drift_of, effective_preallocation, human_size, image_disks, \
+    image_size, parse_size, plan_image, planned_facts, preallocation_state, validate_wanted
 
 G = 1 << 30
 
@@ -121,3 +123,155 @@ def test_create_needs_a_size():
 def test_drift_reason_names_the_switches():
     plan = plan_image('/img/a.qcow2', facts(preallocation='off'), WantedImage(size=2 * G))
     assert plan.reason == 'left alone; set resize=grow to grow it or convert=true to rewrite it with the requested settings'
+
+
+@pytest.mark.parametrize('text, size', [('1000', 1024), ('1.1G', 1181116416), ('512', 512), ('1', 512),
+                                        ('1.5T', 3 << 39), ('4097', 4608)])
+def test_image_sizes_are_whole_sectors_as_qemu_img_makes_them(text, size):
+    assert image_size(text) == size
+
+
+def test_sizes_are_exact():
+    assert parse_size('1.1G') == 1181116006          # as qemu-img reads it; a float gives the same here, not always
+    assert parse_size('0.1K') == 102 and parse_size('3.3M') == 3460300
+
+
+@pytest.mark.parametrize('wanted, has_backing, state', [
+    (WantedImage(size=G), False, 'metadata'),
+    (WantedImage(size=G), True, 'off'),
+    (WantedImage(size=G, extended_l2=True), True, 'metadata'),
+    (WantedImage(size=G, extended_l2=True, preallocation='full'), True, 'metadata'),
+    (WantedImage(size=G, extended_l2=True, preallocation='off'), True, 'off'),
+])
+def test_an_overlay_shows_at_most_what_it_can_hold(wanted, has_backing, state):
+    assert effective_preallocation(wanted, has_backing) == state
+
+
+def test_an_overlay_is_not_drift_for_preallocation_it_cannot_have():
+    overlay = facts(backing_file='base.qcow2', backing_format='qcow2', preallocation='off')
+    assert drift_of(overlay, WantedImage(size=None)) == {}
+    assert drift_of(overlay, WantedImage(size=None, extended_l2=True)) == {
+        'extended_l2': (False, True), 'preallocation': ('off', 'metadata')}
+    converted = facts(backing_file='base.qcow2', backing_format='qcow2', extended_l2=True)
+    assert drift_of(converted, WantedImage(size=None, extended_l2=True, preallocation='falloc')) == {}
+
+
+def test_backing_format_drift():
+    overlay = facts(backing_file='base.raw', backing_format='qcow2', preallocation='off')
+    wanted = WantedImage(size=None, preallocation='off', backing_file='base.raw', backing_format='raw')
+    assert drift_of(overlay, wanted) == {'backing_format': ('qcow2', 'raw')}
+
+
+@pytest.mark.parametrize('wanted, message', [
+    (WantedImage(size=G, preallocation='off', backing_file='nbd://host:1', backing_format='raw'),
+     "backing_file 'nbd://host:1' is not a local file name"),
+    (WantedImage(size=G, preallocation='off', backing_file='json:{"driver":"raw"}', backing_format='raw'),
+     'is not a local file name'),
+    (WantedImage(size=G, preallocation='off', backing_file='', backing_format='raw'), 'is not a local file name'),
+    (WantedImage(size=G, preallocation='off', backing_file='b.img', backing_format='raw,data_file=/x'),
+     "backing_format 'raw,data_file=/x' is not one of qcow2, raw"),
+])
+def test_backing_files_and_formats_are_validated(wanted, message):
+    with pytest.raises(PlanError) as err:
+        validate_wanted(wanted, (7, 2, 0))
+    assert message in err.value.msg
+
+
+DOMAIN = """<domain type='qemu'><name>d</name><devices>
+  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/a.qcow2'/><target dev='vda'/></disk>
+  <disk type='file' device='disk'><source file='/i/noformat.img'/><target dev='vdb'/></disk>
+  <disk type='block' device='lun'><driver name='qemu' type='raw'/><source dev='/dev/sdz'/><target dev='sda'/></disk>
+  <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='/i/cd.iso'/><target dev='hdc'/></disk>
+  <disk type='file' device='cdrom'><target dev='hdd'/></disk>
+  <disk type='volume' device='disk'><driver name='qemu' type='qcow2'/><source pool='p' volume='v'/><target dev='vdc'/></disk>
+  <disk type='network' device='disk'><source protocol='nbd' name='x'/><target dev='vdd'/></disk>
+</devices></domain>"""
+
+
+def test_every_local_disk_of_a_domain_with_its_declared_format():
+    assert image_disks(parse_domain(DOMAIN), {('p', 'v'): '/pool/v.qcow2'}) == [
+        ('/i/a.qcow2', 'qcow2', 'disk'), ('/i/noformat.img', 'raw', 'disk'), ('/dev/sdz', 'raw', 'lun'),
+        ('/i/cd.iso', 'raw', 'cdrom'), ('/pool/v.qcow2', 'qcow2', 'disk')]
+
+
+RAW_USER = ImageUse('db', False, 'raw')
+QCOW2_USER = ImageUse('web', False, 'qcow2')
+OVERLAY_USER = ImageUse('ci', False, 'raw', via='/i/top.qcow2')
+RUNNING = ImageUse('live', True, 'qcow2', via='/i/top.qcow2')
+
+
+@pytest.mark.parametrize('uses, option, found, result', [
+    ([RAW_USER], 'auto', 'qcow2', ('raw', 'domain')),              # a guest-written header does not count
+    ([QCOW2_USER], 'auto', None, ('qcow2', 'domain')),
+    ([], 'auto', 'qcow2', ('qcow2', 'header')),
+    ([], 'auto', None, ('raw', 'header')),
+    (None, 'auto', None, ('raw', 'header')),
+    ([], 'raw', 'qcow2', ('raw', 'source_format')),
+    ([RAW_USER], 'raw', 'qcow2', ('raw', 'domain')),
+    ([], 'raw', 'vmdk', ('raw', 'source_format')),
+])
+def test_the_format_comes_from_the_domains_first(uses, option, found, result):
+    assert decide_format('/i/x', uses, option, found) == result
+
+
+@pytest.mark.parametrize('uses, option, found, message', [
+    ([RAW_USER, QCOW2_USER], 'auto', None, 'domains disagree on the format of /i/x: web as qcow2; db as raw'),
+    ([RAW_USER], 'qcow2', None, 'source_format=qcow2, but domain db reads /i/x as raw'),
+    ([ImageUse('old', False, 'vmdk')], 'auto', None, '/i/x is a vmdk image to domain old'),
+    ([], 'auto', 'vmdk', '/i/x looks like a vmdk image, which qcow2_create does not read'),
+])
+def test_format_conflicts_are_refused(uses, option, found, message):
+    with pytest.raises(PlanError) as err:
+        decide_format('/i/x', uses, option, found)
+    assert err.value.msg.startswith(message)
+
+
+@pytest.mark.parametrize('fmt, size, ok', [('raw', 512, True), ('raw', 13, False), ('raw', 0, False),
+                                           ('raw', 1000, False), ('qcow2', 13, True), ('raw', 16 << 20, True)])
+def test_a_raw_disk_is_whole_sectors(fmt, size, ok):
+    if ok:
+        check_disk_image('/i/x', fmt, size)
+    else:
+        with pytest.raises(PlanError):
+            check_disk_image('/i/x', fmt, size)
+
+
+@pytest.mark.parametrize('action, uses, fmt, force, message', [
+    ('convert', [RUNNING], 'qcow2', True, '/i/x is in use by running domain live (through /i/top.qcow2), so it is '
+                                          'not converted'),
+    ('grow', [RUNNING], 'qcow2', False, 'so it is not grown'),
+    ('remove', [RUNNING], 'qcow2', True, 'so it is not removed'),
+    ('convert', [RAW_USER], 'raw', True, '/i/x is read as raw by domain db: converted to qcow2'),
+    ('convert', [OVERLAY_USER], 'raw', False, '/i/x is read as raw by domain ci (through /i/top.qcow2)'),
+    ('remove', [QCOW2_USER], 'qcow2', False,
+     '/i/x is a disk of domain web; remove it from the domain first, or set force=true'),
+    ('remove', None, 'qcow2', False, 'cannot check whether a domain uses /i/x'),
+    ('convert', None, 'raw', False, 'cannot check whether a domain reads /i/x as raw'),
+])
+def test_users_refuse_what_would_change_under_them(action, uses, fmt, force, message):
+    with pytest.raises(PlanError) as err:
+        check_users('/i/x', action, uses, fmt, force)
+    assert message in err.value.msg, err.value.msg
+
+
+@pytest.mark.parametrize('action, uses, fmt, force', [
+    ('convert', [QCOW2_USER], 'qcow2', False),       # a thin qcow2 disk of a stopped domain: the usual conversion
+    ('convert', [], 'raw', False),
+    ('convert', None, 'qcow2', False),               # libvirt down: QEMU's own locks still guard running domains
+    ('convert', None, 'raw', True),
+    ('grow', [QCOW2_USER], 'qcow2', False),
+    ('remove', [QCOW2_USER], 'qcow2', True),
+    ('remove', None, 'qcow2', True),
+    ('remove', [], 'raw', False),
+])
+def test_users_allow_what_is_safe(action, uses, fmt, force):
+    check_users('/i/x', action, uses, fmt, force)
+
+
+def test_planned_facts_are_what_a_real_run_reports():
+    created = planned_facts(None, WantedImage(size=G), 'create', False)
+    assert created['virtual_size'] == G and created['preallocation'] == 'metadata' and created['cluster_size'] == 65536
+    overlay = planned_facts(facts(backing_file='b', preallocation='off'), WantedImage(size=None), 'convert', True)
+    assert overlay['preallocation'] == 'off' and overlay['backing_file'] == 'b'
+    assert planned_facts(facts(), WantedImage(size=None), 'remove', False) is None
+    assert planned_facts(facts(), WantedImage(size=None), 'none', False) == facts()

@@ -53,7 +53,9 @@ def test_cpuset_round_trip_and_errors():
     assert parse_cpuset('0-3,^2,8') == {0, 1, 3, 8}
     assert format_cpuset({0, 1, 3, 8, 9, 10}) == '0-1,3,8-10'
     for bad, message in (('0-', "'0-' is not a CPU number or range"), ('3-1', 'range 3-1 goes backwards'),
-                         ('', 'is not a cpuset'), ('1,^1', 'selects no CPU')):
+                         ('', 'is not a cpuset'), ('1,^1', 'selects no CPU'),
+                         ('0-99999999', 'CPU 99999999 is beyond 16383, the highest libvirt accepts'),
+                         ('16384', 'CPU 16384 is beyond 16383')):
         with pytest.raises(PlanError) as err:
             parse_cpuset(bad, 'vcpu_pinning')
         assert message in err.value.msg and 'vcpu_pinning' in err.value.msg

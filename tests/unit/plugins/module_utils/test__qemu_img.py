@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 
 import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import QemuImgError
-from ansible_collections.kvmio.tuning.plugins.module_utils._qemu_img import QemuImg, subprocess_runner
+from ansible_collections.kvmio.tuning.plugins.module_utils._qemu_img import QemuImg, option_string, subprocess_runner
 
 
 @pytest.fixture
@@ -55,3 +57,65 @@ def test_missing_binary_is_a_clear_error(tmp_path):
     with pytest.raises(QemuImgError) as err:
         runner.version()
     assert 'install qemu-utils' in err.value.msg
+
+
+# --- issue 14, S3: images are opened as their declared format; every read is bounded in time -------------
+
+def test_info_opens_the_declared_format_not_the_one_the_bytes_suggest(qemu_img, tmp_path):
+    guest = str(tmp_path / 'guest.raw')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'nbd://127.0.0.1:9/x', '-F', 'raw', '-u', guest,
+                    '16M'], check=True)
+    info = qemu_img.info(guest, fmt='raw')
+    assert info['format'] == 'raw' and 'backing-filename' not in info
+
+
+def test_map_of_a_qcow2_does_not_open_its_backing_file(qemu_img, tmp_path):
+    fifo = str(tmp_path / 'pipe')
+    os.mkfifo(fifo)
+    top = str(tmp_path / 'top.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', fifo, '-F', 'raw', '-u', top, '16M'], check=True)
+    runner = QemuImg(subprocess_runner(), timeout=20)
+    started = time.monotonic()
+    extents = runner.map(top, fmt='qcow2')
+    assert time.monotonic() - started < 10, 'qemu-img waited on the backing FIFO'
+    assert extents and all('offset' not in e for e in extents)
+
+
+def test_a_qemu_img_call_that_hangs_is_bounded(tmp_path):
+    fifo = str(tmp_path / 'pipe')
+    os.mkfifo(fifo)                                        # qemu-img's open of a FIFO waits for a writer
+    runner = QemuImg(subprocess_runner(), timeout=2)
+    started = time.monotonic()
+    with pytest.raises(QemuImgError) as err:
+        runner.info(fifo, fmt='raw')
+    assert time.monotonic() - started < 15
+    assert err.value.msg.startswith('qemu-img did not finish within 2 s while trying to read the image %s' % fifo)
+
+
+@pytest.mark.parametrize('options, text', [
+    ({'compat': '1.1', 'preallocation': 'metadata', 'cluster_size': 65536},
+     'cluster_size=65536,compat=1.1,preallocation=metadata'),
+    ({'extended_l2': 'on', 'backing_fmt': 'raw', 'lazy_refcounts': None}, 'backing_fmt=raw,extended_l2=on'),
+    ({}, ''),
+])
+def test_option_string(options, text):
+    assert option_string(options) == text
+
+
+@pytest.mark.parametrize('options', [{'backing_fmt': 'raw,data_file=/etc/shadow'}, {'compat': '1.1 '},
+                                     {'preallocation': 'off\ndata_file=x'}, {'a=b': 'c'}, {'size': ''}])
+def test_option_values_that_would_add_options_are_refused(options):
+    with pytest.raises(QemuImgError) as err:
+        option_string(options)
+    assert 'option values must be plain words' in err.value.msg
+
+
+def test_a_stuck_qemu_img_is_stopped(tmp_path):
+    fifo = str(tmp_path / 'fifo')
+    os.mkfifo(fifo)
+    runner = QemuImg(subprocess_runner())
+    with pytest.raises(QemuImgError) as err:
+        runner.info_spec('json:{"driver": "raw", "file": {"driver": "file", "filename": "%s"}}' % fifo, fifo, [],
+                         timeout=1)
+    assert err.value.msg.startswith('qemu-img did not finish within 1 s while trying to read %s' % fifo)
+    assert err.value.msg.endswith('it was stopped')

@@ -1,0 +1,297 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note: this module_utils file is PRIVATE to the collection. It can change at any time.
+# Do not use it from other collections or standalone plugins/modules.
+
+"""Opening images and walking their backing chains without trusting what they say.
+
+Every file is opened here first, read-only and non-blocking, and kept only if ``fstat`` says it is
+a regular file or a block device (a FIFO, a socket, a directory or a character device is refused
+before anything reads it). qemu-img then gets the open descriptor (``/dev/fd/N``) in a JSON
+description that names every layer and its format explicitly, so it never opens a path, a URL or
+a format that an image header chose. See ``_qcow2_header`` for the header parsing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import struct
+from dataclasses import dataclass, field
+
+from ._errors import PlanError
+from ._qcow2_header import HEADER_READ, HeaderError, decode_name, is_protocol, is_qcow2, other_format, parse_header
+
+MAX_CHAIN = 16
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+# QEMU's image locks are OFD locks on bytes 100-299 of the file (permissions held, permissions not
+# shared); any lock there means a QEMU process has the file open, as a disk or as a backing file.
+_QEMU_LOCK_START, _QEMU_LOCK_LEN = 100, 200
+_F_OFD_GETLK = getattr(fcntl, 'F_OFD_GETLK', 36)
+_FLOCK = 'hhqqi4x'
+
+
+def printable(path):
+    """A path as text for messages and results: undecodable bytes shown as \\xNN, never a traceback."""
+    return os.fsencode(path).decode('utf-8', errors='backslashreplace')
+
+
+def kind_of(mode):
+    if stat.S_ISREG(mode):
+        return 'file'
+    if stat.S_ISBLK(mode):
+        return 'block'
+    if stat.S_ISDIR(mode):
+        return 'directory'
+    if stat.S_ISFIFO(mode):
+        return 'FIFO'
+    if stat.S_ISSOCK(mode):
+        return 'socket'
+    if stat.S_ISCHR(mode):
+        return 'character device'
+    if stat.S_ISLNK(mode):
+        return 'symbolic link'
+    return 'special file'
+
+
+def not_an_image(path, kind):
+    if kind == 'directory':
+        return PlanError('%s is a directory, not an image file' % printable(path))
+    return PlanError('%s is a %s, not a regular file or block device, so not an image' % (printable(path), kind))
+
+
+@dataclass
+class Layer:
+    """One file of a backing chain, open read-only (``fd``) until ``close()``."""
+
+    path: str                 # as named: by the caller, or by the overlay's header (made absolute)
+    real: str                 # symlinks resolved
+    fmt: str                  # qcow2 | raw
+    kind: str                 # file | block
+    fd: int
+    st: os.stat_result
+    head: bytes = b''
+    header: object = None     # Qcow2Header of a qcow2 layer
+    backing_name: str | None = None    # as the header writes it
+
+    @property
+    def ident(self):
+        return (self.st.st_dev, self.st.st_ino)
+
+    @property
+    def fd_path(self):
+        return '/dev/fd/%d' % self.fd
+
+    def size(self):
+        """File size, or a block device's size."""
+        if self.kind == 'block':
+            return os.lseek(self.fd, 0, os.SEEK_END)
+        return self.st.st_size
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def open_file(path, nofollow=False, dir_fd=None):
+    """(fd, stat) of a regular file or block device, opened read-only and non-blocking.
+
+    ``lstat`` first, so that a FIFO or a character device is refused before an ``open`` that could
+    block or have side effects (tape rewind); ``fstat`` after, since the name can change between.
+    Raises FileNotFoundError for a missing file and PlanError for anything that is not an image.
+    """
+    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=not nofollow)
+    kind = kind_of(st.st_mode)
+    if kind not in ('file', 'block'):
+        raise not_an_image(path, kind)
+    fd = os.open(path, _OPEN_FLAGS | (os.O_NOFOLLOW if nofollow else 0), dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        kind = kind_of(st.st_mode)
+        if kind not in ('file', 'block'):
+            raise not_an_image(path, kind)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_head(fd, size=HEADER_READ):
+    try:
+        return os.pread(fd, size, 0)
+    except OSError as err:
+        raise PlanError('cannot read the image header: %s' % err.strerror) from None
+
+
+def head_format(head):
+    """'qcow2', another format's name, or None (no magic: raw) from the first bytes of a file."""
+    if is_qcow2(head):
+        return 'qcow2'
+    return other_format(head)
+
+
+def open_layer(path, fmt, nofollow=False):
+    """A Layer for ``path`` read as ``fmt``; for qcow2 its header parsed and its backing name read."""
+    fd, st = open_file(path, nofollow=nofollow)
+    return layer_from_fd(path, fd, st, fmt)
+
+
+def layer_from_fd(path, fd, st, fmt, real=None):
+    """A Layer around an open descriptor (closed if reading it fails)."""
+    layer = Layer(path=path, real=real or os.path.realpath(path), fmt=fmt, kind=kind_of(st.st_mode), fd=fd, st=st)
+    try:
+        layer.head = read_head(fd)
+        if fmt == 'qcow2':
+            try:
+                layer.header = parse_header(layer.head)
+            except HeaderError as err:
+                raise PlanError('%s is not a qcow2 image QEMU would open: %s' % (printable(path), err)) from None
+            if layer.header.has_backing:
+                offset, size = layer.header.backing_span()
+                raw = layer.head[offset:offset + size] if offset + size <= len(layer.head) else os.pread(fd, size, offset)
+                layer.backing_name = decode_name(raw)
+    except BaseException:
+        layer.close()
+        raise
+    return layer
+
+
+def backing_path(layer):
+    """The absolute path a layer's backing name means (relative to the layer's own directory, as QEMU reads it)."""
+    name = layer.backing_name
+    return name if os.path.isabs(name) else os.path.join(os.path.dirname(layer.path), name)
+
+
+@dataclass
+class Chain:
+    """An image and its backing files, top first, each open until ``close()``."""
+
+    layers: list = field(default_factory=list)
+    stopped: str = ''          # non-strict walks: why the walk stopped before the chain's end
+    remote_backing: str = ''   # the last layer's backing file is a URL or JSON description (not followed)
+
+    @property
+    def top(self):
+        return self.layers[0]
+
+    def close(self):
+        for layer in self.layers:
+            layer.close()
+
+    def fds(self):
+        return [layer.fd for layer in self.layers]
+
+    def node(self, start=0, backing=True):
+        """The blockdev description of the layers from ``start``, every file by descriptor.
+
+        ``backing=True`` names every backing layer explicitly (the last ends in ``null``, whatever its
+        header says); ``backing=False`` leaves the key out (``qemu-img info`` opens no backing file and
+        refuses the key).
+        """
+        node = None
+        for layer in reversed(self.layers[start:]):
+            node = image_node(layer.fmt, layer.fd_path, layer.kind == 'block', backing=node if backing else Ellipsis)
+        return node
+
+    def spec(self, start=0, backing=True):
+        """``node`` as the ``json:`` file name qemu-img takes."""
+        return json_spec(self.node(start, backing))
+
+
+def image_node(fmt, filename, block=False, backing=None):
+    """A blockdev description: ``backing`` None ends the chain, Ellipsis leaves the key out."""
+    node = {'driver': fmt, 'file': {'driver': 'host_device' if block else 'file', 'filename': filename}}
+    if fmt == 'qcow2' and backing is not Ellipsis:
+        node['backing'] = backing
+    return node
+
+
+def json_spec(node):
+    return 'json:' + json.dumps(node, sort_keys=True)
+
+
+def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=None):
+    """The Chain of ``path`` read as ``fmt``: qcow2 layers' backing files, formats from their headers.
+
+    ``top``: the first Layer, already open (the chain then owns it). A raw layer ends the chain
+    whatever its bytes say, and so does one of another format (its bytes are not parsed). A backing
+    file whose format the overlay does not record is opened as raw, as libvirt's QEMU driver opens it
+    (it refuses to probe the format of a backing file; probing would let the file's bytes, perhaps a
+    guest's, choose). ``strict`` raises PlanError for anything qcow2_create cannot follow safely (a URL
+    or JSON backing name, a missing file, a loop, a format other than qcow2/raw, an external data file,
+    more than ``max_depth`` layers); otherwise the walk stops there and ``Chain.stopped`` says why (a URL
+    or JSON backing name is not a stop: ``Chain.remote_backing`` names it).
+    """
+    chain = Chain()
+    try:
+        current, current_fmt, seen = path, fmt, set()
+        while True:
+            if top is not None and not chain.layers:
+                layer = top
+            else:
+                layer = open_layer(current, current_fmt, nofollow=nofollow and not chain.layers)
+            chain.layers.append(layer)
+            if layer.ident in seen:
+                raise PlanError('the backing chain of %s loops at %s' % (printable(path), printable(current)))
+            seen.add(layer.ident)
+            if layer.header is not None and layer.header.external_data_file:
+                raise PlanError('%s has an external data file (%s); qcow2_create does not handle such images'
+                                % (printable(current), printable(layer.header.data_file or '?')))
+            if layer.header is not None and layer.header.encrypted and strict:
+                raise PlanError('%s is an encrypted qcow2 image; qcow2_create does not handle such images'
+                                % printable(current))
+            if layer.backing_name is None:
+                return chain
+            name = layer.backing_name
+            if is_protocol(name) and not strict:
+                chain.remote_backing = name
+                return chain
+            if is_protocol(name):
+                raise PlanError('%s names %s as its backing file, which is not a local file; qcow2_create follows '
+                                'only local files (write ./%s if it is one)'
+                                % (printable(current), printable(name), printable(name)))
+            if len(chain.layers) >= max_depth:
+                raise PlanError('the backing chain of %s is longer than %d files' % (printable(path), max_depth))
+            current = backing_path(layer)
+            current_fmt = layer.header.backing_format or 'raw'
+            if current_fmt not in ('qcow2', 'raw') and strict:
+                raise PlanError('%s names its backing file %s as %s; qcow2_create reads only qcow2 and raw images'
+                                % (printable(layer.path), printable(current), current_fmt))
+    except FileNotFoundError:
+        chain_error = PlanError('backing file %s of %s is missing' % (printable(current), printable(path))
+                                if chain.layers else '%s does not exist' % printable(path))
+        if strict or not chain.layers:
+            chain.close()
+            raise chain_error from None
+        chain.stopped = chain_error.msg
+        return chain
+    except PlanError as err:
+        if strict or not chain.layers:
+            chain.close()
+            raise
+        chain.stopped = err.msg
+        return chain
+    except OSError as err:
+        if strict or not chain.layers:
+            chain.close()
+            raise PlanError('cannot read %s: %s' % (printable(current), err.strerror)) from None
+        chain.stopped = 'cannot read %s: %s' % (printable(current), err.strerror)
+        return chain
+    except BaseException:
+        chain.close()
+        raise
+
+
+def qemu_holds(fd):
+    """True when a QEMU process holds one of its image locks on the open file ``fd``."""
+    query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _QEMU_LOCK_START, _QEMU_LOCK_LEN, 0)
+    try:
+        answer = fcntl.fcntl(fd, _F_OFD_GETLK, query)
+    except OSError:
+        return False
+    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
