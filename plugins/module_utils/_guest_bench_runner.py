@@ -325,7 +325,7 @@ class GuestBench:
             probe = os.path.join(run_dir, 'probe')
             with open(probe, 'wb') as handle:
                 handle.write(b'\0' * 4096)
-            storage = StorageProber().facts(probe)
+            storage = StorageProber().facts(probe, 'raw')     # a plain file: nothing to follow
             os.unlink(probe)
             host = host_support(client.hypervisor_version(), client.libvirt_version())
             candidates, skipped, notes = self._candidates(client, storage, host, image.buses, probe)
