@@ -65,8 +65,6 @@ GUEST_ARGUMENT_SPEC = {
 }
 
 
-
-
 @dataclass(frozen=True)
 class Candidate:
     """One disk configuration. cache/io None: the attribute is not written (QEMU's default)."""

@@ -70,7 +70,7 @@ class GuestBench:
         self.run_command = run_command
         self.warn = warn
         self.check_mode = check_mode
-        self.qemu_img = QemuImg(lambda argv: run_command(argv))
+        self.qemu_img = QemuImg(run_command)
         self.workloads = list(params.get('workloads') or DEFAULT_WORKLOADS)
         self.region = parse_size(params.get('size') or DEFAULT_REGION, 'size')
         self.image = None
@@ -391,9 +391,9 @@ class GuestBench:
             'image': 'a fresh image per run; each workload on its own region; reads of data written before boot',
             'fio': 'direct=1 on the raw guest disk, time_based'}
         if accel == 'tcg':
-            result['measured']['caveat'] = ('TCG: the vCPUs are emulated, so CPU-bound paths look slower than under '
-                                             'KVM; use these figures to rank I/O-bound configurations, not as '
-                                             'absolute numbers')
+            result['measured']['caveat'] = (
+                'TCG: the vCPUs are emulated, so CPU-bound paths look slower than under KVM; use these figures '
+                'to rank I/O-bound configurations, not as absolute numbers')
 
     def _figures(self, candidates, result):
         table = summarise(candidates, result['runs'], self.workloads)

@@ -232,7 +232,7 @@ options:
   kernel:
     description:
       - O(mode=guest) only. A kernel to boot instead of building the guest; give O(initrd) with it.
-      - Use a pair this module built (RV(guest.kernel) and RV(guest.initrd), copied from a host with a package
+      - Use a pair this module built (C(guest.kernel) and C(guest.initrd) of RV(guest), copied from a host with a package
         mirror); the initramfs carries the init that runs the benchmark and the kernel's own disk drivers.
     type: path
   initrd:

@@ -10,6 +10,8 @@ import gzip
 import json
 import os
 
+import pytest
+
 from ansible_collections.kvmio.tuning.plugins.module_utils._fio import (MAX_JOB_JSON, WORKLOADS, encode_jobs,
                                                                         job_figures, job_lines, parse_console,
                                                                         regions)
@@ -39,8 +41,10 @@ def test_regions_do_not_overlap_and_jobs_name_them():
     assert base64.b64decode(encoded).decode() == text
 
 
-def test_recorded_console_parses_into_four_jobs():
-    report = parse_console(recorded_console())
+@pytest.mark.parametrize('newline', ['\n', '\r\n'])
+def test_recorded_console_parses_into_four_jobs(newline):
+    # A serial console ends its lines with CRLF; the file is stored with LF.
+    report = parse_console(recorded_console().replace('\n', newline))
     assert report.done and not report.errors
     assert report.booted_at > 0 and report.fio_at >= report.booted_at
     assert report.disk['name'] == 'vda' and report.disk['write_cache'] == 'write_back'

@@ -40,12 +40,12 @@ def test_collection_candidates_are_what_decide_disk_plans_for_this_storage():
         assert (plan.cache, plan.io) == (decision.final['cache'], decision.final['io'])
         assert plan.preallocation == 'metadata' and not plan.iothread and with_iothread.iothread
         assert with_iothread.key[1:3] == plan.key[1:3]
-    (plan, _), _ = collection_candidates(EXT4, MODERN, '/srv/p/probe')
-    assert (plan.cache, plan.io) == ('none', 'native') and 'O_DIRECT works on ext4' in plan.note
-    (plan, _), _ = collection_candidates(RAMFS, NO_URING, '/srv/p/probe')
-    assert (plan.cache, plan.io) == ('writeback', 'threads')
-    (plan, _), warnings = collection_candidates(None, MODERN, '/srv/p/probe')
-    assert plan.cache == 'writeback' and warnings
+    plans, _warnings = collection_candidates(EXT4, MODERN, '/srv/p/probe')
+    assert (plans[0].cache, plans[0].io) == ('none', 'native') and 'O_DIRECT works on ext4' in plans[0].note
+    plans, _warnings = collection_candidates(RAMFS, NO_URING, '/srv/p/probe')
+    assert (plans[0].cache, plans[0].io) == ('writeback', 'threads')
+    plans, warnings = collection_candidates(None, MODERN, '/srv/p/probe')
+    assert plans[0].cache == 'writeback' and warnings
 
 
 def test_invalid_configurations_are_skipped_with_the_policy_reason():
@@ -65,7 +65,7 @@ def test_invalid_configurations_are_skipped_with_the_policy_reason():
 
 
 def test_presets_and_matrix():
-    (plan, _), _ = collection_candidates(EXT4, MODERN, '/srv/p/probe')
+    plan = collection_candidates(EXT4, MODERN, '/srv/p/probe')[0][0]
     assert preset_candidates('none', plan) == []
     quick = preset_candidates('quick', plan)
     assert [c.name for c in quick] == ['writethrough', 'sata', 'metadata']
@@ -83,7 +83,7 @@ def test_presets_and_matrix():
 
 
 def test_dedupe_keeps_the_first_name_and_user_candidates_map_default_to_no_attribute():
-    (plan, with_iothread), _ = collection_candidates(EXT4, MODERN, '/p')
+    (plan, with_iothread), _warnings = collection_candidates(EXT4, MODERN, '/p')
     same_as_plan = user_candidate(0, {'cache': 'none', 'io': 'native', 'preallocation': 'metadata', 'bus': 'virtio',
                                       'iothread': False, 'format': 'qcow2'})
     assert same_as_plan.name == 'candidate1'

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 from lxml import etree
@@ -69,7 +70,7 @@ def test_default_cache_and_io_write_no_attribute_and_nothing_else_is_attached():
     assert root.find("devices/controller[@type='usb']").get('model') == 'none'
     assert [root.findtext(e) for e in ('on_poweroff', 'on_reboot', 'on_crash')] == ['destroy'] * 3
     assert root.get('type') == 'qemu'
-    kvm = etree.fromstring(guest_domain_xml(GuestSpec(**dict(spec().__dict__, domain_type='kvm'))).encode())
+    kvm = etree.fromstring(guest_domain_xml(replace(spec(), domain_type='kvm')).encode())
     assert kvm.get('type') == 'kvm'
 
 
