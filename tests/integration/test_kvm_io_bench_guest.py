@@ -199,3 +199,38 @@ def test_guest_cache_directory_others_can_write_is_refused(system_conn, image_di
     result = bench('qemu:///system', image_dir, cache_dir=str(shared))
     assert result.failed and 'must be owned by uid 0 with mode 0700' in result['msg'], result
     assert os.listdir(shared) == [] and os.listdir(image_dir) == []
+
+
+@pytest.mark.embed
+def test_the_guest_builder_is_reusable_and_holds_when_asked(embed_conn, image_dir):
+    # The API other tests use: guest_image() -> kernel and initrd, staged where QEMU can read them,
+    # booted with kvmio.hold=1 to keep a real kernel running behind a disk.
+    from ansible_collections.kvmio.tuning.plugins.module_utils._fio import parse_console
+    from ansible_collections.kvmio.tuning.plugins.module_utils._guest_image import guest_image, stage_guest_image
+    from ansible_collections.kvmio.tuning.plugins.module_utils._guest_xml import GuestDisk, GuestSpec, \
+        guest_domain_xml
+
+    image = guest_image()
+    assert image.source in ('built', 'cache') and {'virtio', 'scsi', 'sata', 'ide'} <= set(image.buses)
+    kernel, initrd = stage_guest_image(image, image_dir)
+    disk = os.path.join(image_dir, 'disk.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', disk, '64M'], check=True)
+    console = os.path.join(image_dir, 'console.log')
+    spec = GuestSpec(name=DOMAIN_PREFIX + 'hold-test', kernel=kernel, initrd=initrd, console_log=console,
+                     cmdline='console=ttyS0 quiet kvmio.bus=virtio kvmio.hold=1', disk=GuestDisk(path=disk))
+    dom = embed_conn.createXML(guest_domain_xml(spec), 0)
+    try:
+        deadline = time.monotonic() + 180
+        text = ''
+        while time.monotonic() < deadline and 'KVMIO-HOLDING' not in text:
+            time.sleep(0.5)
+            with open(console, encoding='utf-8', errors='replace') as handle:
+                text = handle.read()
+        assert 'KVMIO-HOLDING' in text, text[-2000:]
+        time.sleep(2)
+        assert dom.isActive(), 'the guest keeps running'
+        report = parse_console(text)
+        assert report.done and report.disk['name'] == 'vda' and report.jobs == {}
+    finally:
+        if dom.isActive():
+            dom.destroy()
