@@ -8,7 +8,8 @@
   writethrough) and to the storage's own limit (a preallocated raw file with O_DIRECT);
 - tool speed: one kvm_disk_tune call vs a virt-xml loop vs a bare libvirt-python loop (needs libvirtd);
 - allocator scale: 200 domains on a 256-CPU, 8-node host;
-- live apply: a blockdev-reopen per disk chain, and the pause of a save/restore (needs libvirtd).
+- live apply: a blockdev-reopen per disk chain, and the pause of a save/restore (needs libvirtd);
+- define check: what defining every planned XML into a throwaway embedded libvirt adds to a run.
 
 Usage: .venv/bin/python benchmarks/run_all.py [--quick]   (--quick: smaller counts, for a smoke run)
 Prints each table and writes benchmarks/results/all.json. Not a test: nothing is asserted.
@@ -26,6 +27,7 @@ sys.path.insert(0, HERE)
 
 # pylint: disable=wrong-import-position
 import bench_allocator  # noqa: E402
+import bench_define_check  # noqa: E402
 import bench_kvm_disk_tune  # noqa: E402
 import bench_live_apply  # noqa: E402
 import bench_qcow2_preallocation  # noqa: E402
@@ -46,6 +48,8 @@ def main():
     print('\n== live apply: reopen and save/restore pause ==')
     results['live_apply'] = bench_live_apply.main(
         ['--domains', '1', '--memory', '128', '--fill', '16'] if opts.quick else ['--domains', '2'])
+    print('\n== define check cost ==')
+    results['define_check'] = bench_define_check.main(['--sizes', '1', '50'] if opts.quick else [])
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     with open(os.path.join(HERE, 'results', 'all.json'), 'w', encoding='utf-8') as handle:
         json.dump(results, handle, indent=2)

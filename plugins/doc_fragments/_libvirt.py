@@ -58,3 +58,28 @@ options:
     type: int
     default: 300
 '''
+
+    DEFINE_CHECK = r'''
+options:
+  define_check:
+    description:
+      - Before the first define of a run (and in check mode), define every changed domain's current
+        and planned XML into a throwaway embedded libvirt (V(qemu:///embed?root=DIR)) in a child process.
+        If libvirt refuses any planned XML, the module fails naming each refused domain and libvirt's
+        message, and changes nothing (no backup, no define). The real libvirt is never touched by it.
+      - A domain whose current XML even the embedded driver refuses (a remote O(uri), an emulator that only
+        the real host has, a SPICE TLS port that needs the daemon's C(qemu.conf)) is not checked; it is
+        listed in RV(define_check) with the reason, and a warning says so.
+      - The first run on a host, and the first after QEMU or libvirt changed, take a few seconds more
+        (libvirt probes QEMU's capabilities); later runs reuse the probe from a root-only (0700) cache,
+        C(/var/cache/kvmio/define-check) (for other users C(~/.cache/kvmio/define-check)). A cache path
+        that is a link, or that another user owns or can write, is not used.
+      - Needs libvirt >= 6.1 on the managed host; with an older libvirt every domain is listed as unchecked.
+      - Set V(false) only where libvirt's embedded driver cannot run on the host (for example a confined
+        environment that forbids the module to start QEMU for the probe); a planned XML libvirt refuses then
+        stops the run at its define, and RV(defined) lists what was already defined. With the roles, set it
+        through C(module_defaults) for M(kvmio.tuning.kvm_disk_tune), M(kvmio.tuning.iothread_pin) and
+        M(kvmio.tuning.domain_restore).
+    type: bool
+    default: true
+'''

@@ -15,6 +15,10 @@ index and slot), else one is added at the lowest free index. A controller the co
 removed unless libvirt would add it back: one the machine has built in, or one below an index that
 disks of its bus still use (libvirt defines every controller from 0 to the highest one a disk
 names). Otherwise the stored XML would differ from the plan and the next run would change it again.
+
+Some disks cannot move at all (``move_blocker``): libvirt refuses them on any other bus, and
+dropping what ties them to their bus would change what the guest sees. Each rule below was checked
+against libvirt 9.0 (define, and a start for those it accepts): see tests/integration/test_define_safety.py.
 """
 
 from __future__ import annotations
@@ -24,9 +28,19 @@ from ._domain_xml import machine_type, make_child, remove_child, set_attr
 
 BUS_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd', 'ide': 'hd', 'usb': 'sd', 'fdc': 'fd', 'xen': 'xvd'}
 CONVERTIBLE_FROM = {'scsi': frozenset(('ide', 'sata', 'virtio')), 'virtio': frozenset(('ide', 'sata'))}
-# Settings valid only on one bus, dropped when a disk leaves it.
+# Settings valid only on one bus, dropped when a disk leaves it (each drop is a recorded Change).
 _VIRTIO_ONLY_DRIVER_ATTRS = ('iothread', 'queues', 'queue_size', 'ioeventfd', 'event_idx')
 _NOT_ON_VIRTIO = ('wwn', 'vendor', 'product')
+# Disk sources that are a virtio-blk device by nature: vhost-user (served by another process) and
+# vhost-vdpa. libvirt: "vhostuser disk supports only virtio bus".
+VIRTIO_ONLY_SOURCES = frozenset(('vhostuser', 'vhostvdpa'))
+# virtio device options (libvirt's virDomainCheckVirtioOptionsAreAbsent refuses them on other buses).
+# Not dropped: iommu=on is what a confidential (SEV) guest needs to reach the device at all.
+VIRTIO_DEVICE_OPTIONS = ('iommu', 'ats', 'packed', 'page_per_vq')
+# QEMU 7.2 refuses a virtio-scsi controller with more queues (VIRTIO_QUEUE_MAX less its 2 fixed ones);
+# libvirt refuses values past 2**32 at define time and accepts the rest, which then fail at start.
+MAX_SCSI_QUEUES = 1022
+_DISK_NAME_PREFIXES = ('xvd', 'ubd', 'hd', 'sd', 'vd', 'fd')
 _CONTROLLER_TYPE_OF_BUS = {'ide': 'ide', 'sata': 'sata', 'scsi': 'scsi'}
 
 
@@ -45,6 +59,55 @@ def _free_name(prefix, taken):
     while prefix + dev_suffix(index) in taken:
         index += 1
     return prefix + dev_suffix(index)
+
+
+def _set(value):
+    return value not in (None, '', '0')
+
+
+def move_blocker(disk, want_bus):
+    """Why ``disk`` must stay on its bus instead of moving to ``want_bus`` ('' when it may move)."""
+    target = disk.find('target')
+    bus = target.get('bus') if target is not None else None
+    source_type = disk.get('type', 'file')
+    if source_type in VIRTIO_ONLY_SOURCES and want_bus != 'virtio':
+        return 'a %s disk exists only as a virtio-blk device; libvirt refuses it on bus %s' % (source_type, want_bus)
+    driver = disk.find('driver')
+    if bus == 'virtio' and want_bus != 'virtio' and driver is not None:
+        options = ['%s=%s' % (name, driver.get(name)) for name in VIRTIO_DEVICE_OPTIONS if driver.get(name)]
+        if options:
+            return ('its driver sets %s, which only virtio devices have (libvirt refuses them on bus %s, and '
+                    'without them the guest may not reach the disk)' % (', '.join(options), want_bus))
+    acpi = disk.find('acpi')
+    if want_bus == 'scsi' and acpi is not None and acpi.get('index'):
+        return ('it has ACPI index %s, which only PCI devices have (libvirt refuses it on bus scsi, and the guest '
+                'may name the disk by it)' % acpi.get('index'))
+    geometry = disk.find('geometry')
+    if (bus == 'ide' and want_bus != 'ide' and geometry is not None
+            and all(_set(geometry.get(key)) for key in ('cyls', 'heads', 'secs'))
+            and geometry.get('trans') not in (None, 'default')):
+        return ("its geometry sets the BIOS translation trans=%s, which only bus ide has (libvirt refuses it on "
+                "bus %s, and the guest's partitions may depend on it)" % (geometry.get('trans'), want_bus))
+    return ''
+
+
+def disk_index(dev):
+    """'sda' -> 0, 'vdz' -> 25, 'hdaa' -> 26 (libvirt's virDiskNameToIndex); None if not a disk name."""
+    prefix = next((p for p in _DISK_NAME_PREFIXES if dev and dev.startswith(p)), None)
+    letters = dev[len(prefix):] if prefix else ''
+    if not letters or not letters.isalpha() or not letters.islower() or not letters.isascii():
+        return None
+    index = 0
+    for position, letter in enumerate(letters):
+        index = (index + (1 if position else 0)) * 26 + ord(letter) - ord('a')
+    return index
+
+
+def implicit_scsi_address(disk):
+    """(controller, unit) libvirt gives a SCSI disk without a drive address (virDomainDiskDefAssignAddress:
+    7 units per controller for QEMU), or None."""
+    index = disk_index(disk.find('target').get('dev') if disk.find('target') is not None else None)
+    return None if index is None else (index // 7, index % 7)
 
 
 def drive_controller(device):
@@ -222,19 +285,25 @@ class BusConversion:
             if not isinstance(device.tag, str) or device in disks:
                 continue
             address = device.find('address')
+            target = device.find('target')
+            on_scsi = device.tag != 'disk' or (target is not None and target.get('bus') == 'scsi')
             if address is not None and address.get('type') == 'drive' and drive_controller(device) == index:
-                target = device.find('target')
-                if device.tag == 'disk' and (target is None or target.get('bus') != 'scsi'):
-                    continue
-                used_units.add((address.get('bus', '0'), address.get('target', '0'), address.get('unit', '0')))
+                if on_scsi:
+                    used_units.add((address.get('bus', '0'), address.get('target', '0'), address.get('unit', '0')))
+            elif address is None and device.tag == 'disk' and on_scsi:
+                # libvirt gives it an address from its name when it defines the domain (a template).
+                implicit = implicit_scsi_address(device)
+                if implicit is not None and implicit[0] == index:
+                    used_units.add(('0', '0', str(implicit[1])))
         unit = 0
         for disk in disks:
             while ('0', '0', str(unit)) in used_units:
                 unit += 1
             target = disk.find('target')
+            device = target.get('dev')
             if target.get('bus') == 'scsi' and drive_controller(disk) != index:
                 # Same bus, another HBA: the change list says so, not only the diff.
-                self.changes.append(Change(target.get('dev'), 'controller', 'scsi %s' % drive_controller(disk),
+                self.changes.append(Change(device, 'controller', 'scsi %s' % drive_controller(disk),
                                            'scsi %d' % index, 'bus=scsi: disks run on a virtio-scsi controller'))
             self._retarget(disk, 'scsi', taken)
             address = disk.find('address')
@@ -242,11 +311,12 @@ class BusConversion:
                 remove_child(disk, address)
             make_child(disk, 'address', {'type': 'drive', 'controller': index, 'bus': 0, 'target': 0, 'unit': unit})
             used_units.add(('0', '0', str(unit)))
-            self._drop_virtio_settings(disk)
+            self._drop_virtio_settings(disk, device)
 
     # --- virtio-blk -----------------------------------------------------------------------
 
     def _to_virtio(self, disk, taken):
+        device = disk.find('target').get('dev')
         self._retarget(disk, 'virtio', taken)
         address = disk.find('address')
         if address is not None:
@@ -254,9 +324,12 @@ class BusConversion:
         for tag in _NOT_ON_VIRTIO:
             child = disk.find(tag)
             if child is not None:
+                self._dropped(device, tag, (child.text or '').strip(), 'virtio')
                 remove_child(disk, child)
         target = disk.find('target')
         for attr in ('removable', 'rotation_rate'):
+            if target.get(attr) is not None:
+                self._dropped(device, attr, target.get(attr), 'virtio')
             set_attr(target, attr, None)
 
     # --- shared ---------------------------------------------------------------------------
@@ -277,14 +350,25 @@ class BusConversion:
             self.changes.append(Change(old_dev, 'target', old_dev, new_dev,
                                        'target names follow the bus (%s*)' % prefix))
 
-    def _drop_virtio_settings(self, disk):
+    def _dropped(self, device, setting, before, bus):
+        reason = 'bus %s has no %s' % (bus, setting)
+        if setting in ('iothread', 'iothreads'):
+            reason += "; a SCSI disk runs in its controller's iothread"
+        self.changes.append(Change(device, setting, before, None, reason))
+
+    def _drop_virtio_settings(self, disk, device):
         driver = disk.find('driver')
         if driver is not None:
             for attr in _VIRTIO_ONLY_DRIVER_ATTRS:
+                if driver.get(attr) is not None:
+                    self._dropped(device, attr, driver.get(attr), 'scsi')
                 set_attr(driver, attr, None)
             for child in list(driver):
                 if isinstance(child.tag, str) and child.tag == 'iothreads':
+                    self._dropped(device, 'iothreads', 'per-queue mapping', 'scsi')
                     remove_child(driver, child)
+        if disk.get('model') is not None:
+            self._dropped(device, 'model', disk.get('model'), 'scsi')
         set_attr(disk, 'model', None)
 
     def _remove_emptiedcontrollers_of_type(self):

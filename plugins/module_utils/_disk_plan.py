@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._bus_convert import CONVERTIBLE_FROM, BusConversion, controllers_of_type, drive_controller
+from ._bus_convert import CONVERTIBLE_FROM, MAX_SCSI_QUEUES, BusConversion, controllers_of_type, drive_controller, \
+    move_blocker
 from ._disk_policy import SETTINGS, DiskSettings, Guards, decide_disk, effective_settings
 from ._disk_xml import boot_disks, disk_info, disk_source, settings_report, source_label
 from ._domain_plan import Change, DomainPlan, untunable_reason
@@ -114,6 +115,10 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         if skip or bus == 'keep' or not _needs_move(disk, bus, devices):
             continue
         label = '%s: disk %s' % (plan.name, before_report['target'])
+        blocker = move_blocker(disk, bus)
+        if blocker:
+            plan.warnings.append('%s stays on bus %s: %s' % (label, before_report['bus'], blocker))
+            continue
         if disk in boot and not policy.convert_boot_disk:
             driver = 'virtio-scsi' if bus == 'scsi' else 'virtio-blk'
             plan.warnings.append('%s is the boot disk and stays on bus %s: set convert_boot_disk=true once the '
@@ -126,7 +131,7 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
         moves[bus].append(disk)
     queues = policy.scsi_queues
     if queues == 'auto':
-        queues = vcpu_count(root)
+        queues = min(vcpu_count(root), MAX_SCSI_QUEUES) if vcpu_count(root) else None
     if policy.bus == 'scsi' or moves['scsi']:
         plan.changes.extend(BusConversion(root, queues).convert(moves))
     elif moves['virtio']:

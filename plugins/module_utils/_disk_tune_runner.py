@@ -13,15 +13,17 @@ mode) -> result + diff. Errors are raised as KvmioError and turned into ``fail_j
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from ._backup import DEFAULT_BACKUP_DIR, write_atomic, write_backup
+from ._backup import DEFAULT_BACKUP_DIR, write_backup
 from ._define import define_plans
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
 from ._disk_plan import plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
 from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import parse_domain
+from ._domain_xml import domain_name, parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
@@ -33,8 +35,10 @@ from ._overrides import check_literal_rules, policy_for, scsi_queues
 from ._parallel import map_threads
 from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._save_image import DEFAULT_SAVE_DIR
-from ._selection import SELECTION_ARGUMENT_SPEC, select_with_overrides, still_defined
+from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
+from ._xml_file import XmlFile
+from ._xml_layout import LayoutError, LayoutKeeper
 
 DISK_RULE_SPEC = {
     'match': {'type': 'str', 'required': True},
@@ -82,6 +86,7 @@ def argument_spec():
         'save_dir': {'type': 'path', 'default': DEFAULT_SAVE_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
 
@@ -146,12 +151,14 @@ class DiskTuneRun:
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
             self._fail_on_plan_errors(plans)
             check_literal_rules(plans, params, self.overrides, known)
+            # Check mode too: it reports what a real run would be refused.
+            checked = check_plans(plans, params['define_check'])
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
             live = self._apply_live(client, doms, plans, active) if params['apply'] != 'config' else {}
-        return self._result(plans, active, backups, live)
+        return self._result(plans, active, backups, checked, live)
 
     def _apply_live(self, client, doms, plans, active):
         """Brings each running domain to its (now stored) disk settings: {name: (result, Change list)}."""
@@ -180,29 +187,60 @@ class DiskTuneRun:
     # --- file mode ------------------------------------------------------------------------
 
     def _run_file(self, path):
-        try:
-            with open(path, encoding='utf-8') as handle:
-                text = handle.read()
-        except OSError as err:
-            raise KvmioError('cannot read xml_path %s: %s' % (path, err.strerror)) from None
         if self.params['apply'] != 'config':
             raise PlanError('apply=%s brings running domains of libvirt to their settings; with xml_path there is '
                             'none: use apply=config' % self.params['apply'])
-        root = parse_domain(text, path)
-        name = root.findtext('name') or os.path.basename(path)
-        policy, _skip = policy_for(name, self.params, self.overrides)
-        storage = _storage(self.prober, local_source_formats(root))
-        host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
-        plan = plan_domain(text, policy, storage, host, origin=path)
-        self._fail_on_plan_errors([plan])
-        check_literal_rules([plan], self.params, self.overrides)
-        backups = []
-        if plan.changed and not self.module.check_mode:
-            backups.append(write_backup(self.params['backup_dir'], plan.name, text))
-            mode = os.stat(path).st_mode & 0o7777
-            write_atomic(path, plan.after + ('\n' if text.endswith('\n') and not plan.after.endswith('\n') else ''),
-                         mode=mode)
-        return self._result([plan], set(), backups)
+        with XmlFile(path) as xml_file:
+            text = xml_file.text
+            root = parse_domain(text, path)
+            name = domain_name(root) or os.path.basename(xml_file.real_path)
+            known = frozenset((name,))
+            # As in libvirt mode, an override naming another domain is a typo, never silently ignored.
+            unknown = sorted(p for p in self.overrides if not is_glob(p) and p != name)
+            if unknown:
+                raise PlanError('overrides name domains other than %s, the domain of xml_path %s: %s; nothing was '
+                                'changed' % (name, path, ', '.join(unknown)))
+            policy, skip = policy_for(name, self.params, self.overrides, known)
+            if skip:
+                return self._result([], set(), [], DefineCheck())
+            keeper = self._layout_keeper(text, root, path)
+            storage = _storage(self.prober, local_source_formats(root))
+            host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
+            plan = plan_domain(text, policy, storage, host, origin=path, root=root)
+            self._fail_on_plan_errors([plan])
+            check_literal_rules([plan], self.params, self.overrides, known)
+            new_text = self._render(keeper, root, plan, text, path) if plan.changed else text
+            # A file no libvirt holds: its planned XML is defined in place of the current one.
+            checked = check_plans([dataclasses.replace(plan, after=new_text)], self.params['define_check'],
+                                  redefine=False)
+            backups = []
+            if plan.changed and not self.module.check_mode:
+                backups.append(write_backup(self.params['backup_dir'], plan.name, text))
+                xml_file.replace(new_text)
+        result = self._result([plan], set(), backups, checked)
+        if self.module._diff and plan.changed:
+            # The file's own text before and after: exactly what a git diff will show.
+            result['diff'] = [{'before': text, 'after': new_text, 'before_header': '%s (before)' % path,
+                               'after_header': '%s (after)' % path}]
+        return result
+
+    def _layout_keeper(self, text, root, path):
+        try:
+            return LayoutKeeper(text, root)
+        except LayoutError as err:
+            self.module.warn('xml_path %s: cannot keep its layout byte for byte (%s); a changed file is written '
+                             'serialised' % (path, err.msg))
+            return None
+
+    def _render(self, keeper, root, plan, text, path):
+        """The file's new text: the original with only the changed settings edited, where possible."""
+        if keeper is not None:
+            try:
+                return keeper.render(root)
+            except LayoutError as err:
+                self.module.warn('xml_path %s: cannot keep its layout byte for byte (%s); it is written serialised'
+                                 % (path, err.msg))
+        return plan.after + ('\n' if text.endswith('\n') and not plan.after.endswith('\n') else '')
 
     # --- result ---------------------------------------------------------------------------
 
@@ -211,10 +249,12 @@ class DiskTuneRun:
         if errors:
             raise PlanError('; '.join(errors) + '. Nothing was changed.', errors=errors)
 
-    def _result(self, plans, active, backups, live=None):
+    def _result(self, plans, active, backups, checked, live=None):
         for plan in plans:
             for warning in plan.warnings:
                 self.module.warn(warning)
+        for warning in checked.warnings():
+            self.module.warn(warning)
         live = live or {}
         domains, diffs = [], []
         for plan in plans:
@@ -236,6 +276,7 @@ class DiskTuneRun:
             'domains': shape_entries(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
             'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
             'backups': backups,
+            'define_check': checked.as_dict(),
             'counts': {'domains': len(plans), 'changed': sum(1 for d in domains if d['changed']),
                        'restart_required': sum(1 for d in domains if d['restart_required']),
                        'disks': sum(len(p.disks) for p in plans), 'changes': sum(len(p.changes) for p in plans if p.changed)},

@@ -172,6 +172,8 @@ class Chain:
     """An image and its backing files, top first, each open until ``close()``."""
 
     layers: list = field(default_factory=list)
+    stopped: str = ''          # non-strict walks: why the walk stopped before the chain's end
+    remote_backing: str = ''   # the last layer's backing file is a URL or JSON description (not followed)
 
     @property
     def top(self):
@@ -217,9 +219,13 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
     """The Chain of ``path`` read as ``fmt``: qcow2 layers' backing files, formats from their headers.
 
     ``top``: the first Layer, already open (the chain then owns it). A raw layer ends the chain
-    whatever its bytes say. ``strict`` raises PlanError for anything
-    qcow2_create cannot follow safely (a URL or JSON backing name, a missing file, a loop, a format
-    other than qcow2/raw, more than ``max_depth`` layers); otherwise the walk stops there.
+    whatever its bytes say, and so does one of another format (its bytes are not parsed). A backing
+    file whose format the overlay does not record is opened as raw, as libvirt's QEMU driver opens it
+    (it refuses to probe the format of a backing file; probing would let the file's bytes, perhaps a
+    guest's, choose). ``strict`` raises PlanError for anything qcow2_create cannot follow safely (a URL
+    or JSON backing name, a missing file, a loop, a format other than qcow2/raw, an external data file,
+    more than ``max_depth`` layers); otherwise the walk stops there and ``Chain.stopped`` says why (a URL
+    or JSON backing name is not a stop: ``Chain.remote_backing`` names it).
     """
     chain = Chain()
     try:
@@ -236,12 +242,15 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
             if layer.header is not None and layer.header.external_data_file:
                 raise PlanError('%s has an external data file (%s); qcow2_create does not handle such images'
                                 % (printable(current), printable(layer.header.data_file or '?')))
-            if layer.header is not None and layer.header.encrypted:
+            if layer.header is not None and layer.header.encrypted and strict:
                 raise PlanError('%s is an encrypted qcow2 image; qcow2_create does not handle such images'
                                 % printable(current))
             if layer.backing_name is None:
                 return chain
             name = layer.backing_name
+            if is_protocol(name) and not strict:
+                chain.remote_backing = name
+                return chain
             if is_protocol(name):
                 raise PlanError('%s names %s as its backing file, which is not a local file; qcow2_create follows '
                                 'only local files (write ./%s if it is one)'
@@ -249,8 +258,8 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
             if len(chain.layers) >= max_depth:
                 raise PlanError('the backing chain of %s is longer than %d files' % (printable(path), max_depth))
             current = backing_path(layer)
-            current_fmt = layer.header.backing_format or _probe_format(current)
-            if current_fmt not in ('qcow2', 'raw'):
+            current_fmt = layer.header.backing_format or 'raw'
+            if current_fmt not in ('qcow2', 'raw') and strict:
                 raise PlanError('%s names its backing file %s as %s; qcow2_create reads only qcow2 and raw images'
                                 % (printable(layer.path), printable(current), current_fmt))
     except FileNotFoundError:
@@ -259,30 +268,23 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
         if strict or not chain.layers:
             chain.close()
             raise chain_error from None
+        chain.stopped = chain_error.msg
         return chain
-    except PlanError:
+    except PlanError as err:
         if strict or not chain.layers:
             chain.close()
             raise
+        chain.stopped = err.msg
         return chain
     except OSError as err:
         if strict or not chain.layers:
             chain.close()
             raise PlanError('cannot read %s: %s' % (printable(current), err.strerror)) from None
+        chain.stopped = 'cannot read %s: %s' % (printable(current), err.strerror)
         return chain
     except BaseException:
         chain.close()
         raise
-
-
-def _probe_format(path):
-    """The format of a backing file whose overlay does not record it: what QEMU would probe (by magic)."""
-    fd, _st = open_file(path)
-    try:
-        found = head_format(read_head(fd, 512))
-    finally:
-        os.close(fd)
-    return found or 'raw'
 
 
 def qemu_holds(fd):

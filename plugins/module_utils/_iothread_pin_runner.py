@@ -15,6 +15,7 @@ from ._cputune_xml import CpuTune, current_iothreads, current_pins, iothread_use
     plan_cputune, plan_live_pins
 from ._backup import DEFAULT_BACKUP_DIR
 from ._define import define_plans
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
@@ -64,6 +65,7 @@ def argument_spec():
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
 
@@ -189,6 +191,8 @@ class IothreadPinRun:
             errors = [e for p in plans for e in p.errors] + self._unknown_disk_targets(names, roots)
             if errors:
                 raise PlanError('; '.join(errors) + '. Nothing was changed.')
+            # Check mode too: it reports what a real run would be refused.
+            checked = check_plans(plans, params['define_check'])
             active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:
@@ -197,7 +201,7 @@ class IothreadPinRun:
             if params['live']:
                 for name in sorted(active):
                     live[name] = self._apply_live(client, handles[name], tunes[name])
-        return self._result(plans, tunes, placements, unplaced, active, live, backups)
+        return self._result(plans, tunes, placements, unplaced, active, live, backups, checked)
 
     def _tune(self, name, root, count, explicit, placement):
         def pick(key, auto_value):
@@ -250,10 +254,12 @@ class IothreadPinRun:
                     client.pin_iothread_live(dom, number, tune.iothread_pins[number])
         return changes
 
-    def _result(self, plans, tunes, placements, unplaced, active, live, backups):
+    def _result(self, plans, tunes, placements, unplaced, active, live, backups, checked):
         for plan in plans:
             for warning in plan.warnings:
                 self.module.warn(warning)
+        for warning in checked.warnings():
+            self.module.warn(warning)
         domains = []
         for plan in plans:
             config_only = [c for c in plan.changes if not c.live]
@@ -267,7 +273,7 @@ class IothreadPinRun:
         result = {'changed': any(d['changed'] for d in domains),
                   'domains': shape_entries(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
-                  'unplaced': unplaced, 'backups': backups,
+                  'unplaced': unplaced, 'backups': backups, 'define_check': checked.as_dict(),
                   'counts': {'domains': len(domains), 'changed': sum(1 for d in domains if d['changed']),
                              'restart_required': sum(1 for d in domains if d['restart_required']),
                              'placed': len(placements), 'unplaced': len(unplaced),

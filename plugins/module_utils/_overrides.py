@@ -15,6 +15,7 @@ hands the results here, so these rules are table-tested without ansible or libvi
 
 from __future__ import annotations
 
+from ._bus_convert import MAX_SCSI_QUEUES
 from ._disk_plan import DiskRule, TunePolicy
 from ._disk_policy import DiskSettings, Guards
 from ._errors import PlanError
@@ -25,15 +26,17 @@ POLICY_OPTIONS = ('cache', 'io', 'discard', 'detect_zeroes', 'bus', 'scsi_queues
 
 
 def scsi_queues(value, where=''):
-    """``scsi_queues`` as the planner takes it: None, 'auto' or a positive number; fails naming ``where``."""
+    """``scsi_queues`` as the planner takes it: None, 'auto' or a number QEMU takes (1 to
+    MAX_SCSI_QUEUES); fails naming ``where``."""
     if value is None or value == 'auto':
         return value
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise PlanError("%sscsi_queues must be a positive number or 'auto', not '%s'" % (where, value))
+    if not 1 <= number <= MAX_SCSI_QUEUES:
+        raise PlanError("%sscsi_queues must be a number from 1 to %d (QEMU's limit for virtio-scsi) or 'auto', not "
+                        "'%s'; nothing was changed" % (where, MAX_SCSI_QUEUES, value))
     return number
 
 

@@ -19,6 +19,7 @@ import os
 
 from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backup_prefix
 from ._define import define_plans
+from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import DomainPlan, diff_entry
 from ._domain_xml import domain_name, domain_uuid, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
@@ -39,6 +40,7 @@ def argument_spec():
         'which': {'type': 'str', 'choices': ['latest', 'earliest'], 'default': 'latest'},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     return spec
 
 
@@ -159,6 +161,8 @@ class RestoreRun:
                 plan.changed = not same_document(current, text)
                 sources[name] = path
                 plans.append(plan)
+            # Check mode too: a backup libvirt would refuse fails before anything is restored.
+            checked = check_plans(plans, self.params['define_check'])
             active = {p.name for p in plans if p.changed and client.is_active(handles[p.name])}
             backups = []
             if not self.module.check_mode:
@@ -167,7 +171,9 @@ class RestoreRun:
                                        os.path.join(self.params['backup_dir'], 'before-restore'))
         result = {'changed': any(p.changed for p in plans),
                   'domains': [{'name': p.name, 'changed': p.changed, 'restored_from': sources[p.name]} for p in plans],
-                  'restart_required': sorted(active), 'backups': backups}
+                  'restart_required': sorted(active), 'backups': backups, 'define_check': checked.as_dict()}
+        for warning in checked.warnings():
+            self.module.warn(warning)
         if self.module._diff:
             result['diff'] = [dict(diff_entry(p, '%s (restored from %s)' % (p.name, sources[p.name])),
                                    before_header='%s (inactive XML, now)' % p.name) for p in plans if p.changed]

@@ -10,7 +10,8 @@
 QEMU opens an image with O_DIRECT for cache=none/directsync and io=native; filesystems such as
 ZFS before 2.3, ramfs and many FUSE filesystems refuse that open, and the domain then does not
 start. The probe does what QEMU does: open each file of the chain with O_DIRECT and read one
-aligned block. It reads qcow2 headers itself (no qemu-img process per disk) to follow backing files.
+aligned block. It walks backing chains itself (``_image_chain``, with ``_qcow2_header`` for the
+headers: no qemu-img process per disk), the same walk qcow2_create uses to find an image's users.
 
 What it reads can be hostile: a guest writes every byte of a raw disk, a qcow2 header included. So
 the format is the one the domain declares (``<driver type>``), never the one the bytes suggest; only a
@@ -25,12 +26,13 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import stat
 import queue
-import struct
+import stat
 import threading
 import weakref
 
+from ._errors import PlanError
+from ._image_chain import kind_of, layer_from_fd, not_an_image, open_file, walk_chain
 from ._support import StorageFacts
 
 # Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
@@ -38,18 +40,12 @@ SHARED_FILESYSTEMS = frozenset((
     'nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'ceph', 'fuse.glusterfs', 'glusterfs', 'gfs2', 'ocfs2',
     'gpfs', 'lustre', 'beegfs', 'fuse.quobyte', 'virtiofs', 'fuse.virtiofs', '9p', 'afs',
 ))
-QCOW2_MAGIC = b'QFI\xfb'
 _BLOCK = 4096
 _MAX_CHAIN = 64
-_HEADER_BYTES = 65536           # the qcow2 header and its extensions live in the first cluster (<= 64 KiB read)
-_MAX_BACKING_NAME = 1023        # qcow2 spec: a longer backing file name is invalid
-_BACKING_FORMAT_EXT = 0xE2792ACA
 # The format of a disk whose XML declares none. libvirt's QEMU driver stores type='raw' for such a
 # disk when it is defined (checked with libvirt 9.0), so QEMU opens it as raw; xml_path files and
 # volumes may still lack it. Raw is also the only safe guess: probing the bytes would let a guest choose.
 DEFAULT_FORMAT = 'raw'
-# Formats whose header the probe parses to follow a backing chain; others are probed as one file.
-CHAIN_FORMATS = frozenset(('qcow2',))
 PROBE_TIMEOUT = 10
 
 
@@ -91,93 +87,26 @@ def filesystem_of(path, mounts):
     return None, None
 
 
-def _open_nofollow(path):
-    """An fd of ``path`` (already resolved: a link there now is a race, refused), never blocking on a
-    FIFO or a device; (fd, stat) or raises OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
-    try:
-        return fd, os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        raise
-
-
-def _kind_problem(path, st):
-    if stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        return None
-    for test, name in ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
-                       (stat.S_ISDIR, 'a directory')):
-        if test(st.st_mode):
-            return '%s is %s, not a disk image; not read' % (path, name)
-    return '%s is not a regular file or block device; not read' % path
-
-
-def qcow2_header_facts(header):
-    """(backing file name or None, backing format or None) from the first bytes of a qcow2 image.
-
-    Only what QEMU itself would use: the name at the offset the header gives (at most 1023 bytes),
-    and the format from the backing-format header extension. Raises ValueError when the header names
-    a backing file it does not hold."""
-    if len(header) < 72 or header[:4] != QCOW2_MAGIC:
-        return None, None
-    version = struct.unpack('>I', header[4:8])[0]
-    offset, size = struct.unpack('>QI', header[8:20])
-    if not offset or not size:
-        return None, None
-    if size > _MAX_BACKING_NAME or offset + size > len(header):
-        raise ValueError('the qcow2 header names a backing file of %d bytes at offset %d, which is not valid'
-                         % (size, offset))
-    name = bytes(header[offset:offset + size]).decode('utf-8', errors='surrogateescape')
-    backing_format = None
-    ext = struct.unpack('>I', header[100:104])[0] if version >= 3 and len(header) >= 104 else 72
-    while ext + 8 <= offset:
-        kind, length = struct.unpack('>II', header[ext:ext + 8])
-        if kind == 0:
-            break
-        if kind == _BACKING_FORMAT_EXT and ext + 8 + length <= offset:
-            backing_format = bytes(header[ext + 8:ext + 8 + length]).decode('ascii', errors='replace')
-        ext += 8 + ((length + 7) & ~7)
-    return name, backing_format
-
-
-def _qcow2_header(fd, first_block):
-    """The bytes ``qcow2_header_facts`` needs: the block the O_DIRECT probe read when the header, its
-    extensions and the backing file name fit in it (as qemu-img writes them), else the first 64 KiB."""
-    if first_block is not None and len(first_block) >= _BLOCK:
-        try:
-            qcow2_header_facts(first_block)
-            return first_block
-        except ValueError:
-            pass
-    return os.pread(fd, _HEADER_BYTES, 0)
-
-
-def _is_network(name):
-    return ':' in name.split('/')[0]
-
-
 def probe_odirect(path):
     """(True, '') if an O_DIRECT open and an aligned read work; (False, why) if refused;
     (None, why) if the probe could not tell (permissions, missing file, not a file or device)."""
     try:
-        fd, st = _open_nofollow(path)
+        fd, _st = open_file(path, nofollow=True)
+    except PlanError as err:
+        return None, err.msg
     except OSError as err:
         return None, 'cannot open %s: %s' % (path, err.strerror)
     try:
-        problem = _kind_problem(path, st)
-        if problem:
-            return None, problem
-        ok, why, _header = _read_direct(fd, path)
-        return ok, why
+        return probe_odirect_fd(fd, path)
     finally:
         os.close(fd)
 
 
 def probe_odirect_fd(fd, path):
-    """``probe_odirect`` for a file the caller already opened and checked (``path`` names it in messages)."""
-    problem = _kind_problem(path, os.fstat(fd))
-    if problem:
-        return None, problem
+    """``probe_odirect`` for a file the caller already opened (``path`` names it in messages)."""
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind not in ('file', 'block'):
+        return None, not_an_image(path, kind).msg
     ok, why, _header = _read_direct(fd, path)
     return ok, why
 
@@ -310,80 +239,56 @@ class StorageProber:
 
     def _probe(self, path, image_format):
         real = os.path.realpath(path)
+        fmt = image_format or DEFAULT_FORMAT
+
+        def facts(kind, **known):
+            return StorageFacts(path=path, kind=kind, image_format=image_format, **known)
+
         try:
-            fd, st = _open_nofollow(real)
+            fd, st = open_file(real, nofollow=True)
         except FileNotFoundError:
-            return StorageFacts(path=path, kind='missing', image_format=image_format,
-                                detail='%s does not exist on this host' % path)
+            return facts('missing', detail='%s does not exist on this host' % path)
+        except PlanError as err:
+            return facts('unsupported', detail='%s; not read' % err.msg)
         except OSError as err:
-            return StorageFacts(path=path, kind='unreadable', image_format=image_format,
-                                detail='cannot open %s: %s' % (path, err.strerror))
-        try:
-            problem = _kind_problem(path, st)
-            if problem:
-                return StorageFacts(path=path, kind='unsupported', image_format=image_format, detail=problem)
-            mountpoint, fstype = filesystem_of(real, self.mounts)
-            if stat.S_ISBLK(st.st_mode):
+            return facts('unreadable', detail='cannot open %s: %s' % (path, err.strerror))
+        if stat.S_ISBLK(st.st_mode):
+            try:
                 ok, why, _header = _read_direct(fd, real)
-                return StorageFacts(path=path, kind='block', fstype='block device', mountpoint=None, odirect=ok,
-                                    shared=False, image_format=image_format, chain=(real,), detail=why)
-        finally:
-            os.close(fd)
-        chain, odirect, detail = self._walk_chain(real, image_format)
-        return StorageFacts(path=path, kind='file', fstype=fstype, mountpoint=mountpoint, odirect=odirect,
-                            shared=fstype in SHARED_FILESYSTEMS, image_format=image_format, chain=tuple(chain),
-                            detail=detail)
-
-    def _walk_chain(self, real, image_format):
-        """(every file of the chain, odirect, detail). Each file is opened as the format its user
-        declares: the disk's from the domain XML, a backing file's from the header that names it."""
-        chain, odirect, detail = [], True, ''
-
-        def unsure(why):
-            return chain, (False if odirect is False else None), (detail if odirect is False else why)
-
-        current, fmt = real, image_format
-        while current:
-            if len(chain) >= _MAX_CHAIN:
-                return unsure('backing chain longer than %d files at %s' % (_MAX_CHAIN, current))
-            if current in chain:
-                return unsure('backing chain loops at %s' % current)
-            try:
-                fd, st = _open_nofollow(current)
-            except FileNotFoundError:
-                return unsure('backing file %s is missing' % current)
-            except OSError as err:
-                return unsure('cannot open %s: %s' % (current, err.strerror))
-            try:
-                problem = _kind_problem(current, st)
-                if problem:
-                    return unsure(problem)
-                chain.append(current)
-                ok, why, header = _read_direct(fd, current)
-                if ok is not True and odirect is not False:
-                    odirect, detail = ok, why
-                    if ok is False:
-                        _mp, chain_fs = filesystem_of(current, self.mounts)
-                        detail = '%s on %s: %s' % (current, chain_fs, why)
-                if fmt not in CHAIN_FORMATS:
-                    break       # raw (or another format): its bytes are the guest's, never followed
-                header = _qcow2_header(fd, header)
-            except OSError as err:
-                return unsure('cannot read %s: %s' % (current, err.strerror))
             finally:
                 os.close(fd)
-            if header[:4] != QCOW2_MAGIC:
-                return unsure('%s is declared %s but has no %s header' % (current, fmt, fmt))
-            try:
-                name, backing_format = qcow2_header_facts(header)
-            except ValueError as err:
-                return unsure('%s: %s' % (current, err))
-            if not name:
-                break
-            if _is_network(name):
-                break       # a network backing file: not ours to probe
-            backing = name if os.path.isabs(name) else os.path.join(os.path.dirname(current), name)
-            # No recorded format: QEMU would probe the bytes; libvirt refuses such a chain unless the
-            # file looks raw. Either way, it is opened here as raw and not followed further.
-            current, fmt = os.path.realpath(backing), backing_format or DEFAULT_FORMAT
-        return chain, odirect, detail
+            return facts('block', fstype='block device', mountpoint=None, odirect=ok, shared=False, chain=(real,),
+                         detail=why)
+        mountpoint, fstype = filesystem_of(real, self.mounts)
+        on_file = dict(fstype=fstype, mountpoint=mountpoint, shared=fstype in SHARED_FILESYSTEMS)
+        try:
+            top = layer_from_fd(real, fd, st, fmt, real=real)       # closes fd if it fails
+        except PlanError as err:
+            # Declared qcow2 without a usable qcow2 header: its chain is unknown; O_DIRECT may still be refused.
+            odirect, why = probe_odirect(real)
+            if odirect is False:
+                return facts('file', odirect=False, chain=(real,), detail=why, **on_file)
+            return facts('file', odirect=None, chain=(real,), detail=err.msg, **on_file)
+        chain = walk_chain(real, fmt, strict=False, max_depth=_MAX_CHAIN, top=top)
+        try:
+            odirect, detail = self._odirect_of(chain)
+        finally:
+            chain.close()
+        return facts('file', odirect=odirect, chain=tuple(layer.real for layer in chain.layers), detail=detail,
+                     **on_file)
+
+    def _odirect_of(self, chain):
+        """(odirect, detail) of every file of a chain (``_image_chain.walk_chain``: each opened as the
+        format its user declares, a raw file's bytes never followed): False as soon as one file refuses
+        O_DIRECT, None when one could not tell or the walk stopped early."""
+        odirect, detail = True, ''
+        for layer in chain.layers:
+            ok, why, _header = _read_direct(layer.fd, layer.real)
+            if ok is False and odirect is not False:
+                _mp, layer_fs = filesystem_of(layer.real, self.mounts)
+                odirect, detail = False, '%s on %s: %s' % (layer.real, layer_fs, why)
+            elif ok is None and odirect is True:
+                odirect, detail = None, why
+        if chain.stopped and odirect is True:
+            odirect, detail = None, chain.stopped
+        return odirect, detail

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt.SELECTION
   - kvmio.tuning._attributes
   - kvmio.tuning._libvirt.LOCK
+  - kvmio.tuning._libvirt.DEFINE_CHECK
 options:
   iothreads:
     description:
@@ -230,6 +231,18 @@ unplaced:
   returned: always
   type: dict
   sample: {big01: '16 vCPUs do not fit on any node (free vCPU CPUs per node: 0: 6, 1: 4)'}
+define_check:
+  description:
+    - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
+      accepted; C(unchecked) maps each domain that could not be checked to the reason.
+  returned: always
+  type: dict
+  sample: {checked: [web01, web02], unchecked: {}}
+refused:
+  description: When the define check failed the run, each refused domain with libvirt's message.
+  returned: when libvirt refuses a planned XML
+  type: dict
+  sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
 backups:
   description: Files holding each redefined domain's original XML.
   returned: always

@@ -16,6 +16,9 @@ description:
   - Each domain's inactive XML is read once, the policy is planned for all of them, every plan is
     validated, and only then are the changed domains defined. If any domain cannot take the policy,
     the module fails naming the domain, the disk and the rule, and defines nothing.
+  - The validation ends with the define check (O(define_check)) - every planned XML is defined into a
+    throwaway embedded libvirt first, so a plan libvirt would refuse fails the run before anything
+    changes, in check mode too.
   - O(cache=auto) probes the storage as QEMU will use it (an O_DIRECT open and an aligned read of the
     image and every file of its backing chain) and picks V(none) where that works, else V(writeback).
     It never picks V(writethrough) or V(unsafe). A disk without a cache attribute runs V(writeback)
@@ -29,7 +32,8 @@ description:
     O(apply=live_or_pause), C(io) and C(iothread) changes too, through a save and restore that pauses the
     guest for seconds. See O(apply), and the guide C(docs/live-apply.md) for the risks.
   - With O(xml_path), a domain XML file (a template kept in git, virt-install or vagrant-libvirt
-    output) is tuned in place with the same logic and the same result keys.
+    output) is tuned in place with the same logic and the same result keys; the file changes only where
+    a setting changes.
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:
@@ -37,12 +41,26 @@ extends_documentation_fragment:
   - kvmio.tuning._libvirt.SELECTION
   - kvmio.tuning._attributes
   - kvmio.tuning._libvirt.LOCK
+  - kvmio.tuning._libvirt.DEFINE_CHECK
 options:
   xml_path:
     description:
       - Tune this domain XML file instead of libvirt domains. O(uri), O(domains) and O(exclude) are
-        then not used, and nothing is defined.
-      - The file is rewritten atomically, keeping its mode; its original goes to O(backup_dir).
+        then not used, and nothing is defined. O(overrides) apply to the file's domain by its C(<name>);
+        a key without glob characters that names another domain fails, as in libvirt mode.
+      - Only what changes is rewritten - a changed attribute value inside its quotes, a new attribute after
+        the last one, a new element in the file's quote style and line ends. The XML declaration, a BOM,
+        comments, CDATA, character references, quotes and CRLF line ends stay byte for byte, so a template
+        kept in git gets a diff only where a setting changed. The rebuilt text is parsed again and must hold
+        exactly the planned document.
+      - The file must be UTF-8 without a DOCTYPE, a regular file of at most 10 MiB. A FIFO, a device or a
+        directory is refused without reading it.
+      - A symbolic link is followed to the real file, which is replaced (through a new file in its directory,
+        then C(rename)) keeping its owner, group and mode; its original goes to O(backup_dir). A link owned
+        by another user may only lead to a file that user owns, so the module never writes where the link's
+        owner could not.
+      - The define check (O(define_check)) defines the new file's text in place of the old one in a
+        throwaway embedded libvirt; a file for another host (another emulator) is reported unchecked.
     type: path
   cache:
     description:
@@ -87,12 +105,19 @@ options:
         (except ones the machine type has built in).
       - V(virtio) moves IDE and SATA hard disks to virtio-blk with C(vdX) targets.
       - CD-ROMs and floppies stay where they are. The boot disk moves only with O(convert_boot_disk=true).
+      - Settings the new bus does not have (C(queues), C(iothread), C(wwn), C(rotation_rate), ...) are dropped
+        and listed in RV(domains[].changes).
+      - A disk that cannot live on the new bus stays where it is, with a warning naming it - vhost-user and
+        vhost-vdpa disks (virtio only), disks whose driver sets virtio device options (C(iommu), C(ats),
+        C(packed), C(page_per_vq)), IDE disks with a BIOS C(trans)lation in C(<geometry>), and disks with
+        an ACPI index (PCI only) moving to V(scsi).
     type: str
     choices: [keep, virtio, scsi]
     default: keep
   scsi_queues:
     description:
-      - Number of queues of the virtio-scsi controller (multiqueue), or V(auto) for the domain's vCPU count.
+      - Number of queues of the virtio-scsi controller (multiqueue), from 1 to 1022 (QEMU's limit), or V(auto)
+        for the domain's vCPU count (at most 1022).
       - Applied to the controller the module adds and to existing virtio-scsi controllers when O(bus=scsi).
     type: str
   convert_boot_disk:
@@ -235,8 +260,8 @@ notes:
     V(auto) and keep their io mode; CD-ROMs, floppies, C(device=lun) passthrough and non-QEMU
     drivers are left alone. Domains whose type is not qemu or kvm are left alone."
   - The embedded driver URI (V(qemu:///embed?root=DIR)) allows one process at a time per root directory.
-  - Order of work, for all matching domains at once - read every inactive XML, plan, validate; write every
-    backup and flush it to disk; then define. Reads and defines run four at a time over the one connection.
+  - Order of work, for all matching domains at once - read every inactive XML, plan, validate, run the define
+    check; write every backup and flush it to disk; then define. Reads and defines run four at a time over the one connection.
     If a define fails, no define that has not begun yet starts, and the error lists in RV(defined) exactly
     the domains that were defined, with RV(backups).
 seealso:
@@ -481,6 +506,18 @@ storage:
   returned: always
   type: dict
   sample: {/var/lib/libvirt/images/web01.qcow2: {kind: file, fstype: ext4, odirect: true, shared: false}}
+define_check:
+  description:
+    - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
+      accepted; C(unchecked) maps each domain that could not be checked to the reason.
+  returned: always
+  type: dict
+  sample: {checked: [web01, web02], unchecked: {}}
+refused:
+  description: When the define check failed the run, each refused domain with libvirt's message.
+  returned: when libvirt refuses a planned XML
+  type: dict
+  sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
 backups:
   description: Files holding each redefined domain's original XML, written before the define.
   returned: always
@@ -512,7 +549,7 @@ save_image:
   type: str
   sample: /var/lib/kvmio/save/kvmio-save-1a2b3c/domain.save
 diff:
-  description: Before/after XML of each changed domain.
+  description: Before/after XML of each changed domain; with O(xml_path), the file's own text before and after.
   returned: when diff mode is on
   type: list
   elements: dict

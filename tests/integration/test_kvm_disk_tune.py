@@ -218,7 +218,7 @@ def test_xml_path_mode_tunes_a_file_in_place(tmp_path, backup_dir, image_dir):
     assert not result.failed, result
     assert result['changed'] is True
     new = path.read_text()
-    assert "dev=\"vda\" bus=\"virtio\"" in new and 'cache="none"' in new
+    assert "dev='vda' bus='virtio'" in new and "cache='none'" in new
     assert '<!-- a comment users keep -->' in new and 'keep <b>me</b>' in new
     assert oct(os.stat(path).st_mode & 0o777) == '0o640'
     with open(result['backups'][0], encoding='utf-8') as handle:

@@ -272,7 +272,7 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
     assert not tuned.failed and not facts.failed, (tuned.get('msg'), facts.get('msg'))
     storage = tuned['storage']
     assert storage[guest_raw]['chain'] == [os.path.realpath(guest_raw)] and storage[guest_raw]['odirect'] is True
-    assert storage[overlay]['odirect'] is None and 'is a FIFO, not a disk image' in storage[overlay]['detail']
+    assert storage[overlay]['odirect'] is None and 'is a FIFO, not a regular file or block device' in storage[overlay]['detail']
     assert storage[fifo]['kind'] == 'unsupported' and 'is a FIFO' in storage[fifo]['detail']
     caches = {d['target']: d['after']['cache'] for d in tuned['domains'][0]['disks']}
     assert caches == {'vda': 'none', 'vdb': 'writeback', 'vdc': 'writeback'}, 'unsure storage gets writeback'

@@ -74,16 +74,19 @@ def test_an_override_keyed_by_a_real_name_with_glob_characters_applies_to_that_d
     assert policy.settings.cache == 'none'
 
 
-@pytest.mark.parametrize('value, want', [(None, None), ('auto', 'auto'), ('1', 1), ('16', 16), (8, 8)])
+@pytest.mark.parametrize('value, want', [(None, None), ('auto', 'auto'), ('1', 1), ('16', 16), (8, 8),
+                                         ('1022', 1022)])
 def test_scsi_queues_accepted(value, want):
     assert scsi_queues(value) == want
 
 
-@pytest.mark.parametrize('value', ['0', '-2', 'four', '2.5', ''])
+@pytest.mark.parametrize('value', ['0', '-2', 'four', '2.5', '', '1023', '4294967296'])
 def test_scsi_queues_refused_naming_the_domain(value):
+    # 1023: QEMU 7.2 refuses it at start; 2**32: libvirt refuses it at define time.
     with pytest.raises(PlanError) as err:
         policy_for('web01', options(scsi_queues=value), {})
-    assert err.value.msg == "web01: scsi_queues must be a positive number or 'auto', not '%s'" % value
+    assert err.value.msg == ("web01: scsi_queues must be a number from 1 to 1022 (QEMU's limit for virtio-scsi) or "
+                             "'auto', not '%s'; nothing was changed" % value)
 
 
 @pytest.mark.parametrize('raw, want', [

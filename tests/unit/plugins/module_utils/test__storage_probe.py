@@ -33,7 +33,7 @@ def test_missing_backing_file_makes_the_probe_unsure(tmp_path):
     os.unlink(base)
     facts = StorageProber().facts(top, 'qcow2')
     assert facts.odirect is None
-    assert facts.detail == 'backing file %s is missing' % os.path.realpath(base)
+    assert facts.detail == 'backing file %s of %s is missing' % (os.path.realpath(base), os.path.realpath(top))
 
 
 def test_missing_image(tmp_path):
@@ -83,16 +83,17 @@ def test_a_fifo_is_named_not_waited_on(tmp_path):
     overlay = guest_header(str(tmp_path / 'overlay.qcow2'), fifo)
     started = time.monotonic()
     facts = StorageProber(timeout=30).facts(overlay, 'qcow2')
-    assert facts.odirect is None and facts.detail == '%s is a FIFO, not a disk image; not read' % fifo
+    assert facts.odirect is None
+    assert facts.detail == '%s is a FIFO, not a regular file or block device, so not an image' % fifo
     assert facts.chain == (os.path.realpath(overlay),)
     itself = StorageProber(timeout=30).facts(fifo, 'raw')
     assert itself.kind == 'unsupported' and itself.odirect is None
-    assert probe_odirect(fifo) == (None, '%s is a FIFO, not a disk image; not read' % fifo)
+    assert probe_odirect(fifo) == (None, '%s is a FIFO, not a regular file or block device, so not an image' % fifo)
     assert time.monotonic() - started < 5, 'the probe waited on the FIFO'
 
 
 def test_a_raw_backing_file_is_not_followed_whether_or_not_its_format_is_recorded(tmp_path):
-    from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import qcow2_header_facts
+    from ansible_collections.kvmio.tuning.plugins.module_utils._qcow2_header import decode_name, parse_header
 
     deeper = qemu_img.create(str(tmp_path / 'deeper.raw'), '8M', fmt='raw')
     middle = guest_header(str(tmp_path / 'middle.img'), deeper)      # a raw base whose bytes look like qcow2
@@ -102,7 +103,10 @@ def test_a_raw_backing_file_is_not_followed_whether_or_not_its_format_is_recorde
         if not recorded:
             qemu_img.drop_backing_format(top)
         with open(top, 'rb') as handle:
-            assert qcow2_header_facts(handle.read(65536)) == (middle, 'raw' if recorded else None)
+            head = handle.read(65536)
+        offset, size = parse_header(head).backing_span()
+        assert (decode_name(head[offset:offset + size]), parse_header(head).backing_format) == \
+            (middle, 'raw' if recorded else None)
         facts = StorageProber().facts(top, 'qcow2')
         assert facts.chain == (os.path.realpath(top), os.path.realpath(middle)), 'the raw base was read as qcow2'
 
