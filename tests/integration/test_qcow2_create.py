@@ -105,21 +105,33 @@ def test_convert_keeps_the_guest_data_and_the_original(tmp_path, fmt):
     assert image(path, convert=True)['changed'] is False
 
 
-def test_an_image_qemu_holds_open_is_never_touched(tmp_path):
+# L4: what a lock on QEMU's lock bytes means, as the messages say it: QEMU, or any process locking them.
+LOCKED_BY = ('is locked by another process (a QEMU process, or any other process that locks bytes 100-299 of the '
+             'file as QEMU does)')
+# Any process can take such a lock (here a POSIX lock on byte 100, as QEMU's "consistent read" lock).
+ANY_LOCKER = ('import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\n'
+              'fcntl.lockf(fd, fcntl.LOCK_SH, 1, 100)\nprint("locked", flush=True)\ntime.sleep(600)\n')
+
+
+@pytest.mark.parametrize('holder', ['qemu-io', 'any process'])
+def test_an_image_qemu_holds_open_is_never_touched(tmp_path, holder):
     path = tmp_path / 'locked.qcow2'
     qemu_img.create(str(path), '8M')
-    holder = subprocess.Popen(['qemu-io', '-f', 'qcow2', '-c', 'sleep 20000', str(path)])
-    try:
+    if holder == 'qemu-io':
+        proc = subprocess.Popen(['qemu-io', '-f', 'qcow2', '-c', 'sleep 20000', str(path)])
         time.sleep(0.5)
+    else:
+        proc = subprocess.Popen([sys.executable, '-c', ANY_LOCKER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == 'locked\n'
+    try:
         for options in ({'convert': True}, {'size': '16M', 'preallocation': 'off', 'resize': 'grow'},
                         {'state': 'absent', 'force': True}):
             result = image(path, **options)
             assert result.failed, options
-            assert result['msg'].startswith('%s is in use by another process (a QEMU process holds a lock on it)'
-                                            % path), result['msg']
+            assert result['msg'].startswith('%s %s' % (path, LOCKED_BY)), result['msg']
     finally:
-        holder.kill()
-        holder.wait()
+        proc.kill()
+        proc.wait()
     assert qemu_img.info(str(path))['virtual-size'] == 8 << 20
 
 
