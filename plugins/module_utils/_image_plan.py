@@ -336,6 +336,9 @@ def check_users(path, action, uses, fmt, force, unknown=(), vouched=False):
                             'the format domains and overlays record, or leave it %s)'
                             % (path, readers[0].declared_format, _who(readers), readers[0].declared_format),
                             users=sorted({u.domain for u in uses}))
+    if action == 'remove' and uses and not force:
+        raise PlanError('%s is a disk of domain %s; remove it from the domain first, or set force=true'
+                        % (path, _who(uses)), users=sorted({u.domain for u in uses}))
     why = '; '.join(reasons)
     if reasons and action == 'remove' and not force:
         raise PlanError('cannot check whether a domain uses %s (%s); set force=true to remove it anyway'
@@ -344,9 +347,6 @@ def check_users(path, action, uses, fmt, force, unknown=(), vouched=False):
         raise PlanError('cannot check whether a domain reads %s as another format than %s (%s); set source_format '
                         'to the format its users read it as (its own first bytes may be a guest\'s), or force=true, '
                         'to convert it anyway' % (path, fmt, why), unknown_users=reasons)
-    if action == 'remove' and uses and not force:
-        raise PlanError('%s is a disk of domain %s; remove it from the domain first, or set force=true'
-                        % (path, _who(uses)), users=sorted({u.domain for u in uses}))
 
 
 def planned_facts(before, wanted, action, has_backing):

@@ -24,7 +24,7 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._image_chain import q
 from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import parse_size
 from ansible_collections.kvmio.tuning.plugins.modules import qcow2_create
 from helpers import domain_xml as dx
-from helpers import qemu_img
+from helpers import embed, qemu_img
 from helpers.modules import finish_module_process, run_module, start_module_process
 
 
@@ -923,11 +923,14 @@ def test_every_name_of_a_used_file_is_used(system_domains):
 
 
 def overlay_chain(directory, depth, base):
-    """``depth`` qcow2 overlays on ``base``, each naming the one below by a relative name; returns the top."""
+    """``depth`` qcow2 overlays on ``base``, each naming the one below by a relative name; returns the top.
+    (``-u``: qemu-img would otherwise open the whole chain below each new layer.)"""
     below = base
     for level in range(depth):
-        below = qemu_img.create(os.path.join(directory, 'layer-%03d.qcow2' % level), None,
-                                backing=os.path.basename(below), backing_format='qcow2' if level else 'raw')
+        path = os.path.join(directory, 'layer-%03d.qcow2' % level)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', os.path.basename(below), '-F',
+                        'qcow2' if level else 'raw', path, '8M'], check=True)
+        below = path
     return below
 
 
@@ -1054,3 +1057,100 @@ def test_an_image_name_too_long_for_the_backup_name_is_converted(tmp_path):
     backup = os.path.basename(result['backup_file'])
     assert len(backup.encode()) <= 255 and backup.endswith('.orig') and backup.startswith('d' * 200)
     assert qemu_img.guest_sha256(path) == checksum and qemu_img.guest_sha256(result['backup_file']) == checksum
+
+
+@pytest.fixture
+def private_libvirt():
+    """Domains defined on an embedded libvirt of this test's own (virsh in a child process; the module,
+    run as a process, opens it after): for domains no other test on this host must meet (a disk on a
+    hung mount, a chain too deep to read). Yields a function taking domain XMLs and returning the URI."""
+    root = embed.make_root()
+    uri = 'qemu:///embed?root=%s' % root
+
+    def define(*xmls):
+        for number, xml in enumerate(xmls):
+            path = os.path.join(root, 'domain-%d.xml' % number)
+            with open(path, 'w', encoding='utf-8') as handle:
+                handle.write(xml)
+            subprocess.run(['virsh', '-q', '-c', uri, 'define', path], check=True, capture_output=True)
+        return uri
+    yield define
+    subprocess.run(['rm', '-rf', root], check=False)
+
+
+def test_a_disk_on_a_hung_mount_makes_users_unknown_not_a_hung_run(tmp_path, hung_mount, private_libvirt):
+    # M4: another domain's disk on a dead mount (a FUSE daemon that never answers) hung every run that
+    # read the domains' chains, forever, holding its locks. Now each walk is bounded (one wait per
+    # mount): that domain's users are unknown, which refuses removals and conversions unless asked.
+    uri = private_libvirt(dx.domain('far', [dx.disk(os.path.join(hung_mount, 'far.qcow2'), 'vda', 'virtio'),
+                                            dx.disk(os.path.join(hung_mount, 'far-data.qcow2'), 'vdb', 'virtio')]),
+                          dx.domain('near', [dx.disk(os.path.join(hung_mount, 'near.qcow2'), 'vda', 'virtio')]))
+    loose = qemu_img.create(str(tmp_path / 'loose.qcow2'), '8M')
+    started = time.monotonic()
+    removed = run_as_process({'path': loose, 'state': 'absent', 'uri': uri}, timeout=120)
+    assert time.monotonic() - started < 60, 'one bounded wait per dead mount'
+    assert removed.failed and removed['msg'].startswith('cannot check whether a domain uses %s (domain ' % loose), \
+        removed['msg']
+    # The first disk read waits 10 s; the others on that mount are not tried (the domains come in any order).
+    disks = [os.path.join(hung_mount, n) for n in ('far.qcow2', 'far-data.qcow2', 'near.qcow2')]
+    waited = [d for d in disks if 'disk %s: the read of %s did not finish within 10 s' % (d, d) in removed['msg']]
+    skipped = [d for d in disks if 'disk %s: not read: an earlier read on %s did not finish within 10 s'
+               % (d, hung_mount) in removed['msg']]
+    assert len(waited) == 1 and sorted(waited + skipped) == sorted(disks), removed['msg']
+    converted = run_as_process({'path': loose, 'convert': True, 'extended_l2': True, 'uri': uri}, timeout=120)
+    assert converted.failed and 'cannot check whether a domain reads %s as another format than qcow2' % loose \
+        in converted['msg'], converted['msg']
+    vouched = run_as_process({'path': loose, 'convert': True, 'extended_l2': True, 'source_format': 'qcow2',
+                              'uri': uri}, timeout=120)
+    assert not vouched.failed and vouched['action'] == 'converted', vouched.get('msg')
+    created = run_as_process({'path': str(tmp_path / 'new.qcow2'), 'size': '8M', 'uri': uri}, timeout=120)
+    assert not created.failed and created['action'] == 'created', created.get('msg')
+    forced = run_as_process({'path': loose, 'state': 'absent', 'force': True, 'uri': uri}, timeout=120)
+    assert not forced.failed and not os.path.exists(loose), forced.get('msg')
+
+
+def test_a_chain_deeper_than_libvirt_reads_makes_users_unknown(tmp_path, private_libvirt):
+    # M2: past libvirt's own limit (200 files) nobody can tell what the chain uses: removals and
+    # conversions are refused unless forced, naming the disk.
+    deep = tmp_path / 'deep'
+    deep.mkdir()
+    top = overlay_chain(str(deep), 205, qemu_img.create(str(deep / 'base.raw'), '8M', fmt='raw'))
+    uri = private_libvirt(dx.domain('deep', [dx.disk(top, 'vda', 'virtio')]))
+    loose = qemu_img.create(str(tmp_path / 'loose.qcow2'), '8M')
+    removed = run_as_process({'path': loose, 'state': 'absent', 'uri': uri}, timeout=120)
+    assert removed.failed and removed['msg'].startswith(
+        'cannot check whether a domain uses %s (domain deep, disk %s: the backing chain of %s is longer than 200 files)'
+        % (loose, top, top)), removed['msg']
+    in_chain = run_as_process({'path': str(deep / 'layer-100.qcow2'), 'state': 'absent', 'uri': uri}, timeout=120)
+    assert in_chain.failed and in_chain['msg'].startswith('%s is a disk of domain deep (through '
+                                                          % (deep / 'layer-100.qcow2')), in_chain['msg']
+    assert os.path.exists(loose) and os.path.exists(deep / 'layer-100.qcow2')
+
+
+UNREACHABLE = 'qemu+unix:///system?socket=/nonexistent/libvirt-sock'
+
+
+def test_a_header_a_guest_wrote_does_not_drive_a_conversion(tmp_path, root_files):
+    # M5: with libvirt out of reach, the file's own first bytes chose the format: a qcow2 header a guest
+    # wrote into its raw disk made convert rewrite the disk as that qcow2 (raw -> qcow2 needed force,
+    # qcow2 -> qcow2 did not). And a header naming a host file as its backing file got that file kept
+    # as the backing file of the converted image, for any guest given it.
+    disk = guest_written_header(tmp_path / 'guest.raw', 'inner.raw', size='8M')
+    qemu_img.create(str(tmp_path / 'inner.raw'), '8M', fmt='raw')
+    checksum = digest(disk)
+    refused = image(disk, convert=True, extended_l2=True, uri=UNREACHABLE)
+    assert refused.failed and refused['msg'].startswith(
+        'cannot check whether a domain reads %s as another format than qcow2 (libvirt cannot be asked); set '
+        'source_format' % disk), refused['msg']
+    assert digest(disk) == checksum and not [n for n in os.listdir(tmp_path) if n.endswith('.orig')]
+    as_raw = image(disk, convert=True, source_format='raw', uri=UNREACHABLE)
+    assert not as_raw.failed and as_raw['action'] == 'converted' and as_raw['format_source'] == 'source_format'
+    assert not qemu_img.info(disk).get('backing-filename'), 'converted as the raw disk it is'
+    # A loose file (no domain uses it) whose header names a root-only host file as its backing file.
+    loose = guest_written_header(tmp_path / 'loose.img', root_files['data'], size='8M')
+    kept = image(loose, convert=True, extended_l2=True)
+    assert kept.failed and kept['msg'].startswith(
+        '%s names %s as its backing file, outside %s; a conversion keeps such a backing file only inside the '
+        'directory of the image or allowed_roots' % (loose, root_files['data'], tmp_path)), kept['msg']
+    assert qemu_img.info(loose)['format'] == 'qcow2' and not [n for n in os.listdir(tmp_path) if 'loose' in n
+                                                              and n.endswith('.orig')]

@@ -11,7 +11,6 @@ backup directory others can write. None of this depends on fs.protected_symlinks
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -276,23 +275,6 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
     assert storage[fifo]['kind'] == 'unsupported' and 'is a FIFO' in storage[fifo]['detail']
     caches = {d['target']: d['after']['cache'] for d in tuned['domains'][0]['disks']}
     assert caches == {'vda': 'none', 'vdb': 'writeback', 'vdc': 'writeback'}, 'unsure storage gets writeback'
-
-
-@pytest.fixture
-def hung_mount():
-    """A FUSE mount whose daemon never answers, as a dead NFS server or a stuck FUSE daemon: every
-    lookup under it waits (killably). Closing the device fd at the end aborts the waiting requests."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    path = tempfile.mkdtemp(prefix='kvmio-hung-', dir='/var/tmp')
-    fd = os.open('/dev/fuse', os.O_RDWR)
-    options = b'fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other' % fd
-    if libc.mount(b'kvmio-hung', path.encode(), b'fuse', 0, options) != 0:
-        os.close(fd)
-        pytest.fail('cannot mount a FUSE filesystem: %s' % os.strerror(ctypes.get_errno()))
-    yield path
-    os.close(fd)
-    libc.umount2(path.encode(), 2)          # MNT_DETACH
-    os.rmdir(path)
 
 
 def test_storage_on_a_hung_mount_is_could_not_tell_not_a_hung_run(tmp_path, hung_mount):
