@@ -1154,3 +1154,28 @@ def test_a_header_a_guest_wrote_does_not_drive_a_conversion(tmp_path, root_files
         'directory of the image or allowed_roots' % (loose, root_files['data'], tmp_path)), kept['msg']
     assert qemu_img.info(loose)['format'] == 'qcow2' and not [n for n in os.listdir(tmp_path) if 'loose' in n
                                                               and n.endswith('.orig')]
+
+
+def test_a_relative_disk_path_in_a_domain_is_read_from_the_root(system_domains):
+    # L8: libvirt keeps <source file='var/...'/> as written, and QEMU under libvirtd opens it from '/';
+    # the usage walk resolved it against the module's own working directory, so the disk was not used.
+    factory = system_domains
+    name = factory.name('q14-relative-disk')
+    disk = qemu_img.create(os.path.join(factory.image_dir, name + '.raw'), '8M', fmt='raw')
+    factory.define(dx.domain(name, [dx.disk(disk.lstrip('/'), 'vda', 'virtio', fmt='raw')]))
+    assert "<source file='%s'/>" % disk.lstrip('/') in factory.conn.lookupByName(name).XMLDesc(0)
+    converted = image(disk, convert=True)
+    assert converted.failed and converted['msg'].startswith('%s is read as raw by domain %s' % (disk, name)), \
+        converted['msg']
+    removed = image(disk, state='absent')
+    assert removed.failed and removed['msg'].startswith('%s is a disk of domain %s' % (disk, name))
+
+
+def test_the_lock_of_an_image_is_removed_when_the_run_ends(tmp_path):
+    # L8: every image path ever handled left a lock file in the lock directory.
+    from ansible_collections.kvmio.tuning.plugins.module_utils._lock import lock_path
+
+    paths = [tmp_path / ('%d.qcow2' % n) for n in range(3)]
+    assert not image(paths[0], size='8M').failed
+    assert not images([{'path': str(p), 'size': '8M'} for p in paths]).failed
+    assert [p for p in paths if os.path.exists(lock_path(str(p)))] == []
