@@ -960,26 +960,32 @@ def test_deep_chains_and_data_files_count_as_used(system_domains):
         assert os.path.exists(path)
 
 
-def test_a_qemu_that_starts_between_plan_and_removal_keeps_the_image(tmp_path):
+@pytest.mark.parametrize('request_, holder, doing', [
+    ({'state': 'absent', 'force': True}, ['qemu-io', '-f', 'qcow2'], 'removed'),
+    # A QEMU reading the image (a read-only disk) does not stop qemu-img convert, only the re-check does.
+    ({'convert': True}, ['qemu-io', '-r', '-f', 'qcow2'], 'converted'),
+])
+def test_a_qemu_that_starts_between_plan_and_change_keeps_the_image(tmp_path, request_, holder, doing):
     # M3: QEMU's locks were read only while planning; a QEMU that took the image after that (here while
     # the run writes another image of its list, the run held still with SIGSTOP meanwhile) lost it.
     big, doomed = tmp_path / 'big.qcow2', tmp_path / 'doomed.qcow2'
     qemu_img.create(str(doomed), '8M')
+    checksum = digest(doomed)
     args = {'images': [{'path': str(big), 'size': '512M', 'preallocation': 'full'},
-                       {'path': str(doomed), 'state': 'absent', 'force': True}], 'uri': 'qemu:///system'}
+                       dict(request_, path=str(doomed))], 'uri': 'qemu:///system'}
     proc, args_file = start_module_process('qcow2_create', args)
-    holder = None
+    started = None
     try:
         deadline = time.monotonic() + 60
         while not [n for n in os.listdir(tmp_path) if n.startswith('.big.qcow2.kvmio-')]:
             assert time.monotonic() < deadline and proc.poll() is None, 'the run never started writing big.qcow2'
             time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGSTOP)         # planned, applying the first image: hold it there
-        holder = subprocess.Popen(['qemu-io', '-f', 'qcow2', '-c', 'sleep 60000', str(doomed)])
+        started = subprocess.Popen(holder + ['-c', 'sleep 60000', str(doomed)])
         probe = os.open(doomed, os.O_RDONLY)
         try:
             while not qemu_holds(probe):
-                assert holder.poll() is None, 'qemu-io did not start'
+                assert started.poll() is None, 'qemu-io did not start'
                 time.sleep(0.05)
         finally:
             os.close(probe)
@@ -987,14 +993,15 @@ def test_a_qemu_that_starts_between_plan_and_removal_keeps_the_image(tmp_path):
         os.killpg(proc.pid, signal.SIGCONT)
         result = finish_module_process(proc, args_file, timeout=300)
     finally:
-        if holder is not None:
-            holder.kill()
-            holder.wait()
+        if started is not None:
+            started.kill()
+            started.wait()
     assert result.failed and result['failed_image'] == str(doomed), result
     assert result['msg'].startswith('%s was locked by another process (a QEMU process, or any other process that locks '
                                     'bytes 100-299 of the file as QEMU does) while this run worked on it, so it is '
-                                    'not removed' % doomed), result['msg']
-    assert doomed.exists() and [r['action'] for r in result['images']] == ['created']
+                                    'not %s' % (doomed, doing)), result['msg']
+    assert digest(doomed) == checksum and [r['action'] for r in result['images']] == ['created']
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.orig')]
 
 
 def test_a_relative_backing_name_means_one_file_or_is_refused(system_domains):
