@@ -135,6 +135,20 @@ def _read_direct(fd, path):
     return True, '', header
 
 
+def _read_direct_path(path):
+    """``_read_direct`` of a file named by ``path`` (a regular file or block device only)."""
+    try:
+        fd, _st = open_file(path)
+    except PlanError as err:
+        return None, err.msg, None
+    except OSError as err:
+        return None, 'cannot open %s: %s' % (path, err.strerror), None
+    try:
+        return _read_direct(fd, path)
+    finally:
+        os.close(fd)
+
+
 def bounded(func, timeout, *args):
     """(True, func(*args)) or (False, None) when it has not returned within ``timeout`` seconds.
 
@@ -309,12 +323,16 @@ class StorageProber:
         O_DIRECT, None when one could not tell or the walk stopped early."""
         odirect, detail = True, ''
         for layer in chain.layers:
-            ok, why, _header = _read_direct(layer.fd, layer.real)
-            if ok is False and odirect is not False:
-                _mp, layer_fs = filesystem_of(layer.real, self.mounts)
-                odirect, detail = False, '%s on %s: %s' % (layer.real, layer_fs, why)
-            elif ok is None and odirect is True:
-                odirect, detail = None, why
+            checks = [(layer.real, lambda layer=layer: _read_direct(layer.fd, layer.real))]
+            if layer.data_path:             # QEMU opens an external data file as it opens the image
+                checks.append((layer.data_path, lambda path=layer.data_path: _read_direct_path(path)))
+            for real, check in checks:
+                ok, why, _header = check()
+                if ok is False and odirect is not False:
+                    _mp, layer_fs = filesystem_of(real, self.mounts)
+                    odirect, detail = False, '%s on %s: %s' % (real, layer_fs, why)
+                elif ok is None and odirect is True:
+                    odirect, detail = None, why
         if chain.stopped and odirect is True:
             odirect, detail = None, chain.stopped
         return odirect, detail
