@@ -449,6 +449,15 @@ class Qcow2Run:
         path, other = resolve_relative(name, job.path, job.real)
         if other is not None:
             raise two_meanings(name, path, other, job.path)
+        label = 'backing_file %s of %s' % (printable(name), job.label)
+        try:
+            # The link rule of the image's own path: the file the overlay shows its guest is the admin's.
+            self._bounded(path, label, resolve_trusted_links, path, label)
+        except UntrustedPath as err:
+            raise PlanError('%s is not followed: %s; nothing was done' % (label, err.details.get('untrusted', err.msg))) \
+                from None
+        except OSError:
+            pass                    # a missing file or directory: the walk below says so
         try:
             job.backing = walk_chain(path, wanted.backing_format)
         except PlanError as err:

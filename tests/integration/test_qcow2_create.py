@@ -857,6 +857,13 @@ os.symlink(os.path.dirname(image), os.path.join(d, 'pool'))
         assert result['msg'].startswith('%s is not followed: the link %s is owned by nobody (uid %d)'
                                         % (open_dir / name, link, NOBODY)), result['msg']
     assert (os.stat(loop_device).st_uid, os.stat(loop_device).st_mode) == (device.st_uid, device.st_mode)
+    # The same for a backing file named by a link another user planted: the overlay would show it to a guest.
+    overlay = open_dir.parent / 'overlay.qcow2'
+    result = image(overlay, backing_file=str(open_dir / 'disk.raw'), backing_format='raw', preallocation='off')
+    assert result.failed and result['msg'].startswith(
+        'backing_file %s of %s is not followed: the link %s is owned by nobody (uid %d)'
+        % (open_dir / 'disk.raw', overlay, open_dir / 'disk.raw', NOBODY)), result['msg']
+    assert not overlay.exists()
     # A link root made is followed, but not in a directory others can write (they could replace it).
     os.unlink(open_dir / 'disk.raw')
     os.symlink(root_files['data'], open_dir / 'disk.raw')
