@@ -5,12 +5,13 @@
 # Note: this module_utils file is PRIVATE to the collection. It can change at any time.
 # Do not use it from other collections or standalone plugins/modules.
 
-"""kvm_io_bench: qemu-img bench on scratch images in the user's storage, for each candidate setup.
+"""kvm_io_bench: mode=host runs qemu-img bench on scratch images in the user's storage for each cache mode and
+preallocation; mode=guest hands over to ``_guest_bench_runner`` (fio in a throwaway guest).
 
 The measured directory may be one other users can write (a shared pool), so nothing is written by a
-name in it: the scratch files live in a private work directory (``_image_workdir.WorkDir``: made 0700
-under a random name, held by its descriptor), qemu-img reaches them as ``/dev/fd/N/NAME``, and a user
-who renames the work directory or plants a look-alike with links in it changes nothing."""
+name in it: the host mode's scratch files live in a private work directory (``_image_workdir.WorkDir``:
+made 0700 under a random name, held by its descriptor), qemu-img reaches them as ``/dev/fd/N/NAME``, and
+a user who renames the work directory or plants a look-alike with links in it changes nothing."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ import time
 
 from ._disk_policy import AUTO_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
 from ._errors import PlanError
+from ._fio import WORKLOADS as GUEST_WORKLOADS
+from ._guest_bench import GUEST_ARGUMENT_SPEC
 from ._host_probe import host_support
 from ._image_plan import human_size, parse_size
 from ._image_workdir import WorkDir, open_directory, remove_dead_workdirs
-from ._libvirt import library_version
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, library_version
 from ._qemu_img import QemuImg, module_runner
 from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect_fd, read_mounts
 from ._support import StorageFacts
@@ -47,25 +50,47 @@ SCRATCH_IMAGE = 'bench.qcow2'
 PROBE_FILE = 'probe'
 
 
+HOST_DEFAULTS = {'size': '256M', 'caches': list(CACHES), 'workloads': ['write', 'read'], 'time_limit': 300}
+
+
 def argument_spec():
-    return {
+    """Both modes' options (kvm_io_bench picks BenchRun or _guest_bench_runner.GuestBenchRun by O(mode))."""
+    spec = dict(LIBVIRT_ARGUMENT_SPEC)
+    spec.update({
+        'mode': {'type': 'str', 'choices': ['host', 'guest'], 'default': 'host'},
         'path': {'type': 'path', 'required': True},
-        'size': {'type': 'str', 'default': '256M'},
+        'size': {'type': 'str'},
         'count': {'type': 'int', 'default': 4000},
         'depth': {'type': 'int', 'default': 16},
-        'caches': {'type': 'list', 'elements': 'str', 'choices': list(CACHES), 'default': list(CACHES)},
+        'caches': {'type': 'list', 'elements': 'str', 'choices': list(CACHES)},
         'preallocations': {'type': 'list', 'elements': 'str', 'choices': ['off', 'metadata', 'falloc'],
                            'default': ['off', 'metadata']},
-        'workloads': {'type': 'list', 'elements': 'str', 'choices': list(WORKLOADS), 'default': ['write', 'read']},
-        'time_limit': {'type': 'int', 'default': 300},
-    }
+        # seqwrite exists in both modes (64K writes with qemu-img bench, 1M writes with fio in a guest).
+        'workloads': {'type': 'list', 'elements': 'str',
+                      'choices': list(WORKLOADS) + [w for w in GUEST_WORKLOADS if w not in WORKLOADS]},
+        'time_limit': {'type': 'int'},
+    })
+    spec.update(GUEST_ARGUMENT_SPEC)
+    return spec
 
 
 class BenchRun:
+    """kvm_io_bench mode=host: qemu-img bench on scratch images."""
+
     def __init__(self, module):
         self.module = module
-        self.params = module.params
+        self.params = dict(module.params)
+        for key, value in HOST_DEFAULTS.items():
+            if self.params.get(key) is None:
+                self.params[key] = value
         self.qemu_img = QemuImg(module_runner(module))
+
+    def run(self):
+        wrong = [w for w in self.params['workloads'] if w not in WORKLOADS]
+        if wrong:
+            raise PlanError('workloads %s apply to mode=guest only (mode=host measures %s)'
+                            % (', '.join(wrong), ', '.join(WORKLOADS)))
+        return self._run_host()
 
     def _check(self, size):
         path = self.params['path']
@@ -102,7 +127,7 @@ class BenchRun:
             count *= 10
             rounds += 1
 
-    def run(self):
+    def _run_host(self):
         params = self.params
         size = parse_size(params['size'])
         span = max(step for _w, _b, step in WORKLOADS.values()) * params['count']
@@ -110,7 +135,8 @@ class BenchRun:
         self._check(size)
         combos = [(c, p) for p in params['preallocations'] for c in params['caches']]
         _mp, fstype = filesystem_of(os.path.realpath(params['path']), read_mounts())
-        result = {'changed': False, 'path': params['path'], 'filesystem': fstype, 'results': [], 'skipped': []}
+        # No 'path' key: AnsibleModule.exit_json would add that path's stat (mode, owner, size) to the result.
+        result = {'changed': False, 'mode': 'host', 'filesystem': fstype, 'results': [], 'skipped': []}
         if self.module.check_mode:
             result['skipped'] = ['check mode: %d combinations not run' % (len(combos) * len(params['workloads']))]
             return result

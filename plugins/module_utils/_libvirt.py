@@ -255,6 +255,16 @@ class LibvirtClient:
         except libvirt.libvirtError as err:
             raise self._wrap('define domain %s' % (name or '?'), err) from None
 
+    def create_transient(self, xml, name=None):
+        """Starts a transient domain that libvirtd destroys when this connection closes (AUTODESTROY),
+        so a benchmark guest cannot outlive the process that started it. (The embedded driver has no
+        autodestroy; there the caller's cleanup is all there is.)"""
+        embedded = self.uri.startswith(('qemu:///embed', 'qemu+unix:///embed'))
+        try:
+            return self.conn.createXML(xml, 0 if embedded else libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        except libvirt.libvirtError as err:
+            raise self._wrap('start domain %s' % (name or '?'), err) from None
+
     def undefine(self, dom):
         flags = 0
         for flag in ('VIR_DOMAIN_UNDEFINE_NVRAM', 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA'):

@@ -73,30 +73,36 @@ restarted:
   returned: always
   type: list
   elements: str
+  sample: [web01, web02]
 skipped:
   description: Named domains that were not running, so not restarted.
   returned: always
   type: list
   elements: str
+  sample: [batch07]
 forced_off:
   description: Domains powered off after their shutdown timeout (O(force_off=true)).
   returned: always
   type: list
   elements: str
+  sample: []
 not_restarted:
   description: When a batch failed, its domains that did not shut down or did not start again.
   returned: on failure
   type: list
   elements: str
+  sample: [legacy03]
 not_attempted:
   description: When a batch failed, the running domains of later batches, left running and not restarted.
   returned: on failure
   type: list
   elements: str
+  sample: [web03, web04]
 domain:
   description: When a batch failed, the first domain that did not shut down or start again.
   returned: on failure
   type: str
+  sample: legacy03
 '''
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module

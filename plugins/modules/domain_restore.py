@@ -75,20 +75,28 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-changed:
-  description: Whether any domain's XML was restored (in check mode, would be).
-  returned: always
-  type: bool
 domains:
-  description: Each domain with C(changed) and the backup file it was compared with (C(restored_from)).
+  description: Each domain named, restored or already as its backup says.
   returned: always
   type: list
   elements: dict
+  sample: [{name: web01, changed: true, restored_from: /var/lib/kvmio/backups/web01.20261126T101500.123456Z.xml}]
+  contains:
+    name:
+      description: The domain.
+      type: str
+    changed:
+      description: Whether its XML was restored (in check mode, would be).
+      type: bool
+    restored_from:
+      description: The backup file its XML was compared with and restored from.
+      type: str
 restart_required:
   description: Running domains whose configuration was restored; it applies at their next boot.
   returned: always
   type: list
   elements: str
+  sample: [web01]
 define_check:
   description:
     - What the define check found (see O(define_check)). C(checked) lists the domains whose planned XML libvirt
@@ -106,6 +114,7 @@ backups:
   returned: always
   type: list
   elements: str
+  sample: [/var/lib/kvmio/backups/before-restore/web01.20261126T103000.654321Z.xml]
 defined:
   description: When a restore failed, the domains already restored by this run (RV(backups) holds what they had).
   returned: on failure after the first restore
@@ -118,10 +127,25 @@ failed_domain:
   type: str
   sample: web02
 diff:
-  description: Before/after XML of each restored domain.
+  description: Before/after XML of each restored domain, secrets (graphics passwords) shown as C(********).
   returned: when diff mode is on
   type: list
   elements: dict
+  sample: [{before_header: web01 (inactive XML, now), after_header: web01 (restored from /var/lib/kvmio/backups/web01...xml),
+            before: "<domain type='kvm'>...", after: "<domain type='kvm'>..."}]
+  contains:
+    before_header:
+      description: Which XML the left side is.
+      type: str
+    after_header:
+      description: Which XML the right side is.
+      type: str
+    before:
+      description: The domain's inactive XML now.
+      type: str
+    after:
+      description: The XML the backup restores.
+      type: str
 '''
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module

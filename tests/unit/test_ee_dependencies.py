@@ -20,8 +20,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PLUGINS = os.path.join(REPO, 'plugins')
 # Distribution name of each importable top-level package the plugins may use.
 DISTRIBUTION = {'libvirt': 'libvirt-python', 'libvirt_qemu': 'libvirt-python', 'lxml': 'lxml'}
-# Executables and the packages that ship them.
-BINARY_PACKAGES = {'qemu-img': {'dpkg': 'qemu-utils', 'rpm': 'qemu-img'}}
+# Executables and the packages that ship them. None: Debian only (kvm_io_bench builds its guest from
+# Debian packages; on other distributions it takes a kernel and initrd built elsewhere).
+BINARY_PACKAGES = {'qemu-img': {'dpkg': 'qemu-utils', 'rpm': 'qemu-img'},
+                   'qemu-io': {'dpkg': 'qemu-utils', 'rpm': 'qemu-img'},
+                   'apt-get': {'dpkg': 'apt', 'rpm': None},
+                   'dpkg-deb': {'dpkg': 'dpkg', 'rpm': None},
+                   'dpkg-query': {'dpkg': 'dpkg', 'rpm': None}}
 
 
 def python_files():
@@ -73,12 +78,13 @@ def requirement_names():
                 if line.strip() and not line.startswith('#')}
 
 
-def bindep_packages(platform):
+def bindep_packages(platform, profile=None):
     packages = set()
     with open(os.path.join(REPO, 'bindep.txt'), encoding='utf-8') as handle:
         for line in handle:
             if line.strip() and not line.startswith('#') and 'platform:%s' % platform in line:
-                packages.add(line.split()[0])
+                if profile is None or re.search(r'[\[ ]%s[\] ]' % re.escape(profile), line):
+                    packages.add(line.split()[0])
     return packages
 
 
@@ -93,8 +99,22 @@ def test_every_binary_is_in_bindep_for_debian_and_rpm():
     assert 'qemu-img' in binaries
     assert binaries <= set(BINARY_PACKAGES), 'new executable: add it to BINARY_PACKAGES and bindep.txt'
     for binary in binaries:
-        assert BINARY_PACKAGES[binary]['dpkg'] in bindep_packages('dpkg')
-        assert BINARY_PACKAGES[binary]['rpm'] in bindep_packages('rpm')
+        assert BINARY_PACKAGES[binary]['dpkg'] in bindep_packages('dpkg', 'hypervisor')
+        assert BINARY_PACKAGES[binary]['dpkg'] in bindep_packages('dpkg', 'test')
+        if BINARY_PACKAGES[binary]['rpm']:
+            assert BINARY_PACKAGES[binary]['rpm'] in bindep_packages('rpm')
+
+
+def test_guest_packages_are_listed_for_download_and_never_for_install():
+    from ansible_collections.kvmio.tuning.plugins.module_utils._initramfs import DEFAULT_KERNEL_PACKAGE, \
+        TOOL_PACKAGES
+
+    guest = bindep_packages('dpkg', 'guest')
+    assert {DEFAULT_KERNEL_PACKAGE, *TOOL_PACKAGES} <= guest
+    # A profile that installs (test, hypervisor) never names a kernel: the guest's kernel is downloaded only.
+    installed = bindep_packages('dpkg', 'test') | bindep_packages('dpkg', 'hypervisor')
+    assert not {p for p in installed if p.startswith('linux-image')}
+    assert not guest & installed
 
 
 def test_execution_environment_points_at_those_files():

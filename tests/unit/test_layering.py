@@ -21,13 +21,14 @@ MODULE_UTILS = os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'm
 
 PURE = {
     '_blockdev', '_bus_convert', '_cpuset', '_cputune_xml', '_disk_plan', '_disk_policy', '_disk_xml', '_domain_plan',
-    '_domain_xml', '_errors', '_findings', '_image_plan', '_live_plan', '_overrides', '_pinning', '_qcow2_header',
-    '_report', '_selection', '_support', '_topology', '_xml_layout',
+    '_domain_xml', '_errors', '_findings', '_fio', '_guest_bench', '_guest_xml', '_image_plan', '_initramfs',
+    '_live_plan', '_overrides', '_pinning', '_qcow2_header', '_report', '_selection', '_support', '_topology',
+    '_xml_layout',
 }
 IO = {
-    '_backup', '_define', '_define_check', '_define_check_child', '_host_probe', '_image_chain', '_image_users',
-    '_image_workdir', '_libvirt', '_live_apply', '_lock', '_module', '_parallel', '_qemu_img', '_save_image',
-    '_storage_probe', '_trusted_files', '_xml_file',
+    '_backup', '_define', '_define_check', '_define_check_child', '_guest_image', '_host_probe', '_image_chain',
+    '_image_users', '_image_workdir', '_libvirt', '_live_apply', '_lock', '_module', '_parallel', '_qemu_img',
+    '_save_image', '_storage_probe', '_trusted_files', '_xml_file',
 }
 FORBIDDEN_IN_PURE = ('os', 'subprocess', 'ansible', 'libvirt', 'libvirt_qemu', 'shutil', 'tempfile', 'socket',
                      'fcntl', 'threading', 'glob', 'mmap', 'time')
