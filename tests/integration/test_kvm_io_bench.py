@@ -129,3 +129,17 @@ def test_a_user_who_can_write_the_measured_directory_cannot_lead_root_anywhere(r
     assert {r['cache'] for r in result['results']} == {'writeback', 'writethrough', 'none', 'directsync'}
     leftovers = [n for n in os.listdir(public) if os.lstat(public / n).st_uid == 0]
     assert all(n.endswith('.moved') for n in leftovers), leftovers     # ours, renamed by the user: left there
+
+
+def test_guest_mode_refuses_a_measured_directory_others_can_write(reachable_tmp):
+    # The guest mode (merged since) writes its scratch images and the guest's files by name, for QEMU:
+    # the same planted names would lead root anywhere, so a directory others can write is refused.
+    public = reachable_tmp / 'public'
+    public.mkdir()
+    os.chmod(public, 0o777)
+    result = run_module(kvm_io_bench, {'mode': 'guest', 'path': str(public), 'runtime': 1, 'size': '64M',
+                                       'workloads': ['randwrite'], 'accelerator': 'tcg', 'alternatives': 'none'})
+    assert result.failed and result['msg'].startswith(
+        'path %s (mode=guest writes its scratch images there by name): %s is writable by others' % (public, public)), \
+        result['msg']
+    assert os.listdir(public) == []
