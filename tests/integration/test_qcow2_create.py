@@ -852,7 +852,7 @@ os.symlink(os.path.dirname(image), os.path.join(d, 'pool'))
                 ('pool/data.raw', {'owner': str(NOBODY)})]
     for name, options in attempts:
         result = image(open_dir / name, **options)
-        link = open_dir / name.split('/')[0]
+        link = open_dir / name.split('/', maxsplit=1)[0]
         assert result.failed, (name, options)
         assert result['msg'].startswith('%s is not followed: the link %s is owned by nobody (uid %d)'
                                         % (open_dir / name, link, NOBODY)), result['msg']
