@@ -38,7 +38,7 @@ from ._save_image import DEFAULT_SAVE_DIR
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 from ._xml_file import XmlFile
-from ._xml_layout import LayoutError, LayoutKeeper
+from ._xml_layout import LayoutError, LayoutKeeper, redacted_text
 
 DISK_RULE_SPEC = {
     'match': {'type': 'str', 'required': True},
@@ -219,9 +219,9 @@ class DiskTuneRun:
                 xml_file.replace(new_text)
         result = self._result([plan], set(), backups, checked)
         if self.module._diff and plan.changed:
-            # The file's own text before and after: exactly what a git diff will show.
-            result['diff'] = [{'before': text, 'after': new_text, 'before_header': '%s (before)' % path,
-                               'after_header': '%s (after)' % path}]
+            # The file's own text before and after: exactly what a git diff will show, secrets apart.
+            result['diff'] = [{'before': redacted_text(text), 'after': redacted_text(new_text),
+                               'before_header': '%s (before)' % path, 'after_header': '%s (after)' % path}]
         return result
 
     def _layout_keeper(self, text, root, path):
