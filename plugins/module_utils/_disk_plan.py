@@ -149,6 +149,8 @@ def plan_domain(xml_text, policy, storage=None, host=None, volume_paths=None, or
             decision = decide_disk(info, settings, facts, host, policy.guards, specific)
             report['skipped'] = decision.skipped
             report['reasons'] = decision.reasons
+            if not decision.skipped:
+                plan.tuned[info.target] = frozenset(decision.decided)
             plan.errors.extend('%s: disk %s' % (plan.name, e) for e in decision.errors)
             plan.warnings.extend('%s: disk %s' % (plan.name, w) for w in decision.warnings)
             if decision.wanted and not decision.errors:

@@ -20,13 +20,13 @@ from ._backup import DEFAULT_BACKUP_DIR, write_backup
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
 from ._disk_plan import plan_domain
-from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
+from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, Guards
 from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
 from ._domain_xml import domain_name, parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
-from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
 from ._live_apply import LiveApply, live_diff
 from ._live_plan import APPLY_CHOICES, LIVE_SETTINGS
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
@@ -97,6 +97,16 @@ SUMMARY_DOMAIN_KEYS = ('name', 'changed', 'restart_required',
                        ('live', ('status', 'method', 'predicted', 'taint', 'pause', 'error')))
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveContext:
+    """What the live step of a run needs besides the plans: the host's support (for the rule table),
+    each domain's policy guards, and the backups written (reported if it fails)."""
+
+    host: object
+    guards: dict
+    backups: list
+
+
 def _storage(prober, sources):
     """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
@@ -123,7 +133,7 @@ class DiskTuneRun:
 
     def _run_libvirt(self):
         params = self.params
-        with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
+        with HostLock(lock_subject(params['uri']), params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             doms = {name: handles[name] for name in names}
@@ -142,10 +152,12 @@ class DiskTuneRun:
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
             known = frozenset(handles)
+            guards = {}
             for name in names:
                 policy, skip = policy_for(name, params, self.overrides, known)
                 if skip:
                     continue
+                guards[name] = policy.guards
                 storage = _storage(self.prober, local_source_formats(roots[name], volume_paths))
                 plans.append(plan_domain(xmls[name], policy, storage, host, volume_paths,
                                          origin='the XML of domain %s' % name, root=roots.pop(name)))
@@ -157,30 +169,40 @@ class DiskTuneRun:
             backups = []
             if not self.module.check_mode:
                 backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
-            live = self._apply_live(client, doms, plans, active) if params['apply'] != 'config' else {}
+            live = {}
+            if params['apply'] != 'config':
+                live = self._apply_live(client, doms, plans, active, LiveContext(host, guards, backups))
         return self._result(plans, active, backups, checked, live)
 
-    def _apply_live(self, client, doms, plans, active):
-        """Brings each running domain to its (now stored) disk settings: {name: (result, Change list)}."""
+    def _apply_live(self, client, doms, plans, active, context):
+        """Brings each running domain to its (now stored) disk settings, for the settings each plan tuned
+        and under its policy's guards: {name: (result, Change list)}. A domain that stopped meanwhile is
+        reported ``not_running``; any other failure fails the run, saying what every domain got."""
+        storage = self.prober.facts if self.prober is not None else None
         applier = LiveApply(client, self.module.check_mode, self.params['apply'] == 'live_or_pause',
-                            self.params['save_dir'], self.module.warn)
+                            self.params['save_dir'], self.module.warn, host=context.host, storage=storage)
         running = [plan for plan in plans if plan.name in active]
 
         def apply_one(plan):
             later = [c for c in plan.changes if c.setting not in LIVE_SETTINGS] if plan.changed else []
+            # The disks' iothread is iothread_pin's to decide: a pause brings each tuned disk to the stored one.
+            tuned = {target: settings | {'iothread'} for target, settings in plan.tuned.items()}
             try:
-                return applier.apply(doms[plan.name], plan.after, later)
+                return applier.apply(doms[plan.name], plan.after, later, tuned, context.guards.get(plan.name, Guards()))
             except KvmioError as err:
                 return err
 
         outcomes = dict(zip([plan.name for plan in running], map_threads(apply_one, running)))
         failed = {name: err for name, err in outcomes.items() if isinstance(err, KvmioError)}
         if failed:
-            # Say exactly what was done: every other domain's live result, and which ones changed.
+            # Say exactly what was done: what was defined and backed up, every other domain's live result,
+            # and which ones changed.
             name, err = sorted(failed.items())[0]
             done = {n: o for n, o in outcomes.items() if n not in failed}
             err.details.update(failed_domain=name, live={n: state for n, (state, _c) in done.items()},
-                               applied_live=sorted(n for n, (_s, changes) in done.items() if changes))
+                               applied_live=sorted(n for n, (_s, changes) in done.items() if changes),
+                               defined=sorted(p.name for p in plans if p.changed and not self.module.check_mode),
+                               backups=context.backups)
             raise err
         return outcomes
 
@@ -264,9 +286,10 @@ class DiskTuneRun:
                 diffs.append(diff_entry(plan))
             if plan.name in live:
                 state, done = live[plan.name]
+                waits = state['status'] in ('restart_required', 'partially_applied') or (
+                    state['status'] == 'not_running' and plan.changed)
                 entry.update(changed=plan.changed or bool(done), live=state,
-                             live_changes=[change.as_dict() for change in done],
-                             restart_required=state['status'] in ('restart_required', 'partially_applied'))
+                             live_changes=[change.as_dict() for change in done], restart_required=waits)
                 running = live_diff(plan.name, state)
                 if running:
                     diffs.append(running)

@@ -55,6 +55,9 @@ class DomainPlan:
     errors: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     matched_rules: set = field(default_factory=set)
+    # Per disk target, the settings the request decided (kvm_disk_tune): what apply=live may bring a
+    # running disk to. A disk the plan skips has no entry.
+    tuned: dict = field(default_factory=dict)
 
     def change_dicts(self):
         return [change.as_dict() for change in self.changes] if self.changed else []

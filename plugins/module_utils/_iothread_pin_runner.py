@@ -19,7 +19,7 @@ from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import diff_entry
 from ._domain_xml import parse_domain, vcpu_count
 from ._errors import PlanError
-from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._module import validated_overrides
 from ._pinning import DomainNeed, PinPolicy, allocate
@@ -143,7 +143,7 @@ class IothreadPinRun:
 
     def run(self):
         params = self.params
-        with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
+        with HostLock(lock_subject(params['uri']), params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_with_overrides(handles, params, self.overrides, where=' at %s' % params['uri'])
             self.known = frozenset(handles)

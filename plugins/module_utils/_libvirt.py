@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import threading
+import time
 import traceback
+from urllib.parse import parse_qs, urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
@@ -54,6 +57,36 @@ def _start_event_loop():
 
         threading.Thread(target=run, name='libvirt-event-loop', daemon=True).start()
         _EVENT_LOOP_STARTED.append(True)
+
+
+# Host names that reach this host's own libvirt through a transport (ssh, tcp, tls).
+_LOCAL_HOSTS = frozenset(('', 'localhost', 'localhost.localdomain', '127.0.0.1', '::1'))
+
+
+def lock_subject(uri):
+    """Which libvirt ``uri`` reaches, as one string: the key of the host lock (``_lock.HostLock``), so
+    that two spellings of one libvirt take the same lock. ``qemu:///system``, ``qemu+unix:///system``,
+    ``qemu+ssh://localhost/system``, ``qemu:///system?socket=/run/libvirt/libvirt-sock`` and
+    ``qemu:///system/`` are all ``qemu:///system``: the transport and the connection parameters say how
+    to reach a libvirt, not which one. Kept: the driver, a remote host, the path, the user of a
+    remote session, and an embedded driver's ``root`` (normalised). Pure string work: aliases from
+    libvirt.conf (``uri_aliases``) are not resolved."""
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError:
+        return uri
+    driver = parts.scheme.lower().split('+', 1)[0]
+    host = (parts.hostname or '').lower()
+    netloc = '' if host in _LOCAL_HOSTS else host + (':%d' % parts.port if parts.port else '')
+    path = posixpath.normpath(parts.path) if parts.path else '/'
+    path = '/' if path == '//' else path
+    if path.endswith('/session') and parts.username and netloc:
+        netloc = '%s@%s' % (parts.username, netloc)
+    query = ''
+    if path == '/embed':
+        roots = parse_qs(parts.query).get('root') or ['']
+        query = '?root=' + (posixpath.normpath(roots[0]) if roots[0] else '')
+    return '%s://%s%s%s' % (driver, netloc, path, query)
 
 
 def library_version():
@@ -113,6 +146,11 @@ class LibvirtClient:
                 "(or virtqemud) runs on this host." % (self.uri, err.get_error_message()),
                 uri=self.uri) from None
         return self
+
+    def another(self):
+        """A new connection to the same URI (opened; close it): for the checks after an operation whose
+        connection was lost, when libvirt may have carried the operation out."""
+        return LibvirtClient(self.uri).open()
 
     def close(self):
         if self.conn is not None:
@@ -331,10 +369,35 @@ class LibvirtClient:
         self._call_operation('record metadata in the live XML of domain %s' % dom.name(), dom.setMetadata,
                              libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, namespace, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
-    def save(self, dom, path):
-        """Saves a running domain's memory to ``path`` and stops it (virDomainSave). On failure libvirt
-        resumes the domain."""
-        self._call_operation('save domain %s to %s' % (dom.name(), path), dom.save, path)
+    def suspend(self, dom):
+        """Stops the domain's vCPUs (virDomainSuspend); QEMU keeps running."""
+        self._call_operation('pause domain %s' % dom.name(), dom.suspend)
+
+    def resume(self, dom):
+        self._call_operation('resume domain %s' % dom.name(), dom.resume)
+
+    def save(self, dom, path, running=True):
+        """Saves a domain's memory to ``path`` and stops it (virDomainSaveFlags); ``running``: whether the
+        restore starts its vCPUs (else it stays paused). On failure libvirt removes the partial image and
+        leaves the domain as it was."""
+        flags = libvirt.VIR_DOMAIN_SAVE_RUNNING if running else libvirt.VIR_DOMAIN_SAVE_PAUSED
+        self._call_operation('save domain %s to %s' % (dom.name(), path), dom.saveFlags, path, None, flags)
+
+    def uuid(self, dom):
+        return self._call('read the UUID of domain %s' % dom.name(), dom.UUIDString)
+
+    def lookup_uuid(self, uuid):
+        return self._call('look up domain %s' % uuid, self.conn.lookupByUUIDString, uuid)
+
+    def wait_for_no_job(self, dom, timeout):
+        """Waits until no job runs on the domain (a save libvirt goes on with after this client lost its
+        connection); returns whether none does within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.is_active(dom) and self.job_in_progress(dom):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
 
     def save_image_xml(self, path):
         flags = libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from xml.sax.saxutils import quoteattr
 
 from ._blockdev import cache_flags, cache_mode, detect_zeroes_mode
-from ._disk_policy import QEMU_DEFAULTS, Check, disk_kind_skip_reason
+from ._disk_policy import QEMU_DEFAULTS, SETTINGS, Check, broken_rules, disk_kind_skip_reason
 from ._disk_xml import disk_info, volume_sources
 from ._domain_plan import Change
 from ._domain_xml import parse_domain, remove_child, set_attr, to_text
@@ -56,6 +56,10 @@ WHY_NATIVE = 'io=native stays until io changes, and native needs O_DIRECT (cache
 WHY_AIO = 'QEMU cannot change aio on a running disk: apply=live_or_pause (save/restore) or a restart'
 WHY_IOTHREAD = 'a running disk cannot move to another iothread: apply=live_or_pause (save/restore) or a restart'
 WHY_NO_IOTHREAD = 'iothread %s does not exist in the running domain: add it live (iothread_pin) or restart'
+WHY_MIXED = ('the nodes of its chain run cache settings no cache mode describes; this run does not tune its cache, '
+             'so it is left as it runs')
+WHY_ZEROES_DISCARD = 'detect_zeroes=unmap needs discard=unmap, which the disk does not run'
+WHY_OTHER = 'not reached by this method'
 
 
 def driver_settings(disk):
@@ -93,9 +97,15 @@ class RunningDisk:
 
     @property
     def cache(self):
+        """The cache mode QEMU runs, named with the write cache the guest believes it has: a guest that
+        turned its write cache off on a ``writeback`` disk runs ``writethrough`` (QEMU writes through for
+        it), and that is the mode a restore or a migration must give it."""
         if self.direct is None or self.no_flush is None:
             return 'mixed'
-        return cache_mode(self.write_cache, self.direct, self.no_flush) or 'mixed'
+        mode = cache_mode(self.believed_write_cache, self.direct, self.no_flush)
+        if mode is None and self.no_flush:
+            return 'unsafe'         # no-flush under a guest without a write cache: its flushes are ignored
+        return mode or 'mixed'
 
     @property
     def believed_write_cache(self):
@@ -168,9 +178,10 @@ class DiskPair:
     why_unpaired: str = ''
 
 
-def pair_disks(config_root, live_root):
+def pair_disks(config_root, live_root, tuned=None):
     """The persistent config's tunable disks, each with its running counterpart: same target, bus and
-    source. A disk whose bus, target or source changed has none: that waits for a restart."""
+    source. A disk whose bus, target or source changed has none: that waits for a restart.
+    ``tuned``: the targets the run tunes (None: every tunable one); a disk the run skips gets no pair."""
     running = {}
     for disk in live_root.findall('devices/disk'):
         running.setdefault(_target(disk)[0], disk)
@@ -179,9 +190,9 @@ def pair_disks(config_root, live_root):
     volumes = {key: '%s/%s' % key for key in volume_sources(config_root)}
     for disk in config_root.findall('devices/disk'):
         info = disk_info(disk, volumes)
-        if disk_kind_skip_reason(info):
-            continue
         target, bus = _target(disk)
+        if disk_kind_skip_reason(info) or (tuned is not None and target not in tuned):
+            continue
         live = running.get(target)
         pair = DiskPair(target=target, wanted=driver_settings(disk))
         if live is None:
@@ -243,15 +254,19 @@ class DiskOutcome:
     changes: list = field(default_factory=list)      # Change records, live=True
     pending: list = field(default_factory=list)      # {'setting', 'running', 'wanted', 'why'}
     expected: RunningDisk | None = None               # QEMU's state once done (what verification checks)
-    wanted: dict = field(default_factory=dict)        # the persistent settings, as QEMU would run them
+    wanted: dict = field(default_factory=dict)        # what the run brings the disk to, as QEMU would run it
     error: str = ''
     seconds: float | None = None                      # how long the reopen took
+    host_sync_seconds: float | None = None            # the host's write-back of the chain before the reopen
+    blocks_restore: str = ''                          # why a restore cannot keep this disk as it must
 
     def as_dict(self):
         return {'target': self.target, 'status': self.status, 'method': METHOD_LABELS.get(self.method),
                 'running': self.before, 'now': self.after, 'wanted': self.wanted, 'pending': self.pending,
                 'applied': [c.setting for c in self.changes], 'error': self.error or None,
-                'reopen_ms': round(self.seconds * 1000, 2) if self.seconds is not None else None}
+                'reopen_ms': round(self.seconds * 1000, 2) if self.seconds is not None else None,
+                'host_sync_ms': (round(self.host_sync_seconds * 1000, 2) if self.host_sync_seconds is not None
+                                 else None)}
 
 
 def _pending(setting, running, wanted, why):
@@ -264,16 +279,16 @@ def _status(changes, pending):
     return 'restart_required' if pending else 'in_sync'
 
 
-def _outcome(target, method, running, expected, wanted_values, why, driver):
+def _outcome(target, method, running, expected, wanted_values, why, driver, blocks_restore=''):
     before, after = running.values(), expected.values()
     changes = [Change(device=target, setting=key, before=before[key], after=after[key],
                       reason='%s, without a restart' % METHOD_LABELS[method], live=True)
                for key in LIVE_SETTINGS if before[key] != after[key]]
-    pending = [_pending(key, after[key], wanted_values[key], why[key])
+    pending = [_pending(key, after[key], wanted_values[key], why[key] or WHY_OTHER)
                for key in LIVE_SETTINGS if after[key] != wanted_values[key]]
     return DiskOutcome(target=target, method=method if changes else None, status=_status(changes, pending),
                        before=before, after=after, driver=driver, changes=changes, pending=pending,
-                       expected=expected, wanted=wanted_values)
+                       expected=expected, wanted=wanted_values, blocks_restore=blocks_restore)
 
 
 def undone(outcome, error):
@@ -284,74 +299,152 @@ def undone(outcome, error):
                        after=dict(outcome.before), pending=pending, wanted=outcome.wanted, error=error)
 
 
+def refused_by_rule(outcome, kept, why):
+    """``outcome`` not carried out because the disk would then break a rule of the policy's table
+    (``why``): the disk keeps what ``kept`` (the same method with nothing tuned) gives it."""
+    pending = [_pending(key, kept.after[key], outcome.wanted[key], why)
+               for key in LIVE_SETTINGS if kept.after[key] != outcome.wanted[key]]
+    return DiskOutcome(target=outcome.target, method=None, status=_status([], pending), before=outcome.before,
+                       after=kept.after, driver=kept.driver, pending=pending, expected=kept.expected,
+                       wanted=outcome.wanted, error=why, blocks_restore=kept.blocks_restore)
+
+
 def _wanted_values(wanted):
     value = effective(wanted)
     return {'cache': cache_mode(value['write_cache'], value['direct'], value['no_flush']), 'io': value['io'],
             'discard': value['discard'], 'detect_zeroes': value['detect_zeroes'], 'iothread': value['iothread']}
 
 
-def plan_reopen(target, wanted, running, live_settings, refused=''):
+def _tuned(tuned):
+    return frozenset(LIVE_SETTINGS) if tuned is None else frozenset(tuned)
+
+
+class _Target:
+    """What a method brings one disk to: for a setting the run tuned, the persistent value; for any
+    other, what QEMU runs now (an admin's pending edit of the persistent configuration is not this
+    run's to apply). ``values`` as QEMU would run them; ``literal(key)`` the driver attribute to write."""
+
+    def __init__(self, wanted, running, live_settings, tuned):
+        self.tuned = _tuned(tuned)
+        self.wanted = wanted
+        self.running = running
+        self.live = live_settings or {}
+        self.values = _wanted_values(wanted)
+        now = running.values()
+        for key in LIVE_SETTINGS:
+            if key not in self.tuned:
+                self.values[key] = now[key]
+
+    def literal(self, key, value):
+        """The attribute giving ``value`` (as QEMU runs it) to an untuned setting: the live XML's own
+        where QEMU runs what it says (so an unset attribute stays unset)."""
+        if key in self.tuned:
+            return self.wanted.get(key)
+        started = _wanted_values(self.live)
+        return self.live.get(key) if started[key] == value else value
+
+    def discard_and_zeroes(self):
+        """(discard, detect_zeroes as QEMU runs it, the detect_zeroes attribute)."""
+        if 'discard' in self.tuned:
+            discard = effective(self.wanted)['discard']
+        else:
+            discard = self.running.discard
+        if 'detect_zeroes' in self.tuned:
+            zeroes_literal = self.wanted.get('detect_zeroes')
+        else:
+            zeroes_literal = self.literal('detect_zeroes', self.running.detect_zeroes)
+        zeroes = detect_zeroes_mode(discard, zeroes_literal) or QEMU_DEFAULTS['detect_zeroes']
+        return discard, zeroes, zeroes_literal
+
+
+def plan_reopen(target, wanted, running, live_settings, refused='', tuned=None):
     """What one ``blockdev-reopen`` of the disk's chain reaches. ``wanted``: the persistent driver
     attributes; ``live_settings``: the live XML's (io must be passed as QEMU runs it);
-    ``refused``: why the chain cannot be reopened ('' when it can)."""
-    want = effective(wanted)
-    values = _wanted_values(wanted)
+    ``refused``: why the chain cannot be reopened ('' when it can); ``tuned``: the settings the run
+    decided for this disk (None: all), every other one stays as QEMU runs it."""
+    goal = _Target(wanted, running, live_settings, tuned)
+    values = goal.values
+    if not refused and 'cache' not in goal.tuned and running.cache == 'mixed':
+        refused = WHY_MIXED
     why = {key: refused or '' for key in LIVE_SETTINGS}
     why.update(io=WHY_AIO, iothread=WHY_IOTHREAD)
     if refused:
         return _outcome(target, 'reopen', running, running, values, why, {})
-    direct, no_flush = want['direct'], want['no_flush']
-    if no_flush and not running.believed_write_cache:
-        no_flush = False
-        why['cache'] = WHY_NO_FLUSH
-    if running.io == 'native' and not direct:
-        # aio=native stays: so does O_DIRECT (QEMU accepts native without it live, not at start).
-        direct, no_flush = True, bool(running.no_flush)
-        why['cache'] = WHY_NATIVE
-    expected = replace(running, direct=direct, no_flush=no_flush, discard=want['discard'],
-                       detect_zeroes=want['detect_zeroes'])
-    if not why['cache'] and expected.cache != values['cache']:
+    want = effective(wanted)
+    if 'cache' in goal.tuned:
+        direct, no_flush = want['direct'], want['no_flush']
+        if no_flush and not running.believed_write_cache:
+            no_flush = False
+            why['cache'] = WHY_NO_FLUSH
+        if running.io == 'native' and not direct:
+            # aio=native stays: so does O_DIRECT (QEMU accepts native without it live, not at start).
+            direct, no_flush = True, bool(running.no_flush)
+            why['cache'] = WHY_NATIVE
+    else:
+        direct, no_flush = running.direct, running.no_flush
+    discard, zeroes, zeroes_literal = goal.discard_and_zeroes()
+    expected = replace(running, direct=direct, no_flush=no_flush, discard=discard, detect_zeroes=zeroes)
+    if 'cache' in goal.tuned and not why['cache'] and expected.cache != values['cache']:
         why['cache'] = WHY_WRITE_CACHE % expected.cache
-    # The node options need direct/no-flush only: a mode with the guest's write cache has them.
-    mode = cache_mode(running.believed_write_cache, direct, no_flush)
+    if expected.detect_zeroes != values['detect_zeroes'] and not why['detect_zeroes']:
+        why['detect_zeroes'] = WHY_ZEROES_DISCARD
+    # The node options need direct/no-flush only (the write cache is the device's): any mode with them.
+    mode = cache_mode(running.believed_write_cache, direct, no_flush) or cache_mode(
+        not running.believed_write_cache, direct, no_flush)
+    if mode is None:
+        return _outcome(target, 'reopen', running, running, values, dict.fromkeys(LIVE_SETTINGS, WHY_MIXED), {})
     if live_settings.get('cache') is None and (direct, no_flush) == (False, False):
         mode = None                 # as libvirt started it: no cache options at all
     # A reopen that omits discard keeps the node's (unlike cache and detect-zeroes, which it resets):
     # an unset discard is passed as QEMU's default when the node runs another.
-    discard = wanted.get('discard')
-    if discard is None and running.discard != QEMU_DEFAULTS['discard']:
-        discard = QEMU_DEFAULTS['discard']
-    driver = {'cache': mode, 'io': live_settings.get('io'), 'discard': discard,
-              'detect_zeroes': wanted.get('detect_zeroes')}
+    literal = wanted.get('discard') if 'discard' in goal.tuned else live_settings.get('discard')
+    default = QEMU_DEFAULTS['discard']
+    discard_option = None if (literal is None and discard == default and running.discard == default) else discard
+    driver = {'cache': mode, 'io': live_settings.get('io'), 'discard': discard_option, 'detect_zeroes': zeroes_literal}
     return _outcome(target, 'reopen', running, expected, values, why, driver)
 
 
-def plan_restore(target, wanted, running, iothreads):
+def plan_restore(target, wanted, running, iothreads, live_settings=None, tuned=None):
     """What a save -> save-image-define -> restore reaches: every setting, with the write cache the
-    guest believes it has (the XML's cache mode sets it at the restore)."""
+    guest believes it has (the XML's cache mode sets it at the restore). ``tuned`` as for
+    ``plan_reopen``; a setting not tuned gets what QEMU runs now, which may not be what the live XML says."""
+    goal = _Target(wanted, running, live_settings, tuned)
+    values = goal.values
     want = effective(wanted)
-    values = _wanted_values(wanted)
     why = {key: '' for key in LIVE_SETTINGS}
     write_cache = running.believed_write_cache
-    no_flush = want['no_flush'] if write_cache else False
-    if want['no_flush'] and not write_cache:
-        why['cache'] = WHY_NO_FLUSH
-    mode = cache_mode(write_cache, want['direct'], no_flush)
-    iothread = want['iothread']
+    if 'cache' in goal.tuned:
+        direct = want['direct']
+        no_flush = want['no_flush'] if write_cache else False
+        if want['no_flush'] and not write_cache:
+            why['cache'] = WHY_NO_FLUSH
+    else:
+        direct, no_flush = running.direct, running.no_flush
+    mode = cache_mode(write_cache, direct, no_flush) if None not in (direct, no_flush) else None
+    blocks = '' if mode is not None else (
+        "disk %s: QEMU runs cache.direct=%s cache.no-flush=%s with the guest's write cache %s, which no cache "
+        "mode of a restored domain keeps" % (target, direct, no_flush, 'on' if write_cache else 'off'))
+    iothread = want['iothread'] if 'iothread' in goal.tuned else running.iothread
     if iothread is not None and iothread not in iothreads:
         why['iothread'] = WHY_NO_IOTHREAD % iothread
         iothread = running.iothread
-    expected = replace(running, write_cache=write_cache, direct=want['direct'], no_flush=no_flush,
-                       discard=want['discard'], detect_zeroes=want['detect_zeroes'], io=want['io'],
-                       iothread=iothread, read_from='live_xml', guest_write_cache=write_cache)
-    if not why['cache'] and expected.cache != values['cache']:
+    io = goal.literal('io', running.io) if 'io' not in goal.tuned else wanted.get('io')
+    discard, zeroes, zeroes_literal = goal.discard_and_zeroes()
+    expected = replace(running, write_cache=write_cache, direct=bool(direct), no_flush=bool(no_flush),
+                       discard=discard, detect_zeroes=zeroes, io=io or QEMU_DEFAULTS['io'], iothread=iothread,
+                       read_from='live_xml', guest_write_cache=write_cache)
+    if 'cache' in goal.tuned and not why['cache'] and expected.cache != values['cache']:
         why['cache'] = WHY_WRITE_CACHE % expected.cache
-    cache = mode
-    if wanted.get('cache') is None and mode == 'writeback':
-        cache = None
-    driver = {'cache': cache, 'io': wanted.get('io'), 'discard': wanted.get('discard'),
-              'detect_zeroes': wanted.get('detect_zeroes'), 'iothread': iothread}
-    return _outcome(target, 'restore', running, expected, values, why, driver)
+    if expected.detect_zeroes != values['detect_zeroes'] and not why['detect_zeroes']:
+        why['detect_zeroes'] = WHY_ZEROES_DISCARD
+    if 'cache' in goal.tuned:
+        cache = None if (wanted.get('cache') is None and mode == 'writeback') else mode
+    else:
+        cache = goal.literal('cache', mode) if mode is not None else (live_settings or {}).get('cache')
+    discard_literal = goal.literal('discard', discard) if 'discard' not in goal.tuned else wanted.get('discard')
+    driver = {'cache': cache, 'io': io, 'discard': discard_literal, 'detect_zeroes': zeroes_literal,
+              'iothread': iothread}
+    return _outcome(target, 'restore', running, expected, values, why, driver, blocks)
 
 
 def gains_from_restore(reopen, restore):
@@ -373,6 +466,7 @@ class DomainLivePlan:
     method: str | None
     disks: list = field(default_factory=list)        # DiskOutcome
     pending: list = field(default_factory=list)      # domain-level items that wait for a restart
+    no_pause: str = ''                               # why a restore that would gain something is not done
 
     @property
     def changes(self):
@@ -386,14 +480,30 @@ class DomainLivePlan:
 
 
 def choose_method(name, reopens, restores, allow_pause, pending=()):
-    """reopen for every disk, or - when asked and it gains something - one restore for the domain."""
-    if allow_pause and restores is not None and any(gains_from_restore(a, b) for a, b in zip(reopens, restores)):
-        disks = restores
-        method = 'restore'
-    else:
-        disks = reopens
-        method = 'reopen' if any(d.changes for d in reopens) else None
-    return DomainLivePlan(name=name, method=method, disks=list(disks), pending=list(pending))
+    """reopen for every disk, or - when asked and it gains something - one restore for the domain,
+    unless a disk could not be restored as it must (``blocks_restore``)."""
+    gains = restores is not None and any(gains_from_restore(a, b) for a, b in zip(reopens, restores))
+    blocked = [r.blocks_restore for r in restores or () if r.blocks_restore]
+    if allow_pause and gains and not blocked:
+        return DomainLivePlan(name=name, method='restore', disks=list(restores), pending=list(pending))
+    method = 'reopen' if any(d.changes for d in reopens) else None
+    no_pause = '%s: no save/restore' % blocked[0] if (allow_pause and gains and blocked) else ''
+    return DomainLivePlan(name=name, method=method, disks=list(reopens), pending=list(pending), no_pause=no_pause)
+
+
+# --- the rules of the policy, on the running disk ------------------------------------------------
+
+def broken_live_rules(info, outcome, storage, host, guards):
+    """The rules of ``_disk_policy.DISK_RULES`` that the running disk ``info`` (its live XML) would
+    break once ``outcome`` is done, through a setting the outcome changes: as ``decide_disk`` does for
+    the persistent configuration, on what the running disk is (shareable, read-only, its storage).
+    Returns messages ending with the rule's way out."""
+    changed = {key for key in SETTINGS if outcome.before.get(key) != outcome.after.get(key)}
+    if not changed or outcome.after.get('cache') == 'mixed':
+        return []
+    literal = {key: outcome.after.get(key) for key in SETTINGS}
+    return ['%s; %s' % (message, rule.fix) for rule, message in broken_rules(info, literal, storage, host, guards)
+            if rule.reads & changed]
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -408,59 +518,134 @@ def verify(outcome, running):
     # Discard is visible only beside detect_zeroes=unmap; elsewhere it is what was recorded.
     if running.detect_zeroes == 'unmap' and expected.discard != 'unmap':
         problems.append('discard is unmap, expected %s' % expected.discard)
+    if None not in (expected.guest_write_cache, running.guest_write_cache) and \
+            expected.guest_write_cache != running.guest_write_cache:
+        problems.append("the guest's write cache is %s, expected %s" % (
+            'on' if running.guest_write_cache else 'off', 'on' if expected.guest_write_cache else 'off'))
     return problems
+
+
+def observed(outcome, now, problems, what):
+    """``outcome`` as QEMU reports it after its method (``now``), when verification found ``problems``:
+    what changed is what QEMU shows changed, what it lacks waits for a restart, and ``error`` says why."""
+    before, after = outcome.before, now.values()
+    error = '%s: %s' % (what, '; '.join(problems))
+    changes = [Change(device=outcome.target, setting=key, before=before[key], after=after[key],
+                      reason='%s, without a restart' % METHOD_LABELS[outcome.method], live=True)
+               for key in LIVE_SETTINGS if before[key] != after[key]]
+    pending = [_pending(key, after[key], outcome.wanted[key], error)
+               for key in LIVE_SETTINGS if after[key] != outcome.wanted[key]]
+    return DiskOutcome(target=outcome.target, method=outcome.method if changes else None,
+                       status=_status(changes, pending), before=before, after=after, driver=outcome.driver,
+                       changes=changes, pending=pending, expected=now, wanted=outcome.wanted, error=error,
+                       seconds=outcome.seconds, host_sync_seconds=outcome.host_sync_seconds)
 
 
 # --- the save image's XML (restore) --------------------------------------------------------------
 
-def restore_xml(image_xml, outcomes, guest_write_caches, origin='the save image XML'):
-    """The save image's XML with each disk's driver attributes from ``outcomes`` (targets the
-    restore changes), the live-apply record removed. ``guest_write_caches``: {target: bool} the
-    write cache each guest device runs with; no disk's cache mode may turn it on."""
+def _has_medium(disk):
+    source = disk.find('source')
+    return source is not None and bool(source.attrib)
+
+
+def restore_xml(image_xml, outcomes, write_caches, origin='the save image XML'):
+    """The save image's XML with each disk's driver attributes from ``outcomes`` (targets the restore
+    changes), the live-apply record removed, and every disk with a medium given a cache mode whose
+    write cache is the one its guest device runs with, whether the plan touches the disk or not: a
+    restore sets each device's write cache from the XML, and a guest that turned its write cache off
+    (``/sys/block/*/cache_type``) sends no flushes.
+
+    ``write_caches``: {target: bool} from QEMU (``query-block``), read while the guest is paused. A
+    disk left alone by the plan keeps its cache.direct/no-flush and gets the mode with the right write
+    cache (writeback <-> writethrough, none <-> directsync). Raises PlanError when a writable disk's
+    write cache is not known, or when no mode keeps it (unsafe under a guest without a write cache).
+    Returns (XML text, [{'target', 'cache', 'was'}] of the disks whose mode was changed to keep it)."""
     root = parse_domain(image_xml, origin)
     by_target = {o.target: o for o in outcomes}
+    kept = []
     for disk in root.findall('devices/disk'):
-        outcome = by_target.get(_target(disk)[0])
-        if outcome is None or not outcome.driver:
-            continue
+        target = _target(disk)[0]
+        outcome = by_target.get(target)
         driver = disk.find('driver')
-        for key in LIVE_SETTINGS:
-            set_attr(driver, key, outcome.driver.get(key))
-        believed = guest_write_caches.get(outcome.target)
-        if believed is not None and cache_flags(driver.get('cache'))[0] != believed:
-            raise PlanError('disk %s: cache=%s would change the write cache its guest runs with (%s); '
-                            'nothing was changed' % (outcome.target, driver.get('cache'), 'on' if believed else 'off'))
+        if outcome is not None and outcome.driver and driver is not None:
+            for key in LIVE_SETTINGS:
+                set_attr(driver, key, outcome.driver.get(key))
+        if not _has_medium(disk):
+            continue
+        writable = disk.find('readonly') is None
+        believed = write_caches.get(target)
+        if believed is None:
+            if writable:
+                raise PlanError("disk %s: QEMU does not report the write cache its guest runs with, so a restore "
+                                "could turn it on; nothing was changed" % target)
+            continue
+        cache = driver.get('cache') if driver is not None else None
+        write_cache, direct, no_flush = cache_flags(cache)
+        if write_cache == believed:
+            continue
+        if outcome is not None and outcome.driver:
+            raise PlanError('disk %s: cache=%s would change the write cache its guest runs with (%s); nothing was '
+                            'changed' % (target, cache, 'on' if believed else 'off'))
+        mode = cache_mode(believed, direct, no_flush)
+        if mode is None or driver is None:
+            if not writable:
+                continue
+            raise PlanError("disk %s runs cache=%s and its guest has turned its write cache %s: no cache mode keeps "
+                            "both, so a restore would turn it %s; nothing was changed"
+                            % (target, cache or QEMU_DEFAULTS['cache'], 'on' if believed else 'off',
+                               'off' if believed else 'on'))
+        set_attr(driver, 'cache', mode)
+        kept.append({'target': target, 'cache': mode, 'was': cache})
     metadata = root.find('metadata')
     if metadata is not None:
         for record in metadata.findall(RECORD_TAG):
             remove_child(metadata, record)
         if not len(metadata):
             remove_child(root, metadata)
-    return to_text(root)
+    return to_text(root), kept
 
 
 # --- the record of what a reopen set ----------------------------------------------------------
 
-def record_xml(process, discards):
+def record_xml(domain_id, process, discards):
     """The live-metadata element recording the discard each top node got from a reopen, for the QEMU
-    process ``process`` (a string that differs for every QEMU process of the domain)."""
+    process ``process`` of the domain with id ``domain_id``. ``process`` names an object that only
+    that QEMU process holds (see ``_live_apply``): a restore, a migration or a restart starts another
+    process without it, even one with the same domain id and thread ids."""
     nodes = ''.join('<node name=%s discard=%s/>' % (quoteattr(n), quoteattr(d)) for n, d in sorted(discards.items()))
-    return '<live process=%s>%s</live>' % (quoteattr(process), nodes)
+    return '<live id=%s process=%s>%s</live>' % (quoteattr(str(domain_id)), quoteattr(process), nodes)
 
 
-def recorded_discards(live_root, process):
-    """{top node: discard} recorded for the QEMU process ``process``; empty for another process
-    (a restore, a migration or a restart rebuilt QEMU from the XML, undoing what a reopen did)."""
+def record_of(live_root):
+    """(domain id, process) of the live-apply record in a live XML, or None."""
     record = live_root.find('metadata/' + RECORD_TAG)
-    if record is None or record.get('process') != process:
+    if record is None:
+        return None
+    return record.get('id'), record.get('process')
+
+
+def record_is_current(live_root):
+    """Whether the record may belong to the running QEMU process, judged from the live XML alone: it
+    names the domain id libvirt gives the running domain. A record of an earlier process (a restore
+    or a migration carried it over) names another id; one with the same id is checked on QEMU."""
+    record = record_of(live_root)
+    return record is not None and bool(record[0]) and record[0] == live_root.get('id')
+
+
+def recorded_discards(live_root, domain_id, process):
+    """{top node: discard} recorded for the QEMU process ``process`` of domain id ``domain_id``; empty
+    for another process (a restore, a migration or a restart rebuilt QEMU from the XML, undoing what a
+    reopen did)."""
+    record = live_root.find('metadata/' + RECORD_TAG)
+    if record is None or not process or record.get('process') != process or record.get('id') != str(domain_id):
         return {}
     return {n.get('name'): n.get('discard') for n in record.findall('{%s}node' % RECORD_NAMESPACE)
             if n.get('name') and n.get('discard') in ('unmap', 'ignore')}
 
 
-def merged_discards(live_root, process, discards):
+def merged_discards(live_root, domain_id, process, discards):
     """The record after a reopen: what was recorded for this process, updated with ``discards``."""
-    merged = recorded_discards(live_root, process)
+    merged = recorded_discards(live_root, domain_id, process)
     merged.update(discards)
     return merged
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from ._errors import ApplyError, KvmioError
-from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._selection import select_names
 
@@ -59,7 +59,7 @@ class RestartRun:
         if params['batch_size'] < 1:
             raise ApplyError('batch_size must be 1 or more, not %d' % params['batch_size'])
         result = {'changed': False, 'restarted': [], 'skipped': [], 'forced_off': []}
-        with HostLock(params['uri'], params['lock_timeout']), LibvirtClient(params['uri']) as client:
+        with HostLock(lock_subject(params['uri']), params['lock_timeout']), LibvirtClient(params['uri']) as client:
             handles = client.persistent_domains()
             names = select_names(handles, params['domains'])
             running = [n for n in names if client.state(handles[n]) == 'running']

@@ -23,7 +23,7 @@ from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import DomainPlan, diff_entry
 from ._domain_xml import domain_name, domain_uuid, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
-from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
+from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._trusted_files import entry_problem, open_trusted_file
 
@@ -141,7 +141,7 @@ class RestoreRun:
 
     def run(self):
         chosen = self._chosen()
-        with HostLock(self.params['uri'], self.params['lock_timeout']), LibvirtClient(self.params['uri']) as client:
+        with HostLock(lock_subject(self.params['uri']), self.params['lock_timeout']), LibvirtClient(self.params['uri']) as client:
             handles = client.persistent_domains()
             missing = sorted(set(chosen) - set(handles))
             if missing:

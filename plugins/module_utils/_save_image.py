@@ -8,15 +8,19 @@
 """Save a running domain, change the XML of its save image, restore it: settings a running QEMU
 cannot change (io, iothread) applied with a pause of seconds instead of a restart.
 
-The sequence is ``virsh save`` -> ``save-image-define`` -> ``restore``. ``save-image-define``
-(virDomainSaveImageDefineXML) checks the guest ABI and validates the XML, and leaves the image as it
-was when it refuses. ``restore --xml`` and ``save --xml`` are not used: a ``restore --xml`` that
-fails leaves the domain shut off, and ``save --xml`` accepts an XML the restore then rejects.
-On any failure after the save, the unchanged image is restored, so the guest runs as it did.
+The sequence is pause -> ``virsh save`` -> ``save-image-define`` -> ``restore``. The guest's vCPUs
+stop first, so what the caller reads then (the write cache each guest device runs with) is what the
+save image holds. ``save-image-define`` (virDomainSaveImageDefineXML) checks the guest ABI and
+validates the XML, and leaves the image as it was when it refuses. ``restore --xml`` and ``save --xml``
+are not used: a ``restore --xml`` that fails leaves the domain shut off, and ``save --xml`` accepts an
+XML the restore then rejects.
 
 A save image holds the guest's memory: it goes to a directory only root can enter, created here,
-after a check that the filesystem has room for it, and is removed once the domain runs again. The
-only image kept is one whose domain could not be restored at all: it is the guest's memory.
+after a check that the filesystem has room for it, and is removed only once the domain is seen
+running again. After any error the domain's state is read (on a new connection when the error was a
+lost one, once libvirt's own job on the domain has ended): a domain still running is resumed if this
+module paused it; a domain shut off with a complete image is restored from it; an image whose domain
+cannot be restored is kept, and the error names it with the ``virsh restore`` command.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from ._errors import ApplyError, KvmioError
-from ._trusted_files import trusted_directory
+from ._trusted_files import check_trusted_directory, trusted_directory
 
 DEFAULT_SAVE_DIR = '/var/lib/kvmio/save'
 # Room left besides the guest's memory (the image's header and XML, and the filesystem's own margin).
@@ -61,10 +65,36 @@ def check_free_space(directory, needed, name):
     return free
 
 
+def check_save_dir(path, needed, name):
+    """In check mode, what ``private_directory`` and ``check_free_space`` would refuse, creating nothing:
+    the existing part of ``path`` is checked as a real run checks it, and the free space is that of
+    its deepest existing directory."""
+    try:
+        real, missing = check_trusted_directory(path, 'save_dir')
+    except KvmioError as err:
+        raise KvmioError('%s; nothing would be saved' % err.msg, **err.details) from None
+    if not missing:
+        info = os.lstat(real)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise KvmioError('save_dir %s must belong to uid %d with mode 0700 (it has uid %d, mode %04o): '
+                             'save images hold guest memory; nothing would be saved'
+                             % (path, os.geteuid(), info.st_uid, stat.S_IMODE(info.st_mode)))
+    return check_free_space(real, needed, name)
+
+
+class DomainNotRunning(KvmioError):
+    """The domain is not running (anymore): it stopped, or was saved by someone else, during the run."""
+
+
+# How long to wait for libvirt's own save job to end after this module lost its connection to it.
+SAVE_JOB_TIMEOUT = 1800
+
+
 @dataclass
 class PauseReport:
-    """How long the guest was stopped, measured with a monotonic clock from the save call to the
-    restore's return (vCPUs stop at the start of the save and run again at the end of the restore)."""
+    """How long the guest was stopped, measured with a monotonic clock from the moment this module
+    paused it (or the save call, for a domain already paused) until it runs again: after the
+    restore's return, or after the resume when the save failed."""
 
     pause_seconds: float = 0.0
     save_seconds: float = 0.0
@@ -72,6 +102,7 @@ class PauseReport:
     restore_seconds: float = 0.0
     image_bytes: int = 0
     restored_unchanged: bool = False
+    saved: bool = False             # the domain was saved (and restored: a new QEMU process runs it)
     error: str = ''
 
     def as_dict(self):
@@ -88,59 +119,194 @@ def _remove(path, run_dir):
             pass
 
 
-def save_define_restore(client, dom, save_dir, new_xml):
-    """Saves ``dom``, gives its image the XML ``new_xml(image_xml)`` returns, restores it.
+def _why(err):
+    return err.msg if isinstance(err, KvmioError) else '%s: %s' % (type(err).__name__, err)
 
-    Returns a PauseReport; ``restored_unchanged`` and ``error`` say when the change was refused and
-    the guest restored as it was. Raises ApplyError only when the guest could not be restored at all
-    (its image is then kept, and the message says how to restore it).
-    """
-    name = dom.name()
-    run_dir = tempfile.mkdtemp(prefix='kvmio-save-', dir=save_dir)
-    path = os.path.join(run_dir, 'domain.save')
-    report = PauseReport()
-    keep = False
-    start = time.monotonic()
-    try:
-        client.save(dom, path)
-    except KvmioError as err:
-        _remove(path, run_dir)
-        report.error = '%s; the domain kept running unchanged' % err.msg
-        report.restored_unchanged = True
-        return report
-    try:
-        saved = time.monotonic()
-        report.save_seconds = saved - start
-        report.image_bytes = os.path.getsize(path)
-        original = client.save_image_xml(path)
+
+def _kept(name, path, why):
+    return ApplyError('domain %s could not be restored after its save (%s): it is shut off and its memory is kept in '
+                      '%s; restore it with: virsh restore %s' % (name, why, path, path), domain=name, save_image=path)
+
+
+class _Pause:
+    """One pause -> save -> define -> restore of one domain (see ``save_define_restore``)."""
+
+    def __init__(self, client, dom, save_dir):
+        self.client = client
+        self.dom = dom
+        self.name = dom.name()
+        self.uuid = client.uuid(dom)
+        self.save_dir = save_dir
+        self.report = PauseReport()
+        self.paused_by_us = False
+        self.start = None
+        self.path = self.run_dir = None
+
+    def stopped(self):
+        self.report.pause_seconds = time.monotonic() - self.start
+
+    def pause(self):
+        running = self.client.state(self.dom) == 'running'
+        self.start = time.monotonic()
+        if running:
+            self.client.suspend(self.dom)
+            self.paused_by_us = True
+        return running
+
+    def resume(self, client=None, dom=None):
+        """Runs the guest again if this module paused it; a guest left paused is an error to act on."""
+        client, dom = client or self.client, dom or self.dom
+        if self.paused_by_us and client.state(dom) == 'paused':
+            try:
+                client.resume(dom)
+            except KvmioError as err:
+                raise ApplyError('domain %s was paused for a save/restore and cannot be resumed (%s): resume it '
+                                 'with: virsh resume %s' % (self.name, err.msg, self.name), domain=self.name) from None
+        self.stopped()
+
+    def still_active(self):
         try:
-            client.save_image_define(path, new_xml(original))
+            return self.client.is_active(self.dom)
+        except KvmioError:
+            return True         # cannot tell: act as if it runs (resume it), and say so if that fails
+
+    def refused(self, why, suffix='the domain was left as it was'):
+        self.report.error = '%s; %s' % (why, suffix)
+        self.report.restored_unchanged = True
+        return self.report
+
+    def _settled(self):
+        """(a new connection, the domain on it) once libvirt's own job on the domain has ended. The
+        connection the operation failed on may be gone, with libvirt still carrying the operation out
+        (a client disconnected in the middle of a save does not stop it): the checks use another one."""
+        other = self.client.another()
+        try:
+            dom = other.lookup_uuid(self.uuid)
+            if not other.wait_for_no_job(dom, SAVE_JOB_TIMEOUT):
+                raise KvmioError('libvirt is still busy with domain %s after %d s' % (self.name, SAVE_JOB_TIMEOUT))
+        except KvmioError:
+            other.close()
+            raise
+        return other, dom
+
+    def after_failed_save(self, err):
+        """The save call failed: libvirt may still have saved the domain (a lost connection), or it gave
+        up and left the domain as it was. Never remove the image before the domain is seen running."""
+        other = None
+        try:
+            other, dom = self._settled()
+            if other.is_active(dom):
+                self.resume(other, dom)
+                _remove(self.path, self.run_dir)
+                return self.refused(err.msg)
+            if not os.path.exists(self.path):
+                _remove(self.path, self.run_dir)
+                raise DomainNotRunning('domain %s stopped during its save (no save image was written): nothing was '
+                                       'applied live' % self.name, domain=self.name)
+            # The save completed although the call failed: the unchanged image is the guest.
+            other.restore(self.path)
+            self.report.saved = True
+            self.stopped()
+            _remove(self.path, self.run_dir)
+            return self.refused(err.msg, 'the save completed nevertheless, and the domain was restored unchanged')
+        except DomainNotRunning:
+            raise
+        except KvmioError as check_err:
+            if os.path.exists(self.path):
+                raise _kept(self.name, self.path, '%s; then: %s' % (err.msg, check_err.msg)) from None
+            raise ApplyError('the save of domain %s failed (%s) and its state cannot be read (%s): check it with '
+                             'virsh domstate %s' % (self.name, err.msg, check_err.msg, self.name),
+                             domain=self.name) from None
+        finally:
+            if other is not None:
+                other.close()
+
+    def restore(self, original, changed):
+        """Restores the image (with its new XML when ``changed``); the original XML when that fails."""
+        try:
+            self.client.restore(self.path)
+            return
+        except KvmioError as err:
+            failure = err
+        # Did libvirt restore it all the same (a lost connection)? Asked on another connection.
+        other = None
+        try:
+            other, dom = self._settled()
+            if other.is_active(dom):
+                self.report.error = '%s (libvirt restored the domain all the same)' % failure.msg
+                return
+            if not changed or original is None:
+                raise _kept(self.name, self.path, failure.msg)
+            # The new XML did not start: the domain is shut off. The image gets its original XML back.
+            self.refused(failure.msg, 'the domain was restored unchanged')
+            other.save_image_define(self.path, original)
+            other.restore(self.path)
+        except ApplyError:
+            raise
+        except KvmioError as err:
+            raise _kept(self.name, self.path, '%s; then: %s' % (failure.msg, err.msg)) from None
+        finally:
+            if other is not None:
+                other.close()
+
+    def run(self, new_xml, while_paused):
+        report = self.report
+        try:
+            running = self.pause()
+        except KvmioError as err:
+            self.start = time.monotonic()
+            return self.refused(err.msg, 'nothing was changed')
+        try:
+            if while_paused is not None:
+                while_paused()
+            self.run_dir = tempfile.mkdtemp(prefix='kvmio-save-', dir=self.save_dir)
+        except Exception as err:    # pylint: disable=broad-except  # nothing saved yet: the guest runs on unchanged
+            if self.run_dir:
+                os.rmdir(self.run_dir)
+            if not self.still_active():
+                raise DomainNotRunning('domain %s stopped before its save (%s): nothing was applied live'
+                                       % (self.name, _why(err)), domain=self.name) from None
+            self.resume()
+            return self.refused(_why(err))
+        self.path = os.path.join(self.run_dir, 'domain.save')
+        try:
+            self.client.save(self.dom, self.path, running=running)
+        except KvmioError as err:
+            return self.after_failed_save(err)
+        saved = time.monotonic()
+        report.saved = True
+        report.save_seconds = saved - self.start
+        original, changed = None, False
+        try:
+            report.image_bytes = os.path.getsize(self.path)
+            original = self.client.save_image_xml(self.path)
+            # save-image-define leaves the image as it was when it refuses.
+            self.client.save_image_define(self.path, new_xml(original))
+            changed = True
         except Exception as err:    # pylint: disable=broad-except  # any failure here: restore it unchanged
-            # save-image-define leaves the image as it was when it refuses: it is restored unchanged below.
-            why = err.msg if isinstance(err, KvmioError) else '%s: %s' % (type(err).__name__, err)
-            report.error = '%s; the domain was restored unchanged' % why
-            report.restored_unchanged = True
+            self.refused(_why(err), 'the domain was restored unchanged')
         defined = time.monotonic()
         report.define_seconds = defined - saved
         try:
-            client.restore(path)
-        except KvmioError as err:
-            if report.restored_unchanged:
+            self.restore(original, changed)
+        except Exception as err:    # pylint: disable=broad-except  # the guest is off: never leave silently
+            if isinstance(err, ApplyError):
                 raise
-            # The domain is shut off: give the image its original XML back and restore that.
-            report.error = '%s; the domain was restored unchanged' % err.msg
-            report.restored_unchanged = True
-            client.save_image_define(path, original)
-            client.restore(path)
+            raise _kept(self.name, self.path, _why(err)) from None
         report.restore_seconds = time.monotonic() - defined
-        report.pause_seconds = time.monotonic() - start
+        self.stopped()
+        _remove(self.path, self.run_dir)
         return report
-    except Exception as err:    # pylint: disable=broad-except  # the guest is stopped: never leave silently
-        keep = True
-        why = err.msg if isinstance(err, KvmioError) else '%s: %s' % (type(err).__name__, err)
-        raise ApplyError('domain %s could not be restored after its save (%s): it is shut off and its memory is '
-                         'kept in %s; restore it with: virsh restore %s' % (name, why, path, path),
-                         domain=name, save_image=path) from None
-    finally:
-        if not keep:
-            _remove(path, run_dir)
+
+
+def save_define_restore(client, dom, save_dir, new_xml, while_paused=None):
+    """Pauses ``dom``, calls ``while_paused()``, saves it, gives its image the XML ``new_xml(image_xml)``
+    returns, restores it (running again if it ran before).
+
+    Returns a PauseReport; ``restored_unchanged`` and ``error`` say when the change was refused and the
+    guest is back as it was (``while_paused`` raising refuses it before anything is saved). Raises
+    DomainNotRunning when someone else stopped the domain meanwhile, and ApplyError when the guest could
+    not be restored at all (its image is then kept, and the message says how to restore it) or stays
+    paused.
+    """
+    return _Pause(client, dom, save_dir).run(new_xml, while_paused)

@@ -15,12 +15,15 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import pa
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
 from ansible_collections.kvmio.tuning.plugins.module_utils._live_plan import (
     RECORD_NAMESPACE, WHY_AIO, WHY_IOTHREAD, WHY_NATIVE, WHY_NO_FLUSH, WHY_NO_IOTHREAD, WHY_WRITE_CACHE, RunningDisk,
-    choose_method, driver_settings, gains_from_restore, live_findings, live_iothreads, memory_bytes, merged_discards,
-    pair_disks, plan_reopen, plan_restore, record_xml, recorded_discards, restore_xml, running_from_live_xml,
-    running_from_qemu, undone, verify)
+    broken_live_rules, choose_method, driver_settings, gains_from_restore, live_findings, live_iothreads, memory_bytes,
+    merged_discards, observed, pair_disks, plan_reopen, plan_restore, record_is_current, record_xml, recorded_discards,
+    refused_by_rule, restore_xml, running_from_live_xml, running_from_qemu, undone, verify)
+from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import Guards
+from ansible_collections.kvmio.tuning.plugins.module_utils._disk_xml import disk_info
+from ansible_collections.kvmio.tuning.plugins.module_utils._support import HostSupport
 from helpers.live_data import live_disks, load
 
-PROCESS = '1:4242'
+PROCESS = 'kvmio-live-0123456789abcdef'
 
 
 def running(cache=None, io=None, discard=None, detect_zeroes=None, iothread=None, guest=None, target='vda'):
@@ -39,9 +42,12 @@ def test_qemu_state_of_the_recorded_domains():
     disks = live_disks('writeback')
     nodes, devices = node_states(load('writeback.named-nodes.json')), device_states(load('writeback.query-block.json'))
     vda = running_from_qemu(disk_chain(disks['vda']), driver_settings(disks['vda']), nodes, devices)
-    assert vda.values() == {'cache': 'writeback', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
+    # Started writeback; the firmware's virtio-blk driver cannot flush, so QEMU turned the device's write
+    # cache off: QEMU writes through for that guest, and a restore must give it writethrough.
+    assert vda.values() == {'cache': 'writethrough', 'io': 'threads', 'discard': 'ignore', 'detect_zeroes': 'off',
                             'iothread': None}
     assert (vda.read_from, vda.write_cache, vda.guest_write_cache) == ('qemu', True, False)
+    assert vda.as_dict()['write_cache'] is True
     sda = running_from_qemu(disk_chain(disks['sda']), driver_settings(disks['sda']), nodes, devices)
     assert sda.cache == 'writethrough' and sda.guest_write_cache is False
 
@@ -54,30 +60,44 @@ def test_a_reopen_leaves_qemu_as_a_start_with_the_new_settings_would():
     devices = device_states(load('reopened-none.query-block.json'))
     reopened = running_from_qemu(disk_chain(a_disks['vda']), driver_settings(a_disks['vda']), nodes, devices)
     started = running_from_live_xml('vda', driver_settings(b_disks['vda']))
-    assert reopened.values() == started.values()
+    assert (reopened.direct, reopened.no_flush) == (started.direct, started.no_flush)
+    # The cache mode as the guest has it: A's firmware turned its write cache off, so A runs directsync.
+    assert dict(reopened.values(), cache='none') == started.values() and reopened.cache == 'directsync'
     assert reopened.values()['discard'] == 'unmap'      # visible: QEMU allows detect_zeroes=unmap only with it
 
 
 def test_discard_hidden_by_qemu_comes_from_the_record_of_this_process_only():
-    live = parse_domain("<domain><metadata><kvmio:live xmlns:kvmio='%s' process='%s'><kvmio:node "
+    live = parse_domain("<domain id='7'><metadata><kvmio:live xmlns:kvmio='%s' id='7' process='%s'><kvmio:node "
                         "name='libvirt-2-format' discard='unmap'/></kvmio:live></metadata></domain>"
                         % (RECORD_NAMESPACE, PROCESS))
-    assert recorded_discards(live, PROCESS) == {'libvirt-2-format': 'unmap'}
-    assert recorded_discards(live, '2:4343') == {}, 'a restore or migration undid it'
+    assert recorded_discards(live, '7', PROCESS) == {'libvirt-2-format': 'unmap'}
+    assert recorded_discards(live, '7', 'kvmio-live-other') == {}, 'a restore or migration undid it'
+    assert recorded_discards(live, '8', PROCESS) == {}, 'another QEMU process of the domain'
+    assert recorded_discards(live, '7', None) == {}, 'a process without a name has no record'
+    assert record_is_current(live)
+    # An admin's restore carries the record over to a new process, with a new domain id: stale, no QMP needed.
+    restored = parse_domain(etree_text(live))
+    restored.set('id', '9')
+    assert not record_is_current(restored)
     disks = live_disks('writeback')
     nodes, devices = node_states(load('writeback.named-nodes.json')), device_states(load('writeback.query-block.json'))
     vda = running_from_qemu(disk_chain(disks['vda']), driver_settings(disks['vda']), nodes, devices, 'unmap')
     assert vda.discard == 'unmap'
 
 
+def etree_text(root):
+    from lxml import etree
+    return etree.tostring(root, encoding='unicode')
+
+
 def test_record_round_trip_and_merge():
-    xml = record_xml(PROCESS, {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'ignore'})
-    root = parse_domain("<domain><metadata>%s</metadata></domain>"
+    xml = record_xml(3, PROCESS, {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'ignore'})
+    root = parse_domain("<domain id='3'><metadata>%s</metadata></domain>"
                         % xml.replace('<live ', "<live xmlns='%s' " % RECORD_NAMESPACE, 1))
-    assert recorded_discards(root, PROCESS) == {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'ignore'}
-    merged = merged_discards(root, PROCESS, {'libvirt-5-format': 'unmap'})
+    assert recorded_discards(root, '3', PROCESS) == {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'ignore'}
+    merged = merged_discards(root, '3', PROCESS, {'libvirt-5-format': 'unmap'})
     assert merged == {'libvirt-2-format': 'unmap', 'libvirt-5-format': 'unmap'}
-    assert merged_discards(root, 'other', {'libvirt-5-format': 'unmap'}) == {'libvirt-5-format': 'unmap'}
+    assert merged_discards(root, '3', 'other', {'libvirt-5-format': 'unmap'}) == {'libvirt-5-format': 'unmap'}
 
 
 # --- reopen ----------------------------------------------------------------------------------------
@@ -91,7 +111,8 @@ def test_record_round_trip_and_merge():
     (settings('writethrough'), settings('none'), False, 'partially_applied', 'directsync', WHY_WRITE_CACHE % 'directsync'),
     (settings('none'), settings('writethrough'), True, 'partially_applied', 'writeback', WHY_WRITE_CACHE % 'writeback'),
     # unsafe's no-flush is not given to a guest that runs without a write cache
-    (settings('writeback'), settings('unsafe'), False, 'restart_required', 'writeback', WHY_NO_FLUSH),
+    # (the guest turned its write cache off: QEMU writes through for it, and says so)
+    (settings('writeback'), settings('unsafe'), False, 'restart_required', 'writethrough', WHY_NO_FLUSH),
     (settings('writeback'), settings('unsafe'), True, 'applied_live', 'unsafe', None),
     # native aio stays, and with it O_DIRECT
     (settings('none', 'native'), settings('writeback', 'io_uring'), True, 'restart_required', 'none', WHY_NATIVE),
@@ -179,7 +200,8 @@ def test_restore_xml_edits_only_the_drivers_and_drops_the_record():
         '<resource>', "<metadata><kvmio:live xmlns:kvmio='%s' process='1:2'/></metadata><resource>" % RECORD_NAMESPACE)
     outcome = plan_restore('vda', settings('writeback', 'io_uring', 'unmap', 'unmap'),
                            running('writeback', 'threads', 'ignore', guest=False), set())
-    text = restore_xml(live, [outcome], {'vda': False})
+    text, kept = restore_xml(live, [outcome], {'vda': False, 'sda': False})
+    assert kept == []
     root = parse_domain(text)
     assert root.find('metadata') is None
     drivers = {d.find('target').get('dev'): dict(d.find('driver').attrib) for d in root.findall('devices/disk')}
@@ -192,7 +214,30 @@ def test_restore_xml_never_turns_a_guests_write_cache_on():
     outcome = plan_restore('vda', settings('none'), running('writethrough', guest=False), set())
     outcome.driver['cache'] = 'none'        # a plan that would do it is refused before anything is defined
     with pytest.raises(PlanError, match='would change the write cache its guest runs with'):
-        restore_xml(load('writeback.live.xml'), [outcome], {'vda': False})
+        restore_xml(load('writeback.live.xml'), [outcome], {'vda': False, 'sda': False})
+
+
+def test_restore_xml_keeps_the_write_cache_of_every_disk_the_plan_leaves_alone():
+    # sda (writethrough in the XML) runs with the write cache its guest turned on; vda (writeback)
+    # with the one its guest turned off: each gets the mode with the same O_DIRECT and no-flush and
+    # the write cache it runs with, whether the plan touches it or not.
+    text, kept = restore_xml(load('writeback.live.xml'), [], {'vda': False, 'sda': True})
+    drivers = {d.find('target').get('dev'): d.find('driver').get('cache') for d in parse_domain(text).findall('devices/disk')}
+    assert drivers == {'vda': 'writethrough', 'sda': 'writeback'}
+    assert kept == [{'target': 'vda', 'cache': 'writethrough', 'was': 'writeback'},
+                    {'target': 'sda', 'cache': 'writeback', 'was': 'writethrough'}]
+    none = load('writeback.live.xml').replace("cache='writeback' io='threads'", "cache='none' io='threads'")
+    text, kept = restore_xml(none, [], {'vda': False, 'sda': False})
+    assert kept[0] == {'target': 'vda', 'cache': 'directsync', 'was': 'none'}
+    # No mode keeps unsafe's no-flush without a write cache, and an unknown write cache is no guess.
+    unsafe = load('writeback.live.xml').replace("cache='writeback' io='threads'", "cache='unsafe' io='threads'")
+    with pytest.raises(PlanError, match='disk vda runs cache=unsafe and its guest has turned its write cache off'):
+        restore_xml(unsafe, [], {'vda': False, 'sda': False})
+    with pytest.raises(PlanError, match='disk sda: QEMU does not report the write cache its guest runs with'):
+        restore_xml(load('writeback.live.xml'), [], {'vda': True})
+    # A read-only disk has no writes to lose: it is never a reason to refuse.
+    readonly = load('writeback.live.xml').replace("<target dev='sda'", "<readonly/><target dev='sda'")
+    assert restore_xml(readonly, [], {'vda': True})[1] == []
 
 
 # --- pairing, checks, audit ------------------------------------------------------------------------
@@ -208,12 +253,82 @@ def test_pairing_needs_the_same_target_bus_and_source():
     assert same['vda'].live is not None and same['vda'].wanted['cache'] == 'writeback'
 
 
+def test_only_the_settings_the_run_tuned_change_the_rest_stays_as_qemu_runs_it():
+    # The persistent configuration says unsafe and detect_zeroes=on (an admin's pending edit); this run
+    # tuned discard only: the reopen keeps QEMU's cache and detect_zeroes.
+    want = settings('unsafe', 'threads', 'unmap', 'on')
+    outcome = plan_reopen('vda', want, running('writeback', 'threads', guest=True), settings('writeback', 'threads'),
+                          tuned={'discard'})
+    assert [c.setting for c in outcome.changes] == ['discard'] and outcome.status == 'applied_live'
+    assert outcome.driver == {'cache': 'writeback', 'io': 'threads', 'discard': 'unmap', 'detect_zeroes': None}
+    assert outcome.wanted['cache'] == 'writeback' and outcome.pending == []
+    # Nothing tuned: nothing changes, nothing is pending.
+    assert plan_reopen('vda', want, running('writeback', guest=True), settings('writeback'), tuned=()).status == 'in_sync'
+    # A restore keeps what QEMU runs for the settings not tuned, even where the live XML says otherwise.
+    reopened = replace(running('writeback', 'threads', guest=True), direct=True, read_from='qemu')
+    restore = plan_restore('vda', settings('writeback', 'native'), reopened, set(), settings('writeback', 'threads'),
+                           tuned={'io'})
+    assert restore.driver['cache'] == 'none' and restore.driver['io'] == 'native'
+    assert [c.setting for c in restore.changes] == ['io'] and restore.status == 'applied_live'
+
+
+def test_a_rule_the_running_disk_would_break_refuses_the_change():
+    # The live disk is shareable (the persistent one no longer is): writeback there is refused live.
+    live = parse_domain(load('writeback.live.xml').replace("cache='writeback' io='threads'", "cache='none' io='threads'")
+                        .replace("<target dev='vda'", "<shareable/><target dev='vda'"))
+    disk = [d for d in live.findall('devices/disk') if d.find('target').get('dev') == 'vda'][0]
+    info = disk_info(disk, None, live.find('devices'))
+    now = running('none', 'threads', guest=True)
+    outcome = plan_reopen('vda', settings('writeback', 'threads'), now, settings('none', 'threads'))
+    broken = broken_live_rules(info, outcome, None, HostSupport(), Guards())
+    assert broken == ['a shareable disk must use cache=none or directsync, not writeback (each host caches its own '
+                      'view); use cache=none or directsync']
+    kept = plan_reopen('vda', settings('writeback', 'threads'), now, settings('none', 'threads'), tuned=())
+    refused = refused_by_rule(outcome, kept, broken[0])
+    assert refused.method is None and refused.changes == [] and refused.status == 'restart_required'
+    assert refused.pending[0]['why'] == broken[0]
+    # unsafe needs allow_unsafe on the running disk as in the configuration.
+    unsafe = plan_reopen('vda', settings('unsafe'), running('writeback', guest=True), settings('writeback'))
+    plain = disk_info(disk.getparent()[0], None, live.find('devices'))
+    assert 'cache=unsafe ignores flushes' in broken_live_rules(plain, unsafe, None, HostSupport(), Guards())[0]
+    assert broken_live_rules(plain, unsafe, None, HostSupport(), Guards(allow_unsafe=True)) == []
+
+
+def test_a_restore_that_cannot_keep_a_disk_as_it_runs_is_not_chosen():
+    unsafe_off = running('unsafe', 'threads', guest=False)
+    restores = [plan_restore('vda', settings('unsafe', 'native'), unsafe_off, set(), settings('unsafe', 'threads'),
+                             tuned={'io'})]
+    assert restores[0].blocks_restore
+    reopens = [plan_reopen('vda', settings('unsafe', 'native'), unsafe_off, settings('unsafe', 'threads'), tuned={'io'})]
+    plan = choose_method('web', reopens, restores, allow_pause=True)
+    assert plan.method is None and 'no save/restore' in plan.no_pause
+
+
+def test_a_failed_verification_reports_what_qemu_runs():
+    outcome = plan_reopen('vda', settings('none', None, 'unmap', 'unmap'), running('writeback', guest=True),
+                          settings('writeback'))
+    assert outcome.status == 'applied_live'
+    # QEMU took the discard and detect_zeroes but not O_DIRECT.
+    now = replace(outcome.expected, direct=False)
+    found = observed(outcome, now, verify(outcome, now), 'QEMU reports after the reopen')
+    assert found.status == 'partially_applied' and sorted(c.setting for c in found.changes) == ['detect_zeroes',
+                                                                                                 'discard']
+    assert found.pending == [{'setting': 'cache', 'running': 'writeback', 'wanted': 'none',
+                              'why': 'QEMU reports after the reopen: direct is False, expected True'}]
+    nothing = observed(outcome, outcome.expected.__class__(**{**outcome.expected.__dict__, 'direct': False,
+                                                               'discard': 'ignore', 'detect_zeroes': 'off'}),
+                       ['all wrong'], 'QEMU reports')
+    assert nothing.status == 'restart_required' and nothing.method is None and nothing.changes == []
+
+
 def test_verify_reports_what_qemu_runs_otherwise():
     outcome = plan_reopen('vda', settings('none', None, 'unmap', 'unmap'), running('writeback', guest=True),
                           settings('writeback'))
     assert verify(outcome, outcome.expected) == []
     wrong = replace(outcome.expected, direct=False, detect_zeroes='off')
     assert verify(outcome, wrong) == ['direct is False, expected True', 'detect_zeroes is off, expected unmap']
+    turned = replace(outcome.expected, guest_write_cache=False)
+    assert verify(outcome, turned) == ["the guest's write cache is off, expected on"]
 
 
 def test_memory_and_iothreads_of_the_live_xml():
