@@ -149,7 +149,8 @@ class Console:
             self.sock.sendall(line)
         output = self.read_until(tag, timeout)
         # The terminal echoes the command line (wrapped at 80 columns) before its output.
-        return output.partition(echoed)[2].partition('\n')[2].strip()
+        output = output.replace('\r', '')
+        return output.rpartition(echoed)[2].partition('\n')[2].strip()
 
     def close(self):
         if self.sock is not None:

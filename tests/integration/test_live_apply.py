@@ -11,122 +11,19 @@ guest's own device (so its write cache applies); what was written is read back f
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
-import time
 
 import libvirt
-import libvirt_qemu
 import pytest
-from lxml import etree
 
-from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune, kvm_io_info
+from ansible_collections.kvmio.tuning.plugins.modules import kvm_io_info
 from helpers import domain_xml as dx
+from helpers.live import (INACTIVE, SATA, SCSI, URI, VIRTIO, allocated, domain_id, driver, firmware_has_set_up_virtio_blk,
+                          flags, guest_write_caches, host_reads, live_of, named, nodes, qcow2_chain, qemu_io, qmp,
+                          running_domain, tainted, tune)
 from helpers.modules import run_module
-
-INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-VIRTIO = '/machine/peripheral/virtio-disk0/virtio-backend'
-SATA = 'sata0-0-0'
-SCSI = 'scsi0-0-0-0'
-
-
-# --- helpers ----------------------------------------------------------------------------------------
-
-def qmp(dom, command, **arguments):
-    reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, json.dumps({'execute': command, 'arguments': arguments}), 0))
-    assert 'error' not in reply, reply
-    return reply['return']
-
-
-def qemu_io(dom, device, command):
-    """Runs a qemu-io command inside QEMU on the guest device ``device`` (its BlockBackend)."""
-    libvirt_qemu.qemuMonitorCommand(dom, 'qemu-io -d %s "%s"' % (device, command),
-                                    libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
-
-
-def host_reads(path, fmt, pattern, offset, length):
-    """Whether the image at ``path`` holds ``pattern`` there, read from the host beside the running QEMU."""
-    out = subprocess.run(['qemu-io', '-U', '-r', '-f', fmt, '-c', 'read -P %s %d %d' % (pattern, offset, length), path],
-                         capture_output=True, text=True, check=False)
-    return 'read %d/%d bytes' % (length, length) in out.stdout and 'verification failed' not in out.stdout
-
-
-def allocated(path, offset, length):
-    """Whether any byte of the range is allocated data in the qcow2 image itself (not zero, not unmapped)."""
-    out = subprocess.run(['qemu-img', 'map', '-U', '-f', 'qcow2', '--output=json', path], capture_output=True,
-                         text=True, check=True)
-    return any(e['data'] and e['depth'] == 0 and e['start'] < offset + length and e['start'] + e['length'] > offset
-               for e in json.loads(out.stdout))
-
-
-def nodes(dom):
-    return {n['node-name']: n for n in qmp(dom, 'query-named-block-nodes', flat=True)}
-
-
-def flags(dom, *names):
-    found = nodes(dom)
-    return [(found[n]['cache']['direct'], found[n]['cache']['no-flush']) for n in names]
-
-
-def guest_write_caches(dom):
-    return {b['qdev']: b['inserted']['cache']['writeback'] for b in qmp(dom, 'query-block') if 'inserted' in b}
-
-
-def firmware_has_set_up_virtio_blk(dom, timeout=60):
-    """Waits until the firmware's virtio-blk driver has negotiated its features: it cannot flush, so
-    QEMU turns that device's write cache off (what a guest that set its disk to write through has)."""
-    deadline = time.monotonic() + timeout
-    while guest_write_caches(dom)[VIRTIO]:
-        assert time.monotonic() < deadline, 'the firmware did not set up virtio-blk in %d s' % timeout
-        time.sleep(0.1)
-
-
-def named(dom, device, with_write_cache, without):
-    """The cache mode a disk runs as its guest has it: SeaBIOS's virtio-blk driver cannot flush, so once
-    the firmware has set the device up, QEMU runs it without a write cache (writeback as writethrough)."""
-    return with_write_cache if guest_write_caches(dom)[device] else without
-
-
-def tainted(dom):
-    return any('custom monitor' in m for m in dom.messages(libvirt.VIR_DOMAIN_MESSAGE_TAINTING))
-
-
-def driver(xml, target):
-    root = etree.fromstring(xml.encode())
-    disk = root.find("devices/disk/target[@dev='%s']/.." % target)
-    return dict(disk.find('driver').attrib)
-
-
-def qcow2_chain(factory, name):
-    """A thin qcow2 with a backing file: QEMU gets four nodes (format and storage of each)."""
-    base = os.path.join(factory.image_dir, name + '-base.qcow2')
-    top = os.path.join(factory.image_dir, name + '.qcow2')
-    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', base, '16M'], check=True)
-    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top], check=True)
-    return top, base
-
-
-def running_domain(factory, disks, extra='', name=None):
-    name = name or factory.name('live')
-    dom = factory.define(dx.domain(name, disks, metadata=extra))
-    dom.create()
-    return dom
-
-
-def tune(uri, backup_dir, save_dir, dom, check=False, diff=False, **options):
-    args = {'uri': uri, 'backup_dir': backup_dir, 'save_dir': save_dir, 'domains': [dom.name()], 'io': 'keep',
-            'cache': 'keep'}
-    args.update(options)
-    result = run_module(kvm_disk_tune, args, check_mode=check, diff=diff)
-    assert not result.failed, result
-    return result
-
-
-def live_of(result):
-    (domain,) = result['domains']
-    return domain['live'], {d['target']: d for d in domain['live']['disks']}
 
 
 @pytest.fixture
@@ -139,9 +36,6 @@ def domains(system_domains):
     """Domains on libvirtd, where QEMU runs as libvirt-qemu: the image directory must let it in."""
     os.chmod(system_domains.image_dir, 0o755)
     return system_domains
-
-
-URI = 'qemu:///system'
 
 
 # --- tier 1: blockdev-reopen ---------------------------------------------------------------------
@@ -285,7 +179,7 @@ def test_writethrough_to_none_is_partial_and_leaves_the_write_cache_alone(domain
 def test_check_mode_changes_nothing_live(domains, backup_dir, save_dir):
     path = domains.image(domains.name('img') + '.qcow2')
     dom = running_domain(domains, [dx.disk(path, 'vda', 'virtio', cache='writeback', io='threads')])
-    config, live_xml, domain_id = dom.XMLDesc(INACTIVE), dom.XMLDesc(0), dom.ID()
+    config, live_xml, running_id = dom.XMLDesc(INACTIVE), dom.XMLDesc(0), domain_id(dom)
     planned = tune(URI, backup_dir, save_dir, dom, check=True, cache='none', io='native', discard='unmap',
                    apply='live_or_pause')
     live, disks = live_of(planned)
@@ -294,7 +188,7 @@ def test_check_mode_changes_nothing_live(domains, backup_dir, save_dir):
     assert disks['vda']['wanted']['io'] == 'native'
     # Not saved, not reopened, not even asked through the monitor.
     assert not tainted(dom)
-    assert (dom.XMLDesc(INACTIVE), dom.XMLDesc(0), dom.ID()) == (config, live_xml, domain_id)
+    assert (dom.XMLDesc(INACTIVE), dom.XMLDesc(0), domain_id(dom)) == (config, live_xml, running_id)
     assert not os.path.exists(save_dir) and not os.path.exists(backup_dir)
     assert flags(dom, 'libvirt-1-format', 'libvirt-1-storage') == [(False, False)] * 2
 
@@ -398,11 +292,11 @@ def test_a_save_dir_others_can_enter_is_refused_and_nothing_pauses(domains, back
     open_dir = tmp_path / 'open'
     open_dir.mkdir(mode=0o755)
     os.chmod(open_dir, 0o755)
-    domain_id = dom.ID()
+    running_id = domain_id(dom)
     result = tune(URI, backup_dir, str(open_dir), dom, cache='none', io='native', apply='live_or_pause')
     live, disks = live_of(result)
     assert 'must belong to uid 0 with mode 0700' in live['error']
-    assert live['method'] == 'blockdev-reopen' and dom.ID() == domain_id, 'not saved; what a reopen can do is done'
+    assert live['method'] == 'blockdev-reopen' and domain_id(dom) == running_id, 'not saved; what a reopen can do is done'
     assert disks['vda']['now']['cache'] == named(dom, VIRTIO, 'none', 'directsync')
     assert 'io' in [p['setting'] for p in disks['vda']['pending']]
     assert os.listdir(open_dir) == []
