@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import lock_subject
 from ansible_collections.kvmio.tuning.plugins.module_utils._lock import HostLock, lock_path
 
 HOLD_AND_LOG = r'''
@@ -48,3 +49,18 @@ def test_image_locks_are_removed_and_stay_exclusive(tmp_path):
         path = held.path
     assert os.path.exists(path)
     os.unlink(path)
+
+
+def test_one_libvirt_is_one_lock_whatever_its_uri_spelling():
+    # Issue 18 review, F11: two runs on one libvirt must take turns, however each spells its URI.
+    system = lock_subject('qemu:///system')
+    assert system == 'qemu:///system'
+    for spelling in ('qemu+unix:///system', 'qemu:///system/', 'qemu+ssh://localhost/system', 'QEMU+UNIX:///system',
+                     'qemu:///system?socket=/run/libvirt/libvirt-sock', 'qemu+tcp://127.0.0.1/system'):
+        assert lock_subject(spelling) == system, spelling
+        assert lock_path(lock_subject(spelling)) == lock_path(system)
+    assert lock_subject('qemu:///embed?root=/var/tmp/a/') == lock_subject('qemu:///embed?root=/var/tmp/a')
+    # Other libvirts stay apart.
+    for other in ('qemu:///session', 'qemu+ssh://kvm2/system', 'qemu:///embed?root=/var/tmp/b', 'test:///default'):
+        assert lock_subject(other) != system, other
+    assert lock_subject('qemu+ssh://kvm2/system') != lock_subject('qemu+ssh://kvm3/system')

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
-from ansible_collections.kvmio.tuning.plugins.module_utils._save_image import check_free_space, private_directory
+from ansible_collections.kvmio.tuning.plugins.module_utils._save_image import check_free_space, check_save_dir, private_directory
 
 NOBODY = 65534
 
@@ -87,3 +87,30 @@ def test_free_space_is_checked_against_the_guests_memory(tmp_path):
     assert check_free_space(str(tmp_path), 1 << 20, 'web01') > 0
     with pytest.raises(KvmioError, match=r'domain web01: its save image needs about \d+ MiB .its memory. and'):
         check_free_space(str(tmp_path), 1 << 60, 'web01')
+
+
+def test_a_refused_save_dir_leaves_nothing_behind(world_writable, tmp_path):
+    # Issue 18 review, F12: the parents are checked before anything is created.
+    theirs = world_writable / 'theirs'
+    as_nobody('mkdir', '-m', '0755', str(theirs))
+    as_nobody('ln', '-s', str(theirs), str(world_writable / 'link'))
+    for path in (theirs / 'kvmio' / 'save', world_writable / 'link' / 'save'):
+        with pytest.raises(KvmioError, match='nothing was saved'):
+            private_directory(str(path))
+    assert os.listdir(theirs) == []
+
+
+def test_check_mode_checks_the_save_dir_as_a_run_would_and_creates_nothing(world_writable, tmp_path):
+    theirs = world_writable / 'theirs'
+    as_nobody('mkdir', '-m', '0755', str(theirs))
+    with pytest.raises(KvmioError, match='is owned by nobody .uid 65534.*nothing would be saved'):
+        check_save_dir(str(theirs / 'save'), 1 << 20, 'web01')
+    open_dir = tmp_path / 'open'
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o755)
+    with pytest.raises(KvmioError, match='mode 0755'):
+        check_save_dir(str(open_dir), 1 << 20, 'web01')
+    with pytest.raises(KvmioError, match='its save image needs about'):
+        check_save_dir(str(tmp_path / 'new' / 'save'), 1 << 60, 'web01')
+    assert check_save_dir(str(tmp_path / 'new' / 'save'), 1 << 20, 'web01') > 0
+    assert os.listdir(theirs) == [] and not (tmp_path / 'new').exists()
