@@ -206,24 +206,39 @@ options:
       - How the settings reach running domains. Idempotence is then judged on what QEMU really runs,
         so a run after a save/restore or a migration that undid a live change applies it again.
       - V(config) changes the persistent configuration only; running domains get it at their next boot.
-      - V(live) also brings every running domain's disks to their configured C(cache), C(discard) and
-        C(detect_zeroes) with one QMP C(blockdev-reopen) per disk chain (a few milliseconds of drained
-        I/O), checked on QEMU's nodes afterwards. It never changes the write cache the guest sees
+      - V(live) also brings the running domains' disks to the C(cache), C(discard) and C(detect_zeroes)
+        this run decided for them with one QMP C(blockdev-reopen) per disk chain, checked on QEMU's nodes
+        afterwards. Only what the run decides goes live - a disk it skips (O(disks[].skip)) and settings it
+        leaves as they are (V(keep), or an edit of the persistent configuration made by someone else) stay
+        as QEMU runs them - and only where the running disk then keeps the policy's rules (a disk that is
+        shareable in the running domain keeps O_DIRECT, V(unsafe) needs O(allow_unsafe)). Before each
+        reopen the host writes the chain's cached data back (C(host_sync_ms)), because the reopen flushes
+        what is left while the disk's I/O is drained and every vCPU of the guest waits - about a second
+        per GiB of dirty page cache without that write-back, a few milliseconds with it. It never changes the
+        write cache the guest sees
         (WCE, on for V(none), V(writeback) and V(unsafe), off for V(writethrough) and V(directsync)), so
         V(writethrough) to V(none) gets O_DIRECT now and the write cache at the next start
         (C(partially_applied) in RV(domains[].live)); it never leaves C(io=native) without
         O_DIRECT, never sets no-flush under a guest without a write cache, and changes nothing while a
         block job or a migration runs. C(io) and C(iothread) cannot change this way
         (C(pending) in RV(domains[].live) says so).
-      - V(live_or_pause) does the same, and for a domain with C(io) or C(iothread) changes saves it to
-        O(save_dir), gives the save image the new settings (C(virsh save-image-define), which validates
-        them and keeps the guest ABI) and restores it; the guest pauses for seconds
-        (RV(domains[].live.pause)). If that fails the unchanged image is restored, so the guest runs as
-        before.
+      - V(live_or_pause) does the same, and for a domain with C(io) or C(iothread) changes pauses it,
+        saves it to O(save_dir), gives the save image the new settings (C(virsh save-image-define), which
+        validates them and keeps the guest ABI) and restores it; the guest pauses for seconds
+        (RV(domains[].live.pause)). Every disk of the restored domain, including disks the run leaves
+        alone or that were plugged in live, gets a cache mode with the write cache its guest runs with
+        (read from QEMU while the guest is paused, and checked again on the new QEMU process); where no
+        mode can keep it (V(unsafe) under a guest that turned its write cache off) the domain is not
+        paused, and the result says why. If the save/restore fails, the unchanged image is restored, so
+        the guest runs as before; an image is never removed before its domain is seen running again.
       - Changes through QEMU's monitor leave libvirt's live XML as it was and mark the domain tainted
-        (C(custom-monitor), RV(tainted)). A save/restore, managedsave, a migration without C(--xml) or a
-        snapshot rebuild QEMU from that live XML and undo them; run the module again afterwards, or
-        restart the domain to make them permanent.
+        (C(custom-monitor), RV(tainted)); so does the check of a restored domain. A save/restore,
+        managedsave, a migration without C(--xml) or a snapshot rebuild QEMU from that live XML and undo
+        them; run the module again afterwards, or restart the domain to make them permanent. Check mode,
+        and a run that changes nothing on a domain (or is refused because of a job), sends no command to a
+        domain libvirt does not mark tainted.
+      - A domain that stops or is saved while the module works on it is reported V(not_running); its
+        configuration applies at its next start.
       - Not used with O(xml_path).
     type: str
     choices: [config, live, live_or_pause]
@@ -234,7 +249,8 @@ options:
         is paused. Created with mode 0700 when missing; refused when another user can enter it, or change
         it or a directory above it. Each image is removed once its domain runs again.
       - The filesystem must have room for the guest's memory plus 64 MiB, or the domain is not paused
-        (what a reopen can do is still done).
+        (what a reopen can do is still done). Check mode checks the same without creating anything. Nothing
+        limits the pause by the guest's memory size, which it grows with (see C(docs/live-apply.md)).
     type: path
     default: /var/lib/kvmio/save
   result_detail:
@@ -414,8 +430,9 @@ domains:
       contains:
         status:
           description: >-
-            V(in_sync) (QEMU already runs the configuration), V(applied_live), V(partially_applied)
-            (see C(pending)) or V(restart_required) (nothing could be applied live).
+            V(in_sync) (QEMU already runs what the run decided), V(applied_live), V(partially_applied)
+            (see C(pending)), V(restart_required) (nothing could be applied live) or V(not_running) (the
+            domain stopped, or was saved, while the module worked on it; nothing was applied live).
           type: str
           sample: applied_live
         method:
@@ -438,24 +455,37 @@ domains:
           sample: custom-monitor
         pause:
           description: >-
-            For a save/restore, how long the guest was stopped, in seconds, measured from the save call to
-            the restore's return (C(pause_seconds)), with C(save_seconds), C(define_seconds),
-            C(restore_seconds) and the save image's size C(image_bytes).
+            For a save/restore, how long the guest was stopped, in seconds, measured from the moment the
+            module paused it to the restore's return, or to its resume when the save failed
+            (C(pause_seconds)), with C(save_seconds) (from the pause to the end of the save),
+            C(define_seconds), C(restore_seconds) and the save image's size C(image_bytes).
           type: dict
           sample: {pause_seconds: 2.41, save_seconds: 2.04, define_seconds: 0.002, restore_seconds: 0.36, image_bytes: 792291}
         error:
-          description: Why a save/restore was not done, or failed and restored the guest unchanged.
+          description: >-
+            Why a save/restore was not done, or failed and restored the guest unchanged; why nothing was done
+            on a domain that is not running; what a check of the restored domain found.
           type: str
+        write_cache_kept:
+          description: >-
+            The disks a save/restore gave another cache mode than their live XML had, to keep the write
+            cache their guest runs with - C(target), C(cache) (the mode given) and C(was).
+          type: list
+          elements: dict
+          sample: [{target: vdb, cache: writethrough, was: writeback}]
         pending:
           description: Changes of the domain other than disk settings (controllers), which wait for the next boot.
           type: list
           elements: dict
         disks:
           description: >-
-            Per configured hard disk - C(target), C(status) (as above), C(method), C(running) (what QEMU
-            ran before, as C(cache), C(io), C(discard), C(detect_zeroes), C(iothread)), C(now), C(wanted),
-            C(applied) (the settings changed), C(pending) (each setting still waiting for a restart, with
-            C(running), C(wanted) and C(why)), C(reopen_ms) and C(error).
+            Per hard disk the run tunes - C(target), C(status) (as above), C(method), C(running) (what QEMU
+            ran before, as C(cache), C(io), C(discard), C(detect_zeroes), C(iothread); C(cache) with the
+            write cache the guest runs with), C(now), C(wanted) (what the run brings it to - the
+            configuration for the settings it decided, what QEMU runs for the others), C(applied) (the
+            settings changed), C(pending) (each setting still waiting for a restart, with C(running),
+            C(wanted) and C(why)), C(reopen_ms), C(host_sync_ms) (the host's write-back of the chain before
+            the reopen) and C(error).
           type: list
           elements: dict
           sample:
@@ -471,6 +501,7 @@ domains:
                   wanted: none
                   why: "the guest's write cache (WCE) cannot change while it runs: it runs as directsync until a restart"
               reopen_ms: 3.2
+              host_sync_ms: 0.4
     live_changes:
       description: Each setting changed in the running QEMU, in the shape of RV(domains[].changes), with C(live=true).
       returned: for running domains, when O(apply) is V(live) or V(live_or_pause) and O(result_detail=full)
@@ -525,13 +556,17 @@ backups:
   elements: str
   sample: [/var/lib/kvmio/backups/web01.20261123T101500.123456Z.xml]
 defined:
-  description: When a define failed, the domains this run had defined before it stopped (their backups are in RV(backups)).
-  returned: on failure after the first define
+  description: >-
+    When a define failed, the domains this run had defined before it stopped (their backups are in
+    RV(backups)); when a live apply failed, the domains this run had defined.
+  returned: on failure after the first define, or while applying live
   type: list
   elements: str
   sample: [web01, web02]
 failed_domain:
-  description: When writing a backup, a define or a live apply failed, the domain it failed on.
+  description: >-
+    When writing a backup, a define or a live apply failed, the domain it failed on. A live apply that
+    fails also returns RV(defined) and RV(backups): the configurations were stored before it.
   returned: on failure while backing up, defining or applying live
   type: str
   sample: web03

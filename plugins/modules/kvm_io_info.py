@@ -64,10 +64,12 @@ options:
   read_qemu:
     description:
       - How to learn what QEMU runs for each disk of a running domain.
-      - V(auto) asks QEMU (QMP C(query-named-block-nodes) and C(query-block) through libvirt) only for
-        domains whose QEMU may differ from their live XML - those M(kvmio.tuning.kvm_disk_tune) changed
-        live, or that libvirt marks tainted C(custom-monitor); any other domain runs exactly its live
-        XML, which is reported then, without tainting it.
+      - V(auto) asks QEMU (QMP C(query-named-block-nodes), C(query-block) and C(qom-list) through libvirt)
+        only for domains libvirt marks tainted C(custom-monitor) - those M(kvmio.tuning.kvm_disk_tune)
+        changed live, or that someone else changed through the monitor; any other domain runs exactly its
+        live XML, which is reported then, without tainting it (a restored or migrated domain whose live XML
+        still carries the record of an earlier live change included). With libvirt older than 7.1, which
+        cannot report taints, only domains whose live XML carries a record of the running domain id.
       - V(always) asks QEMU for every running domain; libvirt then marks each tainted C(custom-monitor)
         for the life of its QEMU process.
       - V(never) reports the live XML.
@@ -140,6 +142,10 @@ domains:
               C(iothread), C(write_cache) (the device's, as QEMU started it), C(guest_write_cache) (what the
               guest runs with now, when QEMU was asked), C(direct), C(no_flush), and C(read_from) (V(qemu),
               or V(live_xml) for a domain nobody changed through the monitor, which runs exactly that).
+            - C(cache) names the mode with the write cache the guest runs with - a V(writeback) disk whose
+              guest turned its write cache off runs V(writethrough) (QEMU then writes through for it). That
+              is the mode a migration's C(--xml) or a restore must give the disk to leave the guest as it
+              is.
             - Null when the domain does not run.
           type: dict
           sample: {cache: none, io: native, discard: unmap, detect_zeroes: unmap, iothread: null, write_cache: true,
