@@ -10,8 +10,9 @@
 Two methods; ``_live_apply`` carries them out:
 
 - ``reopen`` (no pause): one QMP ``blockdev-reopen`` per disk chain changes cache.direct,
-  cache.no-flush, discard and detect_zeroes in a few milliseconds of drained I/O. QEMU cannot
-  change aio or an iothread this way.
+  cache.no-flush, discard and detect_zeroes in a few milliseconds of drained I/O, once the host has
+  written the chain's cached data back (the reopen's own flush stops every vCPU). QEMU cannot change
+  aio or an iothread this way.
 - ``restore`` (a pause of seconds, only when asked): ``virsh save`` -> ``save-image-define`` ->
   ``restore`` rebuilds QEMU from an edited copy of its XML, so io and iothread change too.
 
@@ -21,6 +22,10 @@ believes its disk writes through sends no flushes: the XML given to a restore ke
 the guest runs with. So writethrough <-> none is only partly applied until a restart, and the result
 says so. Likewise no-flush (cache=unsafe) is not applied under a guest that runs without a write
 cache (it relies on every write being durable), and a reopen never leaves aio=native without O_DIRECT.
+
+Only what the run decided changes (``tuned``): any other setting, and any disk the run skips, stays as
+QEMU runs it, and ``broken_live_rules`` runs the policy's rule table on the running disk. A restore
+keeps the write cache of every disk of the domain (``restore_xml``).
 
 What QEMU runs is read from ``query-named-block-nodes`` and ``query-block`` (see ``_blockdev``),
 or from the live XML for a domain nobody changed through the monitor (then QEMU runs exactly that).
