@@ -144,7 +144,7 @@ class DiskTuneRun:
             self._fail_on_plan_errors(plans)
             check_literal_rules(plans, params, self.overrides, known)
             # Check mode too: it reports what a real run would be refused.
-            checked = check_plans(plans, params['define_check'])
+            checked = check_plans(plans, params['define_check'], uri=params['uri'])
             active = client.active_names()
             backups = []
             if not self.module.check_mode:

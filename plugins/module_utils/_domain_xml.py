@@ -28,6 +28,15 @@ else:
 
 LXML_REQUIREMENT = 'lxml (Debian/Ubuntu: python3-lxml, RHEL: python3-lxml)'
 
+# libvirt carries a domain XML in one RPC string, at most VIR_NET_MESSAGE_STRING_MAX bytes (4 MiB,
+# src/rpc/virnetprotocol.x; REMOTE_STRING_MAX in remote_protocol.x): libvirtd refuses a longer one
+# ("Unable to encode message payload"), and a domain it stores longer cannot be read back. So no file
+# read as domain XML may be longer, and a planned XML keeps PLANNED_XML_MARGIN under it: libvirt adds
+# its defaults (a UUID, controllers, addresses) when it stores a document (checked with libvirt 9.0:
+# a 4,194,304-byte XML was defined and then could not be read back).
+RPC_STRING_MAX = 4194304
+PLANNED_XML_MARGIN = 65536
+
 
 def require_lxml():
     if etree is None:

@@ -188,7 +188,7 @@ class IothreadPinRun:
             if errors:
                 raise PlanError('; '.join(errors) + '. Nothing was changed.')
             # Check mode too: it reports what a real run would be refused.
-            checked = check_plans(plans, params['define_check'])
+            checked = check_plans(plans, params['define_check'], uri=params['uri'])
             active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:

@@ -162,7 +162,7 @@ class RestoreRun:
                 sources[name] = path
                 plans.append(plan)
             # Check mode too: a backup libvirt would refuse fails before anything is restored.
-            checked = check_plans(plans, self.params['define_check'])
+            checked = check_plans(plans, self.params['define_check'], uri=self.params['uri'])
             active = {p.name for p in plans if p.changed and client.is_active(handles[p.name])}
             backups = []
             if not self.module.check_mode:
