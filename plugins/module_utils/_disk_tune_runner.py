@@ -148,7 +148,8 @@ class DiskTuneRun:
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
-                backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
+                backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'],
+                                       checked=checked, warn=self.module.warn)
             live = self._apply_live(client, doms, plans, active) if params['apply'] != 'config' else {}
         return self._result(plans, active, backups, checked, live)
 

@@ -192,7 +192,8 @@ class IothreadPinRun:
             active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:
-                backups = define_plans(client, handles, [p for p in plans if p.changed], params['backup_dir'])
+                backups = define_plans(client, handles, [p for p in plans if p.changed], params['backup_dir'],
+                                       checked=checked, warn=self.module.warn)
             live = {}
             if params['live']:
                 for name in sorted(active):

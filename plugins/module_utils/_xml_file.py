@@ -31,10 +31,12 @@ import re
 import secrets
 import stat
 
+from ._domain_xml import RPC_STRING_MAX
 from ._errors import KvmioError
 
-# virsh reads XML files of up to 10 MiB (VSH_MAX_XML_FILE); a domain XML is a few KiB.
-MAX_XML_BYTES = 10 * 1024 * 1024
+# A domain XML is a few KiB; libvirt cannot carry one longer than RPC_STRING_MAX (4 MiB), so a
+# longer file could never be defined (virsh reads up to 10 MiB, then the define fails).
+MAX_XML_BYTES = RPC_STRING_MAX
 _MAX_LINKS = 40
 _UTF8_NAMES = ('utf-8', 'utf8', 'us-ascii', 'ascii')
 _PROLOG = re.compile(r'\ufeff?(?:\s+|<\?.*?\?>|<!--.*?-->)*', re.S)

@@ -25,6 +25,7 @@ from ansible_collections.kvmio.tuning.plugins.module_utils import _define_check
 from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import check_defines
 from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune
 from helpers import domain_xml as dx
+from helpers import embed
 from helpers.modules import finish_module_process, run_module, start_module_process
 
 NOBODY = 65534
@@ -229,3 +230,177 @@ def test_a_check_whose_module_is_killed_ends_with_its_probes_and_root(tmp_path):
             os.kill(pid, signal.SIGKILL)
         os.unlink(args_file)
         shutil.rmtree(stuck_dir)
+
+
+# --- M1: a define that fails mid-run changes nothing: the check mirrors the daemon, the run rolls back
+
+def virsh(root, *args):
+    return subprocess.run(['virsh', '-q', '-c', 'qemu:///embed?root=%s' % root] + list(args), check=True,
+                          capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def spice_daemon(tmp_path):
+    """An embedded root acting as a daemon whose qemu.conf sets spice_tls = 1, with six domains that
+    have a SPICE TLS port (which libvirt accepts only with that setting); their XML as libvirt holds it,
+    and backups of each with cache='writeback', the sixth also io='native' (libvirt refuses that pair)."""
+    root = embed.make_root()
+    with open(os.path.join(root, 'etc', 'qemu.conf'), 'a', encoding='utf-8') as handle:
+        handle.write('spice_tls = 1\n')
+    names = ['kvmio-test-spice-%d' % index for index in range(6)]
+    originals, backups = {}, []
+    files = tmp_path / 'files'
+    files.mkdir(mode=0o700)
+    for index, name in enumerate(names):
+        path = files / ('%s.defined.xml' % name)
+        path.write_text(dx.domain(name, [dx.disk('/var/tmp/%s.qcow2' % name, 'vda', 'virtio')], extra_devices=(
+            "<graphics type='spice' port='%d' tlsPort='%d' autoport='no'/>" % (5900 + 2 * index, 5901 + 2 * index))))
+        virsh(root, 'define', str(path))
+        originals[name] = virsh(root, 'dumpxml', '--inactive', '--security-info', name)
+        cache = "cache='writeback'" if index < 5 else "cache='writeback' io='native'"
+        backup = files / ('%s.xml' % name)
+        backup.write_text(originals[name].replace("<driver name='qemu' type='qcow2'/>",
+                                                  "<driver name='qemu' type='qcow2' %s/>" % cache))
+        os.chmod(backup, 0o600)
+        backups.append(str(backup))
+    yield root, names, originals, backups
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def now_held(root, names):
+    return {name: virsh(root, 'dumpxml', '--inactive', '--security-info', name) for name in names}
+
+
+def restore(root, backups, tmp_path, check=False, **options):
+    args = dict({'uri': 'qemu:///embed?root=%s' % root, 'backups': backups, 'backup_dir': str(tmp_path / 'b')},
+                **options)
+    proc, args_file = start_module_process('domain_restore', dict(args, _ansible_check_mode=check))
+    return finish_module_process(proc, args_file, timeout=300)
+
+
+def test_a_daemon_with_spice_tls_is_checked_as_it_is_configured(spice_daemon, tmp_path):
+    """The review's M1: the throwaway qemu.conf had only user and group, so every domain with a SPICE
+    TLS port was "unchecked", check mode said changed, and the real run redefined five of six before
+    libvirt refused the sixth. The daemon's spice_tls is now copied: the refusal is seen before any
+    define, in check mode too; and a backup that adds a TLS port is no longer refused by the check."""
+    root, names, originals, backups = spice_daemon
+    checked, real = (restore(root, backups, tmp_path, check=check) for check in (True, False))
+    for result in (checked, real):
+        assert result.failed, result
+        assert result['msg'].startswith('libvirt refuses the planned XML of %s, so nothing was changed' % names[5])
+        assert sorted(result['define_check']['checked']) == names[:5], result['define_check']
+    assert now_held(root, names) == originals
+    # The other way round: the backup adds the TLS port; the daemon takes it, so must the check.
+    plain = (tmp_path / 'plain.xml')
+    plain.write_text(dx.domain('kvmio-test-spice-plain', [dx.disk('/var/tmp/p.qcow2', 'vda', 'virtio')]))
+    virsh(root, 'define', str(plain))
+    held = virsh(root, 'dumpxml', '--inactive', '--security-info', 'kvmio-test-spice-plain')
+    backup = tmp_path / 'files' / 'plain-with-tls.xml'
+    backup.write_text(held.replace('</devices>', "<graphics type='spice' port='5990' tlsPort='5991' autoport='no'/>"
+                                                 "</devices>"))
+    os.chmod(backup, 0o600)
+    added = restore(root, [str(backup)], tmp_path)
+    assert not added.failed, added['msg']
+    assert added['define_check'] == {'checked': ['kvmio-test-spice-plain'], 'unchecked': {}}
+
+
+def test_a_define_that_fails_mid_run_puts_back_what_the_run_defined(spice_daemon, tmp_path):
+    """Where the check cannot see a refusal coming (here it is off), a define that fails after others
+    must not leave them changed: each is defined again from the backup the run wrote, and verified;
+    the failure says so, and keeps define_check and its warning."""
+    root, names, originals, backups = spice_daemon
+    real = restore(root, backups, tmp_path, define_check=False)
+    assert real.failed
+    assert real['msg'].startswith("libvirt refused to define domain %s: unsupported configuration: io='native'"
+                                  % names[5]), real['msg']
+    assert real['msg'].endswith('. Nothing was changed: the 5 domain(s) this run had defined before it stopped were '
+                                'defined again from the backups it wrote, and verified: %s.' % ', '.join(names[:5]))
+    assert real['rolled_back'] == names[:5] and real['defined'] == [] and real['rollback_failed'] == {}
+    assert real['failed_domain'] == names[5] and len(real['backups']) == 6
+    assert real['define_check'] == {'checked': [], 'unchecked': {name: 'define_check=false' for name in names}}
+    assert any('could not be checked before the define' in w for w in real.warning_messages), real.warning_messages
+    assert now_held(root, names) == originals
+
+
+# --- M2: XML libvirt's RPC cannot carry is refused before any define; a remote URI is unchecked ---
+
+def _padded(factory, name, size):
+    """Defines ``name`` with <metadata> padding so that the XML libvirt stores has ``size`` bytes."""
+    image = factory.image(name + '.qcow2')
+    base = dx.domain(name, [dx.disk(image, 'vda', 'virtio')],
+                     metadata="\n  <metadata><k:pad xmlns:k='urn:kvmio-test'>PAD</k:pad></metadata>")
+    pad = 1000
+    for _attempt in range(3):
+        dom = factory.define(base.replace('PAD', 'x' * pad))
+        base = base.replace('<name>', '<uuid>%s</uuid><name>' % dom.UUIDString(), 1) if '<uuid>' not in base else base
+        stored = len(dom.XMLDesc(INACTIVE).encode('utf-8'))
+        if stored == size:
+            return dom
+        pad += size - stored
+    raise AssertionError('could not pad %s to %d bytes' % (name, size))
+
+
+def test_planned_xml_libvirt_cannot_carry_is_refused_before_any_define(system_domains, tmp_path):
+    """The review's M2: the embedded check has no RPC limit, so a plan that pushed a domain's XML past
+    libvirt's 4 MiB passed it; libvirtd then refused that define ("Unable to encode message payload")
+    after five others. Now the plan is refused before the first define, in check mode too."""
+    factory = system_domains
+    prefix = factory.name('rpc')
+    names = ['%s-%d' % (prefix, index) for index in range(6)]
+    for name in names[:5]:
+        factory.define(dx.domain(name, [dx.disk(factory.image(name + '.qcow2'), 'vda', 'virtio')]))
+    _padded(factory, names[5], 4194304 - 8)
+    originals = {n: factory.conn.lookupByName(n).XMLDesc(INACTIVE) for n in names}
+    args = {'uri': 'qemu:///system', 'domains': [prefix + '-*'], 'probe_storage': False, 'cache': 'none',
+            'io': 'native', 'backup_dir': str(tmp_path / 'b')}
+    for check in (True, False):
+        result = run_module(kvm_disk_tune, args, check_mode=check)
+        assert result.failed, result
+        assert result['msg'].startswith('the planned XML of %s is larger than libvirt can define and read back (%s: '
+                                        % (names[5], names[5])), result['msg']
+        assert 'nothing was changed' in result['msg'] and not result.get('defined')
+    assert {n: factory.conn.lookupByName(n).XMLDesc(INACTIVE) for n in names} == originals
+    assert not (tmp_path / 'b').exists()
+
+
+def test_a_backup_libvirt_cannot_carry_is_refused_before_any_restore(system_domains, tmp_path):
+    """The report's M2 reproduction: six backups, the sixth with 4.1 MiB of <metadata>."""
+    from ansible_collections.kvmio.tuning.plugins.modules import domain_restore
+    factory = system_domains
+    prefix = factory.name('rpcr')
+    files = tmp_path / 'files'
+    files.mkdir(mode=0o700)
+    paths, originals = [], {}
+    for index in range(6):
+        name = '%s-%d' % (prefix, index)
+        dom = factory.define(dx.domain(name, [dx.disk(factory.image(name + '.qcow2'), 'vda', 'virtio')]))
+        originals[name] = dom.XMLDesc(INACTIVE)
+        text = originals[name].replace("<driver name='qemu' type='qcow2'/>",
+                                       "<driver name='qemu' type='qcow2' cache='writeback'/>")
+        if index == 5:
+            text = text.replace('</domain>', "<metadata><k:pad xmlns:k='urn:kvmio-test'>%s</k:pad></metadata>"
+                                             "</domain>" % ('x' * (4300 * 1024)))
+        path = files / ('%s.xml' % name)
+        path.write_text(text)
+        os.chmod(path, 0o600)
+        paths.append(str(path))
+    for check in (True, False):
+        result = run_module(domain_restore, {'uri': 'qemu:///system', 'backups': paths,
+                                             'backup_dir': str(tmp_path / 'b')}, check_mode=check)
+        assert result.failed and not result.get('defined'), result
+        assert 'is %d bytes, more than the 4194304 a domain XML can be' % os.path.getsize(paths[5]) in result['msg']
+    assert {n: factory.conn.lookupByName(n).XMLDesc(INACTIVE) for n in originals} == originals
+
+
+def test_the_check_says_unchecked_for_a_libvirt_it_does_not_stand_for():
+    """The review's M2 (second part): check_plans never knew the URI, so a qemu+ssh:// run was reported
+    "checked" against this host's QEMU and libvirt."""
+    xml = template('kvmio-test-remote')
+    for uri in ('qemu+ssh://root@192.0.2.1/system', 'qemu+tcp://192.0.2.1/system', 'test:///default',
+                'qemu+ssh:///system'):
+        check = check_defines([('kvmio-test-remote', xml, xml)], uri=uri)
+        assert check.checked == [] and check.unchecked == {'kvmio-test-remote': (
+            "the URI %s is not this host's QEMU driver, and the check stands for this host's libvirt and QEMU "
+            "only" % uri)}, check
+    assert check_defines([('kvmio-test-local', xml, xml)], uri='qemu:///system', redefine=False).checked == [
+        'kvmio-test-local']
