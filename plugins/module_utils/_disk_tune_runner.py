@@ -23,7 +23,7 @@ from ._disk_plan import plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
 from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import domain_name, parse_domain
+from ._domain_xml import domain_name, parse_domain, redact_secrets, to_text
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
@@ -87,6 +87,19 @@ def argument_spec():
     spec.update(LOCK_ARGUMENT_SPEC)
     spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
     return spec
+
+
+def _without_secrets(text):
+    """A file's text for a diff: as it is, or serialised with its secrets redacted when it has any."""
+    redacted = redact_secrets(text)
+    return text if redacted == to_text(parse_domain(text)) else redacted
+
+
+def _remove_backup(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _storage(prober, sources):
@@ -183,6 +196,11 @@ class DiskTuneRun:
         if self.params['apply'] != 'config':
             raise PlanError('apply=%s brings running domains of libvirt to their settings; with xml_path there is '
                             'none: use apply=config' % self.params['apply'])
+        if self.params['domains'] != ['*'] or self.params['exclude']:
+            # They select libvirt's domains; ignoring them would tune a file the user meant to leave alone.
+            raise PlanError('domains and exclude select domains of libvirt, and xml_path names one file: give either '
+                            'xml_path or domains/exclude (to leave a file alone, use overrides with skip: true); '
+                            'nothing was changed')
         with XmlFile(path) as xml_file:
             text = xml_file.text
             root = parse_domain(text, path)
@@ -203,18 +221,25 @@ class DiskTuneRun:
             self._fail_on_plan_errors([plan])
             check_literal_rules([plan], self.params, self.overrides, known)
             new_text = self._render(keeper, root, plan, text, path) if plan.changed else text
+            if plan.changed and xml_file.replace_problem():
+                raise PlanError(xml_file.replace_problem())
             # A file no libvirt holds: its planned XML is defined in place of the current one.
             checked = check_plans([dataclasses.replace(plan, after=new_text)], self.params['define_check'],
                                   redefine=False)
             backups = []
             if plan.changed and not self.module.check_mode:
                 backups.append(write_backup(self.params['backup_dir'], plan.name, text))
-                xml_file.replace(new_text)
+                try:
+                    xml_file.replace(new_text)
+                except KvmioError:
+                    _remove_backup(backups.pop())    # the file is unchanged: a backup of it would mislead
+                    raise
         result = self._result([plan], set(), backups, checked)
         if self.module._diff and plan.changed:
-            # The file's own text before and after: exactly what a git diff will show.
-            result['diff'] = [{'before': text, 'after': new_text, 'before_header': '%s (before)' % path,
-                               'after_header': '%s (after)' % path}]
+            # The file's own text before and after: exactly what a git diff will show, unless it holds
+            # secrets (then both sides are serialised with them redacted, as in libvirt mode).
+            result['diff'] = [{'before': _without_secrets(text), 'after': _without_secrets(new_text),
+                               'before_header': '%s (before)' % path, 'after_header': '%s (after)' % path}]
         return result
 
     def _layout_keeper(self, text, root, path):

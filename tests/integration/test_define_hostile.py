@@ -10,6 +10,7 @@ over libvirt's RPC limit, killed modules. Each test failed on the code before it
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import signal
 import stat
@@ -404,3 +405,147 @@ def test_the_check_says_unchecked_for_a_libvirt_it_does_not_stand_for():
             "only" % uri)}, check
     assert check_defines([('kvmio-test-local', xml, xml)], uri='qemu:///system', redefine=False).checked == [
         'kvmio-test-local']
+
+
+# --- xml_path: H1, M4, M7, L2, L3, L5 -------------------------------------------------------------
+
+def test_an_xml_path_diff_never_carries_a_password(tmp_path):
+    """The review's H1: in diff mode the file's raw text went to the result, graphics password and all."""
+    path = tmp_path / 'pw.xml'
+    path.write_text(template(extra_devices="<graphics type='vnc' passwd='Secret12'/>"))
+    for check in (True, False):
+        path.write_text(template(extra_devices="<graphics type='vnc' passwd='Secret12'/>"))
+        result = tune_file(path, check=check, diff=True)
+        assert not result.failed and result['changed'], result.get('msg')
+        assert 'Secret12' not in repr(result), 'the password is in the result'
+        assert 'passwd="********"' in result['diff'][0]['before'] and 'cache="none"' in result['diff'][0]['after']
+    assert "passwd='Secret12'" in path.read_text(), 'the file keeps its password'
+
+
+def test_an_edit_in_place_during_the_run_is_never_overwritten(tmp_path):
+    """The review's M4: replace() compared only device and inode, so an editor writing into the same
+    file (``open(p, 'r+')``) while the run planned lost its edit. Here the edit lands between the read
+    and the replace, as it did during the define check's probe."""
+    from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
+    from ansible_collections.kvmio.tuning.plugins.module_utils._xml_file import XmlFile
+    path = tmp_path / 'race.xml'
+    path.write_text(template())
+    with XmlFile(str(path)) as xml_file:
+        text = xml_file.text
+        with open(path, 'r+', encoding='utf-8') as editor:
+            editor.write(text.replace('<vcpu placement=\'static\'>1</vcpu>', '<vcpu placement=\'static\'>4</vcpu>'))
+        with pytest.raises(KvmioError, match='was edited while this run worked on it; not overwriting that'):
+            xml_file.replace(text.replace('<memory', '<!-- tuned --><memory'))
+    assert "<vcpu placement='static'>4</vcpu>" in path.read_text()
+    assert sorted(os.listdir(tmp_path)) == ['race.xml'], 'no temporary file is left'
+    # The same with the edit's time stamps put back (touch -r): the bytes still differ.
+    with XmlFile(str(path)) as xml_file:
+        before = os.stat(path)
+        with open(path, 'r+', encoding='utf-8') as editor:
+            editor.write(xml_file.text.replace("'static'>4<", "'static'>2<"))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        with pytest.raises(KvmioError, match='was edited while this run worked on it'):
+            xml_file.replace(xml_file.text)
+    assert "<vcpu placement='static'>2</vcpu>" in path.read_text()
+
+
+def test_xml_path_never_opens_what_it_will_refuse(nobody_home, tmp_path):
+    """The review's M7: the file was opened before its type and its links were checked, so nobody's
+    link to a device made root open it (a watchdog arms, a tape rewinds). A FIFO shows it: its writer,
+    blocked in open(), wakes up when anyone opens the FIFO for reading."""
+    fifo = os.path.join(nobody_home, 'fifo')
+    as_nobody('mkfifo', '-m', '0666', fifo)
+    woke = os.path.join(nobody_home, 'writer-woke')
+    writer = subprocess.Popen(['setpriv', '--reuid=%d' % NOBODY, '--regid=%d' % NOBODY, '--clear-groups', 'sh', '-c',
+                               'exec 3>"$1"; touch "$2"', 'sh', fifo, woke])
+    root_fifo_dir = tempfile.mkdtemp(prefix='kvmio-rootfifo-', dir='/var/tmp')
+    os.chmod(root_fifo_dir, 0o755)
+    root_fifo = os.path.join(root_fifo_dir, 'fifo')
+    os.mkfifo(root_fifo, 0o600)
+    root_writer = subprocess.Popen(['sh', '-c', 'exec 3>"$1"; touch "$2"', 'sh', root_fifo, root_fifo + '-woke'])
+    try:
+        as_nobody('ln', '-s', fifo, os.path.join(nobody_home, 'tmpl.xml'))
+        as_nobody('ln', '-s', root_fifo, os.path.join(nobody_home, 'root.xml'))
+        for name, message in (('tmpl.xml', 'is a FIFO, not a regular file; nothing was read'),
+                              ('root.xml', 'is a FIFO, not a regular file; nothing was read')):
+            result = tune_file(os.path.join(nobody_home, name))
+            assert result.failed and message in result['msg'], result['msg']
+        time.sleep(0.5)
+        assert not os.path.exists(woke), 'root opened the FIFO behind nobody\'s link'
+        assert not os.path.exists(root_fifo + '-woke'), 'root opened a FIFO before checking it'
+    finally:
+        for proc in (writer, root_writer):
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root_fifo_dir)
+
+
+def _acl(*entries):
+    """A system.posix_acl_access value: (tag, perm, id) entries (tags: 1 user_obj, 2 user, 4 group_obj,
+    8 group, 0x10 mask, 0x20 other)."""
+    import struct
+    return struct.pack('<I', 2) + b''.join(struct.pack('<HHI', tag, perm, ident) for tag, perm, ident in entries)
+
+
+def test_xml_path_keeps_acls_and_extended_attributes():
+    """The review's L2: the replaced file lost its ACL (u:nobody:rw, group::r, mask::rw at mode 0664
+    became plain 0664: nobody lost write, the group gained it) and its extended attributes."""
+    home = tempfile.mkdtemp(prefix='kvmio-acl-', dir='/var/tmp')
+    os.chmod(home, 0o755)
+    path = pathlib.Path(home) / 'web.xml'
+    path.write_text(template())
+    os.chmod(path, 0o664)
+    acl = _acl((1, 6, 0xffffffff), (2, 6, NOBODY), (4, 4, 0xffffffff), (0x10, 6, 0xffffffff), (0x20, 4, 0xffffffff))
+    os.setxattr(path, 'system.posix_acl_access', acl)
+    os.setxattr(path, 'user.origin', b'git@example.com:templates')
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    result = tune_file(path, check=False)
+    assert not result.failed and result['changed'], result.get('msg')
+    assert "cache='none'" in path.read_text()
+    assert os.getxattr(path, 'system.posix_acl_access') == acl
+    assert os.getxattr(path, 'user.origin') == b'git@example.com:templates'
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    as_nobody('sh', '-c', 'echo "<!-- nobody may still write -->" >> "$1"', 'sh', str(path))
+    shutil.rmtree(home)
+
+
+def test_xml_path_with_domains_or_exclude_fails_instead_of_ignoring_them(tmp_path):
+    """The review's L3: ``domains: ['db-*']`` and ``exclude: [web]`` were silently ignored with
+    xml_path, so the file was tuned anyway."""
+    path = tmp_path / 'web.xml'
+    original = template()
+    path.write_text(original)
+    for options in ({'domains': ['db-*']}, {'exclude': ['web']}, {'domains': ['web'], 'exclude': ['x']}):
+        result = tune_file(path, check=False, **options)
+        assert result.failed and result['msg'].startswith('domains and exclude select domains of libvirt, and '
+                                                          'xml_path names one file'), options
+    assert path.read_text() == original
+
+
+def test_xml_path_files_that_cannot_be_replaced_as_they_are(tmp_path):
+    """The review's L5: a name of multibyte characters made the temporary name too long to create; a
+    hard-linked file was replaced under one name only (the other names kept the old text, silently);
+    a replace that failed (an immutable file) still left a backup of a file it did not change."""
+    long_name = tmp_path / ('\u65e5' * 83 + '.xml')         # 253 bytes: a valid name
+    long_name.write_text(template())
+    result = tune_file(long_name, check=False)
+    assert not result.failed and "cache='none'" in long_name.read_text(), result.get('msg')
+    linked = tmp_path / 'linked.xml'
+    linked.write_text(template())
+    os.link(linked, tmp_path / 'other-name.xml')
+    for check in (True, False):
+        result = tune_file(linked, check=check)
+        assert result.failed and result['msg'].startswith('xml_path %s has 2 names (hard links)' % linked), result
+    assert (tmp_path / 'other-name.xml').read_text() == linked.read_text() == template()
+    frozen = tmp_path / 'frozen.xml'
+    frozen.write_text(template())
+    backups = tempfile.mkdtemp(prefix='kvmio-frozen-backups-')
+    subprocess.run(['chattr', '+i', str(frozen)], check=True)
+    try:
+        result = tune_file(frozen, check=False, backup_dir=backups)
+        assert result.failed and 'Operation not permitted. The file is unchanged.' in result['msg'], result['msg']
+        assert os.listdir(backups) == [], 'a backup of an unchanged file was left'
+    finally:
+        subprocess.run(['chattr', '-i', str(frozen)], check=True)
+        shutil.rmtree(backups)
+    assert frozen.read_text() == template()
