@@ -549,3 +549,34 @@ def test_xml_path_files_that_cannot_be_replaced_as_they_are(tmp_path):
         subprocess.run(['chattr', '-i', str(frozen)], check=True)
         shutil.rmtree(backups)
     assert frozen.read_text() == template()
+
+
+# --- M6: a bus change never hides the other functions of a multifunction slot ------------------
+
+def test_a_disk_at_function_0_of_a_slot_a_nic_shares_stays_and_the_guest_sees_both(system_domains, tmp_path):
+    """The review's M6: vdb (virtio, slot 5 function 0, multifunction) moved to SCSI left the NIC at
+    function 1 alone on slot 5; QEMU showed "device 5, function 1" without a function 0, which Linux's
+    PCI scan never reaches. Now vdb stays (with a warning), vda moves, and slot 5 keeps function 0."""
+    import libvirt_qemu
+    factory = system_domains
+    os.chmod(factory.image_dir, 0o755)      # QEMU runs as libvirt-qemu under libvirtd
+    name = factory.name('w2mf')
+    disks = [dx.disk(factory.image(name + '-a.qcow2'), 'vda', 'virtio'),
+             dx.disk(factory.image(name + '-b.qcow2'), 'vdb', 'virtio', extra=(
+                 "<address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0' multifunction='on'/>"))]
+    nic = ("<interface type='user'><model type='virtio'/><address type='pci' domain='0x0000' bus='0x00' "
+           "slot='0x05' function='0x1'/></interface>")
+    dom = factory.define(dx.domain(name, disks, extra_devices=nic))
+    result = run_module(kvm_disk_tune, {'uri': 'qemu:///system', 'domains': [name], 'cache': 'keep', 'io': 'keep',
+                                        'bus': 'scsi', 'convert_boot_disk': True, 'backup_dir': str(tmp_path / 'b')})
+    assert not result.failed, result['msg']
+    assert any('%s: disk vdb stays on bus virtio: it is function 0 of a multifunction PCI slot that interface '
+               '(function 1) also uses' % name in w for w in result.warning_messages), '\n'.join(result.warning_messages)
+    dom.create()
+    try:
+        pci = libvirt_qemu.qemuMonitorCommand(dom, 'info pci', libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    finally:
+        dom.destroy()
+    functions = {line.split('function')[1].split(':')[0].strip() for line in pci.splitlines()
+                 if 'Bus  0, device   5, function' in line}
+    assert functions == {'0', '1'}, pci
