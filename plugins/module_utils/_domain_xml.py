@@ -115,9 +115,48 @@ def canonical(text_or_root):
     return etree.tostring(root, method='c14n').decode('utf-8')
 
 
+def attribute_dict(element):
+    """{name: value} of an element's attributes (lxml names, ``{uri}local`` with a namespace), in time
+    linear in their number: lxml reads each value of ``attrib.items()`` by searching the attributes
+    again (40,000 attributes took 4 s); an XPath ``@*`` reads them in one pass."""
+    if len(element.keys()) <= 32:
+        return dict(element.attrib.items())
+    return {attr.attrname: str(attr) for attr in element.xpath('@*')}
+
+
+def _comparable(text_or_root):
+    """The document parsed without blank text (as ``canonical``)."""
+    require_lxml()
+    if isinstance(text_or_root, (str, bytes)):
+        data = text_or_root.encode('utf-8') if isinstance(text_or_root, str) else text_or_root
+        root = etree.fromstring(data, etree.XMLParser(remove_blank_text=True, resolve_entities=False,
+                                                      no_network=True))
+        _refuse_doctype(root, 'domain XML')
+        return root
+    return text_or_root
+
+
 def same_document(text_a, text_b):
-    """Whether two serialisations hold the same document; skips canonicalising identical text."""
-    return text_a == text_b or canonical(text_a) == canonical(text_b)
+    """Whether two serialisations hold the same document: what ``canonical`` compares (elements by
+    namespace and name, attributes in any order, text without surrounding whitespace, comments and
+    processing instructions), walked in linear time: libxml2's C14N sorts attributes by insertion,
+    quadratic in their number (an element with 40,000 took seconds). Skips identical text."""
+    if text_a == text_b:
+        return True
+    pending = [(_comparable(text_a), _comparable(text_b))]
+    while pending:
+        a, b = pending.pop()
+        if a.tag != b.tag or len(a) != len(b):
+            return False
+        if isinstance(a.tag, str):
+            if attribute_dict(a) != attribute_dict(b) or (a.text or '').strip() != (b.text or '').strip():
+                return False
+        elif a.text != b.text or (a.tag is etree.PI and a.target != b.target):
+            return False
+        if (a.tail or '').strip() != (b.tail or '').strip():
+            return False
+        pending.extend(zip(a, b))
+    return True
 
 
 def domain_name(root):
