@@ -240,6 +240,7 @@ class BusConversion:
         scsi = controllers_of_type(self.devices, 'scsi')
         for index in sorted(scsi):
             if scsi[index].get('model') == 'virtio-scsi':
+                self._give_iothread(scsi[index], index, iothread)
                 return index
         attrs = {}
         if self.scsi_queues is not None:
@@ -280,6 +281,19 @@ class BusConversion:
         self.changes.append(Change('controller scsi %d' % index, 'model', None, 'virtio-scsi' + settings,
                                    'bus=scsi needs a virtio-scsi controller'))
         return index
+
+    def _give_iothread(self, ctrl, index, iothread):
+        """An existing virtio-scsi controller without an iothread takes the one the moving disks ran in:
+        a SCSI disk runs in its controller's iothread, and losing it costs random I/O."""
+        driver = ctrl.find('driver')
+        if iothread is None or (driver is not None and driver.get('iothread')):
+            return
+        if driver is None:
+            driver = make_child(ctrl, 'driver', index=0)
+        set_attr(driver, 'iothread', iothread)
+        self.changes.append(Change('controller scsi %d' % index, 'iothread', None, str(iothread),
+                                   'the moved disks ran in iothread %s; a SCSI disk runs in its controller\'s '
+                                   'iothread' % iothread))
 
     def _set_queues(self, ctrl, index):
         if self.scsi_queues is None:

@@ -217,6 +217,11 @@ def _indent_unit(parent):
         ws = prev.tail if prev is not None else parent.getparent().text
         if ws and ws.strip() == '':
             parent_indent = ws
+    if len(parent):
+        gaps = [parent.text or ''] + [child.tail or '' for child in parent]
+        if all(gap.strip() == '' and '\n' not in gap for gap in gaps):
+            # Children on one line with the parent (<disk ...><source .../><target .../></disk>): so is a new one.
+            return parent.text or '', parent[-1].tail or ''
     if len(parent) and parent.text and parent.text.strip() == '':
         return parent.text, parent_indent
     return parent_indent + '  ', parent_indent

@@ -196,9 +196,10 @@ def _processes_with(text):
     return found
 
 
-def test_a_check_whose_module_is_killed_ends_with_its_probes_and_root(tmp_path):
-    """The review's L1: the child runs in its own session, so a module killed by SIGKILL (or SIGHUP
-    over ssh) left it, and the stuck probe it started, running for good, and its root in /dev/shm."""
+@pytest.fixture
+def stuck_emulator():
+    """(path, marker): a root-owned emulator in a root-only directory (so the check runs it) that never
+    answers libvirt's probe; every process it runs has ``marker`` in its command line."""
     stuck_dir = tempfile.mkdtemp(prefix='kvmio-stuck-', dir='/var/tmp')
     os.chmod(stuck_dir, 0o755)
     marker = os.path.basename(stuck_dir)
@@ -206,17 +207,32 @@ def test_a_check_whose_module_is_killed_ends_with_its_probes_and_root(tmp_path):
     with open(stuck, 'w', encoding='utf-8') as handle:
         handle.write('#!/bin/sh\nwhile :; do sleep 1; done\n')     # its command line names stuck_dir
     os.chmod(stuck, 0o755)
+    yield stuck, marker
+    for pid in _processes_with(marker):
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(stuck_dir)
+
+
+def _start_stuck_check(tmp_path, stuck, marker):
     path = tmp_path / 'web.xml'
     path.write_text(template(emulator=stuck))
-    roots_before = set(os.listdir('/dev/shm'))
     proc, args_file = start_module_process('kvm_disk_tune', {'xml_path': str(path), 'probe_storage': False,
                                                              'cache': 'none', 'io': 'native',
                                                              'backup_dir': str(tmp_path / 'b')})
+    deadline = time.monotonic() + 60
+    while not _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(marker), 'the probe never started'
+    return proc, args_file
+
+
+def test_a_check_whose_module_is_killed_ends_with_its_probes_and_root(tmp_path, stuck_emulator):
+    """The review's L1: the child runs in its own session, so a module killed by SIGKILL (or SIGHUP
+    over ssh) left it, and the stuck probe it started, running for good, and its root in /dev/shm."""
+    stuck, marker = stuck_emulator
+    roots_before = set(os.listdir('/dev/shm'))
+    proc, args_file = _start_stuck_check(tmp_path, stuck, marker)
     try:
-        deadline = time.monotonic() + 60
-        while not _processes_with(marker) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _processes_with(marker), 'the probe never started'
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         deadline = time.monotonic() + 15
@@ -227,10 +243,49 @@ def test_a_check_whose_module_is_killed_ends_with_its_probes_and_root(tmp_path):
         left = [e for e in set(os.listdir('/dev/shm')) - roots_before if e.startswith(_define_check.RUN_PREFIX)]
         assert not left, 'roots left behind: %s' % left
     finally:
-        for pid in _processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
         os.unlink(args_file)
-        shutil.rmtree(stuck_dir)
+
+
+def test_the_check_keeps_out_of_the_host_daemon_s_run_directory(tmp_path, stuck_emulator):
+    """The review's L6: the check's libvirt read (or, on a host without a daemon, created)
+    /run/libvirt/common/system.token, the host daemon's. The child now sees an empty tmpfs there (in a
+    mount namespace of its own, which its probes share); the host's directory is untouched."""
+    stuck, marker = stuck_emulator
+    token = '/run/libvirt/common/system.token'
+    before = os.stat(token) if os.path.exists(token) else None
+    proc, args_file = _start_stuck_check(tmp_path, stuck, marker)
+    try:
+        probe = _processes_with(marker)[0]
+        with open('/proc/%d/mountinfo' % probe, encoding='utf-8') as handle:
+            mounts = {line.split()[4]: line.split(' - ')[1].split()[0] for line in handle}
+        assert mounts.get('/run/libvirt') == 'tmpfs' or mounts.get('/run') == 'tmpfs', mounts
+        inside = '/proc/%d/root%s' % (probe, token)
+        if before is not None and os.path.exists(inside):
+            assert os.stat(inside).st_dev != before.st_dev, 'the check used the host daemon\'s token'
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        os.unlink(args_file)
+    if before is not None:
+        after = os.stat(token)
+        assert (after.st_ino, after.st_mtime_ns, after.st_atime_ns) == (before.st_ino, before.st_mtime_ns,
+                                                                        before.st_atime_ns)
+
+
+def test_an_iothread_moves_with_its_disk_onto_a_virtio_scsi_controller_libvirt_accepts():
+    """The review's L6 (iothread): the controller that takes the moved disk's iothread is accepted by libvirt."""
+    from ansible_collections.kvmio.tuning.plugins.module_utils._disk_plan import TunePolicy, plan_domain
+    from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskSettings
+    text = dx.domain('kvmio-test-iothread', [
+        dx.disk('/var/lib/libvirt/images/a.qcow2', 'vda', 'virtio'),
+        dx.disk('/var/lib/libvirt/images/b.qcow2', 'vdb', 'virtio').replace('type="qcow2"', 'type="qcow2" iothread="1"')],
+        extra_devices="<controller type='scsi' index='0' model='virtio-scsi'/>",
+        metadata='\n  <iothreads>1</iothreads>')
+    plan = plan_domain(text, TunePolicy(settings=DiskSettings(cache='keep', io='keep'), bus='scsi',
+                                        convert_boot_disk=True))
+    assert 'iothread="1"' in plan.after.split('<controller')[1] and plan.changed
+    check = check_defines([('kvmio-test-iothread', text, plan.after)], redefine=False)
+    assert check.checked == ['kvmio-test-iothread'], check
 
 
 # --- M1: a define that fails mid-run changes nothing: the check mirrors the daemon, the run rolls back

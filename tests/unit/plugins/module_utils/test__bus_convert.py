@@ -112,3 +112,21 @@ def test_a_disk_at_function_0_of_a_shared_slot_stays(sharer, stays):
     if stays:
         assert 'it is function 0 of a multifunction PCI slot that %s (function ' % sharer[1:sharer.index(' ')] \
             in warning[0]
+
+
+def test_a_disk_moving_onto_a_virtio_scsi_controller_without_an_iothread_brings_its_own():
+    """The review's L6: vde ran in iothread 1; moved onto the domain's virtio-scsi controller (which had
+    none), it lost it (recorded, but random I/O got slower). The controller now takes the iothread;
+    one that has an iothread keeps it."""
+    controller = "<controller type='scsi' index='0' model='virtio-scsi'/>"
+    plan = plan_domain(domain([DISKS['vde'], controller]), TunePolicy(settings=KEEP, bus='scsi'))
+    ctrl = etree.fromstring(plan.after.encode()).find("devices/controller[@type='scsi']")
+    assert ctrl.find('driver').get('iothread') == '1', plan.after
+    assert [(c.device, c.setting, c.after) for c in plan.changes if c.device == 'controller scsi 0'] == [
+        ('controller scsi 0', 'iothread', '1')]
+    busy = controller.replace('/>', "><driver iothread='2'/></controller>")
+    plan = plan_domain(domain([DISKS['vde'], busy]).replace('<iothreads>1', '<iothreads>2'),
+                       TunePolicy(settings=KEEP, bus='scsi'))
+    ctrl = etree.fromstring(plan.after.encode()).find("devices/controller[@type='scsi']")
+    assert ctrl.find('driver').get('iothread') == '2'
+    assert any(c.device == 'vde' and c.setting == 'iothread' and c.after is None for c in plan.changes)

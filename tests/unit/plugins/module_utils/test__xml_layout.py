@@ -171,3 +171,12 @@ def test_time_grows_linearly_with_the_attributes_of_an_element():
     finally:
         gc.enable()
     assert big < 8 * small + 0.2, 'x4 attributes took x%.1f time (%.2f s, %.2f s)' % (big / small, small, big)
+
+
+def test_a_new_element_in_a_one_line_parent_stays_on_that_line():
+    """The review's L6: a <driver> added to a <disk> written on one line reflowed it into four lines."""
+    text = ("<domain type='qemu'>\n  <name>one</name>\n  <devices>\n    <disk type='file' device='disk'><source "
+            "file='/i/a.qcow2'/><target dev='vda' bus='virtio'/></disk>\n  </devices>\n</domain>\n")
+    new_text, plan = tune_text(text, POLICIES['virtio-none-native'])
+    assert plan.changed
+    assert new_text == text.replace("device='disk'><source", "device='disk'><driver cache='none' io='native'/><source")
