@@ -47,14 +47,18 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kvmio.tuning.plugins.module_utils._report import build_report, to_html, to_markdown
+from ansible_collections.kvmio.tuning.plugins.module_utils._report import ReportInputError, build_report, to_html, \
+    to_markdown
 
 
 def fleet_report(hosts, format='data', before=None, bench=None):  # pylint: disable=redefined-builtin
     if not isinstance(hosts, dict):
         raise AnsibleFilterError('fleet_report takes a dict of host name to kvm_io_info result, not %s'
                                  % type(hosts).__name__)
-    report = build_report(hosts, before=before, bench=bench)
+    try:
+        report = build_report(hosts, before=before, bench=bench)
+    except ReportInputError as err:
+        raise AnsibleFilterError('fleet_report: %s' % err) from None
     if format == 'markdown':
         return to_markdown(report)
     if format == 'html':

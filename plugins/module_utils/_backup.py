@@ -60,8 +60,8 @@ def backup_directory(backup_dir, create=False):
     return trusted_directory(backup_dir, 'backup_dir', create=create, mode=0o700)
 
 
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def _fsync(path, flags=0):
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | flags)
     try:
         os.fsync(fd)
     finally:
@@ -118,7 +118,12 @@ def sync_backups(backup_dir, paths):
         return
     try:
         map_threads(_fsync, paths, workers=FSYNC_WORKERS)
-        _fsync(backup_dir)
+        # The directory as ``backup_directory`` resolved and checked it: a backup_dir that is a link
+        # root made (to a root-only directory) is fine, and O_NOFOLLOW must not refuse it.
+        _fsync(backup_directory(backup_dir), os.O_DIRECTORY)
+    except KvmioError as err:
+        raise ApplyError('cannot flush the backups in %s to disk (%s); nothing was defined'
+                         % (backup_dir, err.msg)) from None
     except OSError as err:
         raise ApplyError('cannot flush the backups in %s to disk (%s); nothing was defined'
                          % (backup_dir, err.strerror or err)) from None

@@ -6,13 +6,17 @@
 # Do not use it from other collections or standalone plugins/modules.
 
 """kvm_io_bench: mode=host runs qemu-img bench on scratch images in the user's storage for each cache mode and
-preallocation; mode=guest hands over to ``_guest_bench_runner`` (fio in a throwaway guest)."""
+preallocation; mode=guest hands over to ``_guest_bench_runner`` (fio in a throwaway guest).
+
+The measured directory may be one other users can write (a shared pool), so nothing is written by a
+name in it: the host mode's scratch files live in a private work directory (``_image_workdir.WorkDir``:
+made 0700 under a random name, held by its descriptor), qemu-img reaches them as ``/dev/fd/N/NAME``, and
+a user who renames the work directory or plants a look-alike with links in it changes nothing."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 
 from ._disk_policy import AUTO_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
@@ -21,9 +25,11 @@ from ._fio import WORKLOADS as GUEST_WORKLOADS
 from ._guest_bench import GUEST_ARGUMENT_SPEC
 from ._host_probe import host_support
 from ._image_plan import human_size, parse_size
+from ._image_workdir import WorkDir, open_directory, remove_dead_workdirs
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, library_version
 from ._qemu_img import QemuImg, module_runner
-from ._storage_probe import StorageProber, filesystem_of, read_mounts
+from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect_fd, read_mounts
+from ._support import StorageFacts
 
 # name: (write, block size, step between requests)
 WORKLOADS = {
@@ -38,6 +44,10 @@ BASELINE = ('default', 'off')
 # qemu-img bench reports milliseconds: a shorter run is mostly rounding error.
 MEASURABLE_SECONDS = 0.05
 MAX_GROWTH_ROUNDS = 2
+# The private work directory in the measured directory is named '.bench.kvmio-<random>.tmp'.
+WORKDIR_NAME = 'bench'
+SCRATCH_IMAGE = 'bench.qcow2'
+PROBE_FILE = 'probe'
 
 
 HOST_DEFAULTS = {'size': '256M', 'caches': list(CACHES), 'workloads': ['write', 'read'], 'time_limit': 300}
@@ -97,20 +107,21 @@ class BenchRun:
                             'nothing was written' % (human_size(usage.free), path, human_size(needed),
                                                      human_size(size)))
 
-    def _measure(self, image, size, cache, io, prealloc, workload):
+    def _measure(self, work, size, cache, io, prealloc, workload):
         """(seconds, requests) of one qemu-img bench run on a fresh image. A run too short for
         qemu-img's millisecond clock (page-cached reads) is repeated with 10x the requests, as long
         as writes still land in new clusters of the checked scratch size (reads may wrap around)."""
         write, block, step = WORKLOADS[workload]
         count = self.params['count']
         rounds = 0
+        image = work.file_path(SCRATCH_IMAGE)
         while True:
-            self.qemu_img.create(image, size, 'qcow2', {'preallocation': prealloc})
+            self.qemu_img.create(image, size, 'qcow2', {'preallocation': prealloc}, pass_fds=[work.fd])
             try:
                 seconds = self.qemu_img.bench(image, 'qcow2', cache, io, count, self.params['depth'], block,
-                                              step, write)
+                                              step, write, pass_fds=[work.fd])
             finally:
-                os.unlink(image)
+                os.unlink(SCRATCH_IMAGE, dir_fd=work.fd)
             if seconds >= MEASURABLE_SECONDS or rounds == MAX_GROWTH_ROUNDS or (write and step * count * 10 > size):
                 return seconds, count
             count *= 10
@@ -129,36 +140,62 @@ class BenchRun:
         if self.module.check_mode:
             result['skipped'] = ['check mode: %d combinations not run' % (len(combos) * len(params['workloads']))]
             return result
-        scratch = tempfile.mkdtemp(prefix='.kvmio-bench-', dir=params['path'])
+        real = os.path.realpath(params['path'])
+        try:
+            dir_fd = open_directory(real)
+        except OSError as err:
+            raise PlanError('cannot open %s: %s; nothing was written' % (params['path'], err.strerror)) from None
         deadline = time.monotonic() + params['time_limit']
         try:
-            probe = os.path.join(scratch, 'probe')
-            with open(probe, 'wb') as handle:
-                handle.write(b'\0' * 4096)
-            storage = StorageProber().facts(probe, 'raw')
-            result['odirect'] = storage.odirect
-            host = host_support(self.qemu_img.version(), library_version())
-            for cache, prealloc in combos:
-                settings, problem = candidate_settings(cache, probe, storage, host)
-                if problem:
-                    result['skipped'].append('cache=%s: %s' % (cache, problem))
-                    continue
-                cache, io = settings['cache'], settings['io']
-                for workload in params['workloads']:
-                    if time.monotonic() > deadline:
-                        result['skipped'].append('%s/%s/%s: time_limit of %d s reached'
-                                                 % (cache, prealloc, workload, params['time_limit']))
-                        continue
-                    seconds, count = self._measure(os.path.join(scratch, 'bench.qcow2'), size, cache, io,
-                                                   prealloc, workload)
-                    block = WORKLOADS[workload][1]
-                    result['results'].append({
-                        'cache': cache, 'io': io, 'baseline': settings['baseline'], 'preallocation': prealloc,
-                        'workload': workload, 'count': count,
-                        'seconds': seconds, 'iops': round(count / seconds) if seconds else None,
-                        'mb_per_s': round(count * block / seconds / 1e6, 1) if seconds else None})
+            remove_dead_workdirs(dir_fd, real, WORKDIR_NAME)      # scratch images of a killed run
+            with WorkDir(dir_fd, real, WORKDIR_NAME) as work:
+                self._run_all(work, real, size, combos, deadline, result)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            os.close(dir_fd)
+        self._summarise(result)
+        return result
+
+    def _probe(self, work, real):
+        """StorageFacts of the measured directory, from a probe file written and read through the work
+        directory's descriptor (the O_DIRECT open of ``_storage_probe``, by descriptor)."""
+        fd = work.open(PROBE_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, b'\0' * 4096)
+            odirect, why = probe_odirect_fd(fd, os.path.join(real, PROBE_FILE))
+        finally:
+            os.close(fd)
+        mountpoint, fstype = filesystem_of(real, read_mounts())
+        path = os.path.join(work.path, PROBE_FILE)
+        return StorageFacts(path=path, kind='file', fstype=fstype, mountpoint=mountpoint, odirect=odirect,
+                            shared=fstype in SHARED_FILESYSTEMS, image_format='raw', chain=(path,), detail=why)
+
+    def _run_all(self, work, real, size, combos, deadline, result):
+        params = self.params
+        storage = self._probe(work, real)
+        result['odirect'] = storage.odirect
+        host = host_support(self.qemu_img.version(), library_version())
+        for cache, prealloc in combos:
+            settings, problem = candidate_settings(cache, storage.path, storage, host)
+            if problem:
+                result['skipped'].append('cache=%s: %s' % (cache, problem))
+                continue
+            cache, io = settings['cache'], settings['io']
+            for workload in params['workloads']:
+                if time.monotonic() > deadline:
+                    result['skipped'].append('%s/%s/%s: time_limit of %d s reached'
+                                             % (cache, prealloc, workload, params['time_limit']))
+                    continue
+                seconds, count = self._measure(work, size, cache, io, prealloc, workload)
+                block = WORKLOADS[workload][1]
+                result['results'].append({
+                    'cache': cache, 'io': io, 'baseline': settings['baseline'], 'preallocation': prealloc,
+                    'workload': workload, 'count': count,
+                    'seconds': seconds, 'iops': round(count / seconds) if seconds else None,
+                    'mb_per_s': round(count * block / seconds / 1e6, 1) if seconds else None})
+
+    @staticmethod
+    def _summarise(result):
         # Every row ran with settings decide_disk accepts; the recommendation is the fastest of what
         # cache=auto may choose (a host bench cannot see what writethrough costs a guest).
         writes = [r for r in result['results'] if r['workload'] == 'write' and not r['baseline']

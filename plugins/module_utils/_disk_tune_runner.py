@@ -23,7 +23,7 @@ from ._disk_plan import plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
 from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import domain_name, parse_domain, redact_secrets, to_text
+from ._domain_xml import domain_name, parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
@@ -33,11 +33,12 @@ from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._module import validated_overrides
 from ._overrides import check_literal_rules, policy_for, scsi_queues
 from ._parallel import map_threads
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._save_image import DEFAULT_SAVE_DIR
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
 from ._storage_probe import StorageProber
 from ._xml_file import XmlFile
-from ._xml_layout import LayoutError, LayoutKeeper
+from ._xml_layout import LayoutError, LayoutKeeper, redacted_text
 
 DISK_RULE_SPEC = {
     'match': {'type': 'str', 'required': True},
@@ -86,13 +87,14 @@ def argument_spec():
     })
     spec.update(LOCK_ARGUMENT_SPEC)
     spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
+    spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
 
 
-def _without_secrets(text):
-    """A file's text for a diff: as it is, or serialised with its secrets redacted when it has any."""
-    redacted = redact_secrets(text)
-    return text if redacted == to_text(parse_domain(text)) else redacted
+# What result_detail=summary keeps of each domain entry; of ``live`` (running domains with apply=live),
+# the outcome without the per-disk detail.
+SUMMARY_DOMAIN_KEYS = ('name', 'changed', 'restart_required',
+                       ('live', ('status', 'method', 'predicted', 'taint', 'pause', 'error')))
 
 
 def _remove_backup(path):
@@ -236,9 +238,8 @@ class DiskTuneRun:
                     raise
         result = self._result([plan], set(), backups, checked)
         if self.module._diff and plan.changed:
-            # The file's own text before and after: exactly what a git diff will show, unless it holds
-            # secrets (then both sides are serialised with them redacted, as in libvirt mode).
-            result['diff'] = [{'before': _without_secrets(text), 'after': _without_secrets(new_text),
+            # The file's own text before and after: exactly what a git diff will show, secrets apart.
+            result['diff'] = [{'before': redacted_text(text), 'after': redacted_text(new_text),
                                'before_header': '%s (before)' % path, 'after_header': '%s (after)' % path}]
         return result
 
@@ -291,12 +292,16 @@ class DiskTuneRun:
             domains.append(entry)
         result = {
             'changed': any(d['changed'] for d in domains),
-            'domains': domains,
+            'domains': shape_entries(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
             'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
             'backups': backups,
             'define_check': checked.as_dict(),
+            'counts': {'domains': len(plans), 'changed': sum(1 for d in domains if d['changed']),
+                       'restart_required': sum(1 for d in domains if d['restart_required']),
+                       'disks': sum(len(p.disks) for p in plans), 'changes': sum(len(p.changes) for p in plans if p.changed)},
             # Probe facts once per storage path (many disks share bases and directories).
-            'storage': self.prober.all_facts() if self.prober is not None else {},
+            'storage': self.prober.all_facts() if self.prober is not None and self.params['result_detail'] == 'full'
+            else {},
         }
         if live:
             result['tainted'] = sorted(name for name, (state, _done) in live.items() if state['taint'])

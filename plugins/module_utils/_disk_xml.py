@@ -16,16 +16,26 @@ from __future__ import annotations
 from ._disk_policy import SETTINGS, DiskInfo
 
 
+def host_path(path):
+    """The file a path in domain XML names on the host. libvirt accepts a relative path and QEMU, started
+    by libvirtd (whose working directory is ``/``), opens it relative to ``/``; the modules' own working
+    directory (a temporary directory of Ansible's) means nothing, so a relative path is read from ``/``."""
+    if path and not path.startswith('/'):
+        return '/' + path
+    return path
+
+
 def disk_source(disk, volume_paths=None):
-    """(source type, local path or None, network protocol or None) of a ``<disk>`` element."""
+    """(source type, local path or None, network protocol or None) of a ``<disk>`` element; a relative
+    path is made absolute as QEMU under libvirt reads it (``host_path``)."""
     source_type = disk.get('type', 'file')
     source = disk.find('source')
     if source is None:
         return source_type, None, None
     if source_type == 'file':
-        return source_type, source.get('file') or None, None
+        return source_type, host_path(source.get('file')) or None, None
     if source_type == 'block':
-        return source_type, source.get('dev') or None, None
+        return source_type, host_path(source.get('dev')) or None, None
     if source_type == 'volume':
         key = (source.get('pool'), source.get('volume'))
         return source_type, (volume_paths or {}).get(key), None

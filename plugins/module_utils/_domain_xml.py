@@ -168,10 +168,37 @@ def domain_uuid(root):
     return (root.findtext('uuid') or '').strip().lower()
 
 
-# What libvirt adds to domain XML only with VIR_DOMAIN_XML_SECURE (checked against libvirt 9.0:
-# graphics passwords and the cookies of network disk sources). Backups keep them, to restore them;
-# results (diffs) never carry them.
+# Secrets a domain's XML can hold, and every result (diffs, messages) shows redacted; backups keep them,
+# to restore them. What libvirt adds only with VIR_DOMAIN_XML_SECURE (graphics passwords, the cookies of
+# network disk sources; checked against libvirt 9.0), and what any XML may carry in the clear: QEMU
+# command line arguments and environment (``-object secret,data=...``), SMBIOS and fw_cfg entries
+# (``<sysinfo>``: OEM strings and fw_cfg blobs often carry provisioning tokens) and the launch security
+# blobs of confidential guests (SEV session keys and certificates, SNP identity blocks).
 REDACTED = '********'
+QEMU_NAMESPACE = 'http://libvirt.org/schemas/domain/qemu/1.0'
+
+
+def redact_tree(root):
+    """Replaces every secret in the tree ``root`` by REDACTED, in place; returns how many."""
+    count = 0
+    for el in root.iter(etree.Element):
+        if el.get('passwd') is not None:
+            el.set('passwd', REDACTED)
+            count += 1
+        if el.tag.startswith('{%s}' % QEMU_NAMESPACE) and el.get('value') is not None:
+            el.set('value', REDACTED)       # qemu:arg, qemu:env, qemu:property
+            count += 1
+    texts = [cookie for cookie in root.iter('cookie')
+             if cookie.getparent() is not None and cookie.getparent().tag == 'cookies']
+    for sysinfo in root.iter('sysinfo'):
+        texts.extend(sysinfo.iter('entry'))
+    for security in root.iter('launchSecurity'):
+        texts.extend(el for el in security.iter(etree.Element) if el is not security)
+    for el in texts:
+        if el.text and el.text.strip():
+            el.text = REDACTED
+            count += 1
+    return count
 
 
 def redact_secrets(text_or_root):
@@ -181,12 +208,7 @@ def redact_secrets(text_or_root):
         root = parse_domain(text_or_root)
     else:
         root = etree.fromstring(etree.tostring(text_or_root), _parser())
-    for el in root.iter(etree.Element):
-        if el.get('passwd') is not None:
-            el.set('passwd', REDACTED)
-    for cookie in root.iter('cookie'):
-        if cookie.getparent() is not None and cookie.getparent().tag == 'cookies':
-            cookie.text = REDACTED
+    redact_tree(root)
     return to_text(root)
 
 

@@ -36,6 +36,7 @@ from ._image_plan import human_size, parse_size
 from ._libvirt import LibvirtClient, libvirt
 from ._qemu_img import QemuImg
 from ._storage_probe import StorageProber, filesystem_of, read_mounts
+from ._trusted_files import trusted_directory
 
 DOMAIN_PREFIX = 'kvmio-bench-'
 DEFAULT_REGION = '512M'
@@ -109,6 +110,16 @@ class GuestBench:
                             'nothing was written' % (human_size(usage.free), path, human_size(needed),
                                                      human_size(self.region * len(self.workloads))))
         return needed
+
+    @staticmethod
+    def _check_private(path):
+        """The scratch images and the guest go into ``path`` by name (QEMU opens them by name), so it must
+        be a directory only root or this user can change, as every directory above it (``_trusted_files``):
+        in one others can write, a user could rename the run's directory and plant links in its place."""
+        try:
+            trusted_directory(path, 'path %s (mode=guest writes its scratch images there by name)' % path)
+        except KvmioError as err:
+            raise PlanError('%s; nothing was written' % err.msg, **err.details) from None
 
     # --- candidates ---------------------------------------------------------------------------
 
@@ -290,6 +301,7 @@ class GuestBench:
         if self.check_mode:
             return self._check_mode_result(result)
         self._check_space()
+        self._check_private(params['path'])
         try:
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
         except ValueError:          # not the main thread: no handler, the finally blocks still clean up

@@ -12,6 +12,11 @@ a regular file or a block device (a FIFO, a socket, a directory or a character d
 before anything reads it). qemu-img then gets the open descriptor (``/dev/fd/N``) in a JSON
 description that names every layer and its format explicitly, so it never opens a path, a URL or
 a format that an image header chose. See ``_qcow2_header`` for the header parsing.
+
+A relative backing name means one file whatever way the image was named: it is resolved against
+the image's real directory (links resolved), and also against the directory the image was named in
+(what QEMU does with the path it is given); when the two lead to different files, a strict walk
+refuses, and a non-strict walk (who uses what) keeps both.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from dataclasses import dataclass, field
 from ._errors import PlanError
 from ._qcow2_header import HEADER_READ, HeaderError, decode_name, is_protocol, is_qcow2, other_format, parse_header
 
-MAX_CHAIN = 16
+# libvirt's QEMU driver refuses a backing chain deeper than this; a walk stops there.
+MAX_CHAIN = 200
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 # QEMU's image locks are OFD locks on bytes 100-299 of the file (permissions held, permissions not
 # shared); any lock there means a QEMU process has the file open, as a disk or as a backing file.
 _QEMU_LOCK_START, _QEMU_LOCK_LEN = 100, 200
 _F_OFD_GETLK = getattr(fcntl, 'F_OFD_GETLK', 36)
 _FLOCK = 'hhqqi4x'
+# struct loop_info64 (linux/loop.h) as LOOP_GET_STATUS64 returns it: lo_device and lo_inode come first.
+_LOOP_GET_STATUS64 = 0x4C05
+_LOOP_INFO64 = struct.Struct('=QQQQQIIII64s64s32sQQ')
 
 
 def printable(path):
@@ -77,6 +86,8 @@ class Layer:
     head: bytes = b''
     header: object = None     # Qcow2Header of a qcow2 layer
     backing_name: str | None = None    # as the header writes it
+    backing_other: str | None = None   # non-strict walks: the other resolution of a relative name, when it differs
+    data_path: str | None = None       # non-strict walks: the external data file the header names
 
     @property
     def ident(self):
@@ -101,15 +112,21 @@ class Layer:
 def open_file(path, nofollow=False, dir_fd=None):
     """(fd, stat) of a regular file or block device, opened read-only and non-blocking.
 
-    ``lstat`` first, so that a FIFO or a character device is refused before an ``open`` that could
-    block or have side effects (tape rewind); ``fstat`` after, since the name can change between.
-    Raises FileNotFoundError for a missing file and PlanError for anything that is not an image.
+    The name is first resolved to an inode with ``O_PATH`` (which opens nothing: no FIFO wait, no
+    tape rewind), following a link unless ``nofollow``; ``fstat`` of that says what it is, and only a
+    regular file or block device is then opened, through ``/proc/self/fd`` (the same inode, whatever
+    the name leads to by then). Raises FileNotFoundError for a missing file and PlanError for
+    anything that is not an image.
     """
-    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=not nofollow)
-    kind = kind_of(st.st_mode)
-    if kind not in ('file', 'block'):
-        raise not_an_image(path, kind)
-    fd = os.open(path, _OPEN_FLAGS | (os.O_NOFOLLOW if nofollow else 0), dir_fd=dir_fd)
+    flags = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    handle = os.open(path, flags, dir_fd=dir_fd)
+    try:
+        kind = kind_of(os.fstat(handle).st_mode)
+        if kind not in ('file', 'block'):
+            raise not_an_image(path, kind)
+        fd = os.open('/proc/self/fd/%d' % handle, _OPEN_FLAGS)
+    finally:
+        os.close(handle)
     try:
         st = os.fstat(fd)
         kind = kind_of(st.st_mode)
@@ -119,6 +136,16 @@ def open_file(path, nofollow=False, dir_fd=None):
         os.close(fd)
         raise
     return fd, st
+
+
+def real_path_of(fd, path):
+    """The path the kernel has for the file open at ``fd`` (links resolved, as it was opened), or the
+    resolved ``path`` when the kernel has none (the file was unlinked meanwhile)."""
+    try:
+        found = os.readlink('/proc/self/fd/%d' % fd)
+    except OSError:
+        return os.path.realpath(path)
+    return found if found.startswith('/') and not found.endswith(' (deleted)') else os.path.realpath(path)
 
 
 def read_head(fd, size=HEADER_READ):
@@ -143,7 +170,7 @@ def open_layer(path, fmt, nofollow=False):
 
 def layer_from_fd(path, fd, st, fmt, real=None):
     """A Layer around an open descriptor (closed if reading it fails)."""
-    layer = Layer(path=path, real=real or os.path.realpath(path), fmt=fmt, kind=kind_of(st.st_mode), fd=fd, st=st)
+    layer = Layer(path=path, real=real or real_path_of(fd, path), fmt=fmt, kind=kind_of(st.st_mode), fd=fd, st=st)
     try:
         layer.head = read_head(fd)
         if fmt == 'qcow2':
@@ -161,10 +188,47 @@ def layer_from_fd(path, fd, st, fmt, real=None):
     return layer
 
 
+def resolve_relative(name, named_path, real_path):
+    """(the path ``name`` means beside the image, the other meaning or None): one rule for the relative
+    names an image records (backing file, data file) and for a requested relative ``backing_file``.
+
+    A relative name is taken against the image's real directory (``real_path``: links resolved). QEMU
+    takes it against the directory of the path it was given (``named_path``), which differs when a
+    directory on that path is a link and the name climbs out of it (``../base.qcow2``). When the two
+    lead to different files, the second is returned too; when they lead to the same file (or both to
+    nothing), it is None.
+    """
+    if os.path.isabs(name):
+        return name, None
+    by_real = os.path.join(os.path.dirname(real_path), name)
+    by_name = os.path.join(os.path.dirname(named_path), name)
+    if by_real == by_name or _same_target(by_real, by_name):
+        return by_real, None
+    return by_real, by_name
+
+
+def _same_target(first, second):
+    idents = []
+    for path in (first, second):
+        try:
+            st = os.stat(path)
+        except OSError:
+            idents.append(None)
+        else:
+            idents.append((st.st_dev, st.st_ino))
+    return idents[0] == idents[1]
+
+
 def backing_path(layer):
-    """The absolute path a layer's backing name means (relative to the layer's own directory, as QEMU reads it)."""
-    name = layer.backing_name
-    return name if os.path.isabs(name) else os.path.join(os.path.dirname(layer.path), name)
+    """The absolute path a layer's backing name means (``resolve_relative``)."""
+    return resolve_relative(layer.backing_name, layer.path, layer.real)[0]
+
+
+def two_meanings(name, path, other, image):
+    return PlanError('%s names %s, which is %s seen from the real directory of the image and %s seen from the '
+                     'directory it was named in (%s); name the file by an absolute path, or name the image by its '
+                     'real path' % (printable(image), printable(name), printable(path), printable(other),
+                                    printable(os.path.dirname(image))))
 
 
 @dataclass
@@ -174,6 +238,10 @@ class Chain:
     layers: list = field(default_factory=list)
     stopped: str = ''          # non-strict walks: why the walk stopped before the chain's end
     remote_backing: str = ''   # the last layer's backing file is a URL or JSON description (not followed)
+    # Non-strict walks: why files past the last layer may exist unknown to the walk (a layer that
+    # could not be read, a format whose backing files are not read here, the depth limit), as opposed
+    # to an end QEMU would meet too (a missing file, a FIFO, a loop); '' when there are none.
+    incomplete: str = ''
 
     @property
     def top(self):
@@ -222,29 +290,66 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
     whatever its bytes say, and so does one of another format (its bytes are not parsed). A backing
     file whose format the overlay does not record is opened as raw, as libvirt's QEMU driver opens it
     (it refuses to probe the format of a backing file; probing would let the file's bytes, perhaps a
-    guest's, choose). ``strict`` raises PlanError for anything qcow2_create cannot follow safely (a URL
-    or JSON backing name, a missing file, a loop, a format other than qcow2/raw, an external data file,
-    more than ``max_depth`` layers); otherwise the walk stops there and ``Chain.stopped`` says why (a URL
-    or JSON backing name is not a stop: ``Chain.remote_backing`` names it).
+    guest's, choose). Relative names follow ``resolve_relative``.
+
+    ``strict`` raises PlanError for anything qcow2_create cannot follow safely (a URL or JSON backing
+    name, a missing file, a loop, a format other than qcow2/raw, an external data file, a relative name
+    with two meanings, more than ``max_depth`` layers). Otherwise (who uses what, storage probes) the
+    walk stops there and ``Chain.stopped`` says why, ``Chain.incomplete`` whether files may lie beyond;
+    an external data file is recorded (``Layer.data_path``) and the walk goes on, a second meaning of a
+    relative name is recorded (``Layer.backing_other``), and a URL or JSON backing name is not a stop
+    (``Chain.remote_backing`` names it). A non-strict walk whose first file cannot be opened returns a
+    Chain without layers.
     """
     chain = Chain()
+    current, current_fmt, seen = path, fmt, set()
+
+    def stop(message, incomplete):
+        if strict:
+            chain.close()
+            raise PlanError(message)
+        chain.stopped = message
+        chain.incomplete = message if incomplete else ''
+        return chain
+
     try:
-        current, current_fmt, seen = path, fmt, set()
         while True:
             if top is not None and not chain.layers:
                 layer = top
             else:
-                layer = open_layer(current, current_fmt, nofollow=nofollow and not chain.layers)
+                try:
+                    fd, st = open_file(current, nofollow=nofollow and not chain.layers)
+                except FileNotFoundError:
+                    return stop('backing file %s of %s is missing' % (printable(current), printable(path))
+                                if chain.layers else '%s does not exist' % printable(path), False)
+                except PlanError as err:
+                    return stop(err.msg, False)          # a FIFO, a directory...: QEMU cannot read past it either
+                except OSError as err:
+                    return stop('cannot read %s: %s' % (printable(current), err.strerror), True)
+                try:
+                    layer = layer_from_fd(current, fd, st, current_fmt)
+                except PlanError as err:
+                    return stop(err.msg, True)
+                except OSError as err:
+                    return stop('cannot read %s: %s' % (printable(current), err.strerror), True)
             chain.layers.append(layer)
             if layer.ident in seen:
-                raise PlanError('the backing chain of %s loops at %s' % (printable(path), printable(current)))
+                return stop('the backing chain of %s loops at %s' % (printable(path), printable(current)), False)
             seen.add(layer.ident)
-            if layer.header is not None and layer.header.external_data_file:
-                raise PlanError('%s has an external data file (%s); qcow2_create does not handle such images'
-                                % (printable(current), printable(layer.header.data_file or '?')))
-            if layer.header is not None and layer.header.encrypted and strict:
-                raise PlanError('%s is an encrypted qcow2 image; qcow2_create does not handle such images'
-                                % printable(current))
+            header = layer.header
+            if header is not None and header.external_data_file:
+                if strict or not header.data_file:
+                    return stop('%s has an external data file (%s); qcow2_create does not handle such images'
+                                % (printable(current), printable(header.data_file or '?')), True)
+                layer.data_path, _other = resolve_relative(header.data_file, layer.path, layer.real)
+            if header is not None and header.encrypted and strict:
+                return stop('%s is an encrypted qcow2 image; qcow2_create does not handle such images'
+                            % printable(current), True)
+            if layer.fmt not in ('qcow2', 'raw'):
+                # Not a stop for the probe (as before), but what lies behind such a layer is unknown.
+                chain.incomplete = '%s is read as %s, whose backing files are not read here' % (
+                    printable(current), layer.fmt)
+                return chain
             if layer.backing_name is None:
                 return chain
             name = layer.backing_name
@@ -252,39 +357,40 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
                 chain.remote_backing = name
                 return chain
             if is_protocol(name):
-                raise PlanError('%s names %s as its backing file, which is not a local file; qcow2_create follows '
-                                'only local files (write ./%s if it is one)'
-                                % (printable(current), printable(name), printable(name)))
+                return stop('%s names %s as its backing file, which is not a local file; qcow2_create follows '
+                            'only local files (write ./%s if it is one)'
+                            % (printable(current), printable(name), printable(name)), False)
             if len(chain.layers) >= max_depth:
-                raise PlanError('the backing chain of %s is longer than %d files' % (printable(path), max_depth))
-            current = backing_path(layer)
-            current_fmt = layer.header.backing_format or 'raw'
+                return stop('the backing chain of %s is longer than %d files' % (printable(path), max_depth), True)
+            current, other = resolve_relative(name, layer.path, layer.real)
+            if other is not None:
+                if strict:
+                    raise two_meanings(name, current, other, layer.path)
+                layer.backing_other = other
+            current_fmt = header.backing_format or 'raw'
             if current_fmt not in ('qcow2', 'raw') and strict:
-                raise PlanError('%s names its backing file %s as %s; qcow2_create reads only qcow2 and raw images'
-                                % (printable(layer.path), printable(current), current_fmt))
-    except FileNotFoundError:
-        chain_error = PlanError('backing file %s of %s is missing' % (printable(current), printable(path))
-                                if chain.layers else '%s does not exist' % printable(path))
-        if strict or not chain.layers:
-            chain.close()
-            raise chain_error from None
-        chain.stopped = chain_error.msg
-        return chain
-    except PlanError as err:
-        if strict or not chain.layers:
-            chain.close()
-            raise
-        chain.stopped = err.msg
-        return chain
-    except OSError as err:
-        if strict or not chain.layers:
-            chain.close()
-            raise PlanError('cannot read %s: %s' % (printable(current), err.strerror)) from None
-        chain.stopped = 'cannot read %s: %s' % (printable(current), err.strerror)
-        return chain
+                return stop('%s names its backing file %s as %s; qcow2_create reads only qcow2 and raw images'
+                            % (printable(layer.path), printable(current), current_fmt), False)
     except BaseException:
         chain.close()
         raise
+
+
+def loop_backing(fd):
+    """(st_dev, st_ino) of the file behind the loop device open at ``fd``, and its name as the kernel
+    has it; None when ``fd`` is no loop device (or not attached)."""
+    try:
+        answer = fcntl.ioctl(fd, _LOOP_GET_STATUS64, bytes(_LOOP_INFO64.size))
+    except OSError:
+        return None
+    fields = _LOOP_INFO64.unpack(answer)
+    device, inode, number = fields[0], fields[1], fields[5]
+    try:
+        with open('/sys/block/loop%d/loop/backing_file' % number, 'rb') as handle:
+            name = os.fsdecode(handle.read().rstrip(b'\n'))
+    except OSError:
+        name = os.fsdecode(fields[9].rstrip(b'\0'))
+    return (device, inode), name
 
 
 def qemu_holds(fd):

@@ -311,27 +311,25 @@ def check_disk_image(path, fmt, size):
                         'qcow2_create leaves it alone' % (path, size))
 
 
-def check_users(path, action, uses, fmt, force):
+def check_users(path, action, uses, fmt, force, unknown=(), vouched=False):
     """Refuses to convert, grow or remove a file a domain uses anywhere in its chains.
 
-    ``uses`` None: libvirt could not be asked. Running domains always refuse; a conversion that
-    changes the format refuses every domain that reads the file as raw (it would read qcow2 metadata
-    as its disk); a removal refuses defined domains unless ``force``.
+    ``uses``: the domains known to use the file (None: libvirt could not be asked); ``unknown``: why
+    other users may exist unseen (a chain walk that stopped early or timed out, naming the disk).
+    Known running domains always refuse; a conversion that changes the format refuses every domain
+    that reads the file as raw (it would read qcow2 metadata as its disk); a removal refuses defined
+    domains unless ``force``. When users may be unknown, a removal needs ``force`` and a conversion
+    needs ``force`` or ``vouched`` (the admin stated the format with source_format): the format then
+    came from the file's own first bytes, which a guest may have written.
     """
     doing = ACTION_DONE[action]
-    if uses is None:
-        if action == 'remove' and not force:
-            raise PlanError('cannot check whether a domain uses %s; set force=true to remove it anyway' % path)
-        if action == 'convert' and fmt != 'qcow2' and not force:
-            raise PlanError('cannot check whether a domain reads %s as %s, so it is not converted to qcow2; set '
-                            'force=true to convert it anyway' % (path, fmt))
-        return
-    running = [u for u in uses if u.running]
+    reasons = (['libvirt cannot be asked'] if uses is None else []) + list(unknown)
+    running = [u for u in uses or () if u.running]
     if running:
         raise PlanError('%s is in use by running domain %s, so it is not %s; shut the domain down first'
                         % (path, _who(running), doing), users=sorted({u.domain for u in uses}))
     if action == 'convert':
-        readers = [u for u in uses if u.declared_format != 'qcow2']
+        readers = [u for u in uses or () if u.declared_format != 'qcow2']
         if readers:
             raise PlanError('%s is read as %s by domain %s: converted to qcow2, it would show the guest qcow2 '
                             'metadata instead of its disk; nothing was done (convert it by hand and change '
@@ -341,6 +339,14 @@ def check_users(path, action, uses, fmt, force):
     if action == 'remove' and uses and not force:
         raise PlanError('%s is a disk of domain %s; remove it from the domain first, or set force=true'
                         % (path, _who(uses)), users=sorted({u.domain for u in uses}))
+    why = '; '.join(reasons)
+    if reasons and action == 'remove' and not force:
+        raise PlanError('cannot check whether a domain uses %s (%s); set force=true to remove it anyway'
+                        % (path, why), unknown_users=reasons)
+    if reasons and action == 'convert' and not (force or vouched):
+        raise PlanError('cannot check whether a domain reads %s as another format than %s (%s); set source_format '
+                        'to the format its users read it as (its own first bytes may be a guest\'s), or force=true, '
+                        'to convert it anyway' % (path, fmt, why), unknown_users=reasons)
 
 
 def planned_facts(before, wanted, action, has_backing):

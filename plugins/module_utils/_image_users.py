@@ -10,21 +10,44 @@
 libvirt's inactive XML has no ``<backingStore>``, so the chains are read here from the headers of
 the images the domains declare, as QEMU would follow them: a disk the domain declares raw ends its
 chain whatever its bytes say (a guest may have written a qcow2 header there), only regular files
-and block devices are opened, non-blocking, and a chain is at most ``MAX_CHAIN`` files.
+and block devices are opened, non-blocking, and a chain is followed to libvirt's own depth limit.
+
+Files are keyed by what they are, ``(st_dev, st_ino)``, never by name: a bind mount or a hard link
+gives one file many paths, and every path of a used file is used. The files a disk uses are its
+chain, each layer's external data file, both meanings of a relative name that differ
+(``_image_chain.resolve_relative``) and the file behind a loop device.
+
+Every chain walk is bounded in time (``_storage_probe.BoundedReads``): a disk on a hung NFS or FUSE
+mount makes its users *unknown* (``ImageUses.unknown`` says which disk and why), as does a walk that
+stops before the end of a chain; callers then refuse what could harm an unknown user.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 from ._domain_xml import parse_domain
-from ._errors import KvmioError, PlanError
-from ._image_chain import MAX_CHAIN, walk_chain
+from ._errors import KvmioError
+from ._image_chain import loop_backing, printable, walk_chain
 from ._image_plan import ImageUse, image_disks
 from ._libvirt import LibvirtClient
 from ._parallel import map_threads
+from ._storage_probe import BoundedReads
 
 VIR_ERR_NO_DOMAIN = 42          # libvirt's error code for a domain that no longer exists
+
+
+@dataclass
+class ImageUses:
+    """``files``: {(st_dev, st_ino): [ImageUse]}; ``unknown``: why some users may be missing from
+    ``files`` (one text per domain disk whose chain could not be read to its end)."""
+
+    files: dict = field(default_factory=dict)
+    unknown: list = field(default_factory=list)
+
+    def of(self, ident):
+        return self.files.get(ident, [])
 
 
 def read_domain_disks(uri):
@@ -61,47 +84,98 @@ def read_domain_disks(uri):
     return [(name, is_running, image_disks(root, volumes)) for name, is_running, root in parsed]
 
 
+def running_domains(uri):
+    """The names of the domains running at ``uri`` now (raises LibvirtUnavailable)."""
+    with LibvirtClient(uri) as client:
+        return set(client.active_names())
+
+
 def _volume_keys(root):
     return [(s.get('pool'), s.get('volume')) for s in root.findall("devices/disk[@type='volume']/source")
             if s.get('pool') and s.get('volume')]
 
 
-def image_uses(domain_disks):
-    """{real path: [ImageUse]} for every file of every domain's chains."""
-    uses = {}
+def image_uses(domain_disks, reads=None):
+    """ImageUses of every file of every domain's chains; ``reads`` bounds each walk (BoundedReads)."""
+    reads = reads or BoundedReads()
+    uses = ImageUses()
     chains = {}
     for domain, running, disks in domain_disks:
         for path, fmt, _device in disks:
             key = (path, fmt)
             if key not in chains:
-                chains[key] = _chain_files(path, fmt)
-            via = None
-            for real, file_fmt in chains[key]:
-                use = ImageUse(domain=domain, running=running, declared_format=file_fmt, via=via)
-                if use not in uses.setdefault(real, []):
-                    uses[real].append(use)
-                via = real
+                done, value = reads.call(path, _chain_files, path, fmt)
+                chains[key] = value if done else ([], reads.why(path, value))
+            files, unknown = chains[key]
+            if unknown:
+                text = 'domain %s, disk %s: %s' % (domain, printable(path), unknown)
+                if text not in uses.unknown:
+                    uses.unknown.append(text)
+            for ident, file_fmt, via in files:
+                use = ImageUse(domain=domain, running=running, declared_format=file_fmt,
+                               via=None if via is None else printable(via))
+                if use not in uses.files.setdefault(ident, []):
+                    uses.files[ident].append(use)
     return uses
 
 
 def _chain_files(path, fmt):
-    """[(real path, format it is read as)] of a declared disk and its backing files (best effort)."""
-    files = [(os.path.realpath(path), fmt)]
+    """([(file identity, format it is read as, the path it is used through or None)], why the
+    list may be incomplete or '') of a declared disk: its chain, data files, loop backing files."""
+    files, unknown = [], []
+    chain = walk_chain(path, fmt, strict=False)
     try:
-        chain = walk_chain(path, fmt, strict=False, max_depth=MAX_CHAIN)
-    except (PlanError, OSError):
-        return files              # the disk itself still counts as used
-    try:
-        files += [(layer.real, layer.fmt) for layer in chain.layers[1:]]
-        for layer in chain.layers:          # an external data file is part of the image too
-            if layer.header is not None and layer.header.data_file:
-                name = layer.header.data_file
-                files.append((os.path.realpath(os.path.join(os.path.dirname(layer.path), name)), 'raw'))
+        if not chain.layers:            # not an image QEMU could open, or unreadable: the name still counts
+            ident = file_ident(path)
+            if ident is not None:
+                files.append((ident, fmt, None))
+            return files, chain.incomplete
+        via = None
+        for layer in chain.layers:
+            files.append((layer.ident, layer.fmt, via))
+            if layer.kind == 'block':
+                behind = loop_backing(layer.fd)
+                if behind is not None:
+                    files.append((behind[0], layer.fmt, '%s (a loop device on %s)' % (layer.real, behind[1])))
+            for extra in (layer.data_path, layer.backing_other):
+                if extra is not None:
+                    more, why = _side_files(extra, layer)
+                    files.extend(more)
+                    if why:
+                        unknown.append(why)
+            via = layer.real
+        if chain.incomplete:
+            unknown.append(chain.incomplete)
     finally:
         chain.close()
-    return files
+    return files, '; '.join(unknown)
 
 
-def read_image_uses(uri):
+def _side_files(path, layer):
+    """The files of a path a layer names besides its backing file: its external data file (raw bytes),
+    or the second meaning of a relative backing name (walked as a chain of its own, in the format the
+    layer's header records)."""
+    if path == layer.data_path:
+        fmt = 'raw'
+    else:
+        fmt = layer.header.backing_format or 'raw'
+    chain = walk_chain(path, fmt, strict=False)
+    try:
+        files = [(side.ident, side.fmt, layer.real) for side in chain.layers]
+        return files, chain.incomplete
+    finally:
+        chain.close()
+
+
+def read_image_uses(uri, reads=None):
     """``image_uses`` of the domains at ``uri``; raises LibvirtUnavailable when libvirt cannot be asked."""
-    return image_uses(read_domain_disks(uri))
+    return image_uses(read_domain_disks(uri), reads)
+
+
+def file_ident(path):
+    """(st_dev, st_ino) of ``path`` (followed), or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import secrets
@@ -38,6 +39,8 @@ NEW_IMAGE = 'new.qcow2'
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NAME_BYTES = 120          # so that '.NAME.kvmio-<16 hex>.tmp' fits in a 255-byte file name
 _WORKDIR_RE = re.compile(r'\.kvmio-[0-9a-f]{16}\.tmp$')
+NAME_MAX = 255             # bytes in a file name (Linux filesystems)
+_BACKUP_SUFFIX_BYTES = len('.YYYYMMDDTHHMMSSZ-99.orig')
 
 
 def _short(name):
@@ -49,8 +52,22 @@ def workdir_prefix(image_name):
 
 
 def open_directory(path):
-    """A descriptor of the directory ``path`` (its last component must not be a symlink)."""
-    return os.open(path, _DIR_FLAGS)
+    """A descriptor of the directory ``path``, an absolute path already resolved (no symlinks on it).
+
+    Opened one component at a time without following links: if a directory on the way was replaced
+    by a link since ``path`` was resolved (a user renaming directories in a pool others can write),
+    this fails (ELOOP or ENOTDIR) instead of leading elsewhere.
+    """
+    fd = os.open('/', _DIR_FLAGS)
+    try:
+        for part in [p for p in path.split('/') if p]:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def same_file(st, other):
@@ -189,11 +206,25 @@ def remove_dead_workdirs(dir_fd, dir_path, image_name):
     return removed
 
 
+def backup_prefix(image_name):
+    """The part of a backup's name that stands for the image: its name, or, when that would not fit in
+    NAME_MAX bytes with the time stamp and a counter, its first bytes, ``~`` and a hash of the whole
+    name (as domain backups do), so that a long image name fails nowhere, least of all after a conversion."""
+    encoded = os.fsencode(image_name)
+    room = NAME_MAX - _BACKUP_SUFFIX_BYTES
+    if len(encoded) <= room:
+        return image_name
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    return os.fsdecode(encoded[:room - len(digest) - 1] + b'~' + digest.encode('ascii'))
+
+
 def backup_name(image_name, dir_fd, now=None):
-    """``NAME.YYYYMMDDTHHMMSSZ.orig``, with a counter if that name is taken."""
+    """``NAME.YYYYMMDDTHHMMSSZ.orig`` (NAME shortened by ``backup_prefix`` when needed), with a counter
+    if that name is taken."""
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime('%Y%m%dT%H%M%SZ')
+    prefix = backup_prefix(image_name)
     for count in range(100):
-        name = '%s.%s%s.orig' % (image_name, stamp, '-%d' % count if count else '')
+        name = '%s.%s%s.orig' % (prefix, stamp, '-%d' % count if count else '')
         if entry_stat(dir_fd, name) is None:
             return name
     raise ApplyError('no free backup name for %s' % printable(image_name))

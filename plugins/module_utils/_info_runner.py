@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import os
+
 from ._cpuset import format_cpuset
 from ._cputune_xml import current_iothreads, current_pins
 from ._disk_xml import disk_info, volume_sources
 from ._domain_xml import parse_domain
-from ._errors import KvmioError, QemuImgError
+from ._errors import KvmioError, PlanError, QemuImgError
 from ._disk_policy import SEVERITIES, disk_kind_skip_reason, effective_settings
 from ._findings import disk_findings, domain_findings, summarise
 from ._host_probe import host_support
+from ._image_chain import image_node, json_spec, kind_of, open_file
 from ._image_plan import image_facts
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._live_apply import READ_QEMU_CHOICES, running_disks
@@ -48,9 +51,13 @@ class InfoRun:
         self.qemu_img = QemuImg(module_runner(module), timeout=QEMU_IMG_TIMEOUT)
         self._images = {}
 
-    def _image(self, path, declared):
+    def _image(self, path, declared, prober):
         """qemu-img facts of ``path`` opened as the format its domain declares (``declared``; None:
-        raw, as libvirt does), never as the bytes suggest; a qcow2's backing file is not opened."""
+        raw, as libvirt does), never as the bytes suggest; a qcow2's backing file is not opened.
+
+        The file is opened once here (a regular file or block device only, bounded in time like the
+        probe), and qemu-img reads that descriptor (``/dev/fd/N``), not the name: a name swapped for a
+        FIFO or a device after the probe looked at it is never opened."""
         key = (path, declared or DEFAULT_FORMAT)
         if key not in self._images:
             fmt = INSPECTED_FORMATS.get(key[1])
@@ -58,11 +65,29 @@ class InfoRun:
                 self._images[key] = {'error': 'format %s is not inspected' % key[1]}
                 return self._images[key]
             try:
-                info = self.qemu_img.info(path, fmt=fmt)
-                extents = self.qemu_img.map(path, fmt=fmt) if fmt == 'qcow2' else None
+                done, opened = prober.reads.call(path, open_file, path)
+            except PlanError as err:
+                self._images[key] = {'error': err.msg}
+                return self._images[key]
+            except OSError as err:
+                self._images[key] = {'error': 'cannot open %s: %s' % (path, err.strerror)}
+                return self._images[key]
+            if not done:
+                self._images[key] = {'error': prober.reads.why(path, opened)}
+                return self._images[key]
+            fd, st = opened
+            try:
+                node = image_node(fmt, '/dev/fd/%d' % fd, kind_of(st.st_mode) == 'block', backing=Ellipsis)
+                info = self.qemu_img.info_spec(json_spec(node), path, [fd])
+                extents = None
+                if fmt == 'qcow2':
+                    node['backing'] = None
+                    extents = self.qemu_img.map_spec(json_spec(node), path, [fd])
                 self._images[key] = image_facts(info, extents)
             except QemuImgError as err:
                 self._images[key] = {'error': err.msg}
+            finally:
+                os.close(fd)
         return self._images[key]
 
     def _running(self, client, dom):
@@ -100,7 +125,7 @@ class InfoRun:
             for disk_el in root.findall('devices/disk'):
                 info = disk_info(disk_el, volume_paths, root.find('devices'))
                 storage = prober.facts(info.path, info.image_format) if (prober and info.path) else None
-                image = self._image(info.path, info.image_format) if (
+                image = self._image(info.path, info.image_format, prober) if (
                     params['inspect_images'] and storage is not None and storage.kind in ('file', 'block')) else None
                 found = disk_findings(name, info, storage, image, host)
                 live_settings, now = running.get(name, {}).get(info.target, (None, None))

@@ -23,6 +23,7 @@ from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._module import validated_overrides
 from ._pinning import DomainNeed, PinPolicy, allocate
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._selection import SELECTION_ARGUMENT_SPEC, matches, select_with_overrides, still_defined
 from ._topology import topology_from_capabilities
 
@@ -39,6 +40,8 @@ OVERRIDE_SPEC = {
     'iothread_pinning': {'type': 'str'},
     'skip': {'type': 'bool'},
 }
+# What result_detail=summary keeps of each domain entry.
+SUMMARY_DOMAIN_KEYS = ('name', 'changed', 'active', 'restart_required', 'iothreads')
 
 
 def argument_spec():
@@ -63,6 +66,7 @@ def argument_spec():
     })
     spec.update(LOCK_ARGUMENT_SPEC)
     spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
+    spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
 
 
@@ -267,9 +271,15 @@ class IothreadPinRun:
                             'live_changes': [c.as_dict() for c in live.get(plan.name, [])], 'restart_required': restart,
                             'placement': placement.as_dict() if placement else None,
                             'iothreads': tunes[plan.name].iothreads})
-        result = {'changed': any(d['changed'] for d in domains), 'domains': domains,
+        result = {'changed': any(d['changed'] for d in domains),
+                  'domains': shape_entries(domains, self.params['result_detail'], SUMMARY_DOMAIN_KEYS),
                   'restart_required': sorted(d['name'] for d in domains if d['restart_required']),
-                  'unplaced': unplaced, 'backups': backups, 'define_check': checked.as_dict()}
+                  'unplaced': unplaced, 'backups': backups, 'define_check': checked.as_dict(),
+                  'counts': {'domains': len(domains), 'changed': sum(1 for d in domains if d['changed']),
+                             'restart_required': sum(1 for d in domains if d['restart_required']),
+                             'placed': len(placements), 'unplaced': len(unplaced),
+                             'config_changes': sum(len(d['config_changes']) for d in domains),
+                             'live_changes': sum(len(d['live_changes']) for d in domains)}}
         if self.module._diff:
             result['diff'] = [diff_entry(p) for p in plans if p.changed]
         return result

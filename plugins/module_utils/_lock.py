@@ -16,6 +16,11 @@ shared directory such as ``/run/lock``, another user could plant a symlink where
 (root would then create or truncate the file it points to) or create and hold the lock to block every
 run. The lock file holds nothing: who holds the lock is read from the kernel (``/proc/locks``), never
 from the file.
+
+Lock files of images (one per image path ever handled) are removed when their run ends, safely: a
+run removes the file only while it holds the lock, and a run that got the lock checks that the file
+it locked is still the one at the name (else it locked a removed file, and opens the name again), so
+two runs never both hold "the" lock of one subject.
 """
 
 from __future__ import annotations
@@ -84,9 +89,10 @@ def lock_holder(fd):
 class HostLock:
     """``with HostLock(uri, timeout):`` waits up to ``timeout`` seconds for other runs to finish."""
 
-    def __init__(self, subject, timeout=300):
+    def __init__(self, subject, timeout=300, remove=False):
         self.subject = subject
         self.timeout = timeout
+        self.remove = remove      # remove the lock file at the end (image locks: one file per image path)
         self.path = None
         self.fd = None
 
@@ -111,7 +117,11 @@ class HostLock:
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if self._still_named():
+                    break
+                os.close(self.fd)                   # the run before removed the file we waited on
+                self.fd = self._open()
+                continue
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = lock_holder(self.fd)
@@ -124,8 +134,21 @@ class HostLock:
                 time.sleep(0.1)
         return self
 
+    def _still_named(self):
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
     def __exit__(self, *exc):
         if self.fd is not None:
+            if self.remove:
+                try:
+                    os.unlink(self.path)            # while holding it: see the module doc
+                except OSError:
+                    pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

@@ -30,21 +30,27 @@ from dataclasses import dataclass, field
 
 from ._errors import ApplyError, KvmioError, LibvirtUnavailable, PlanError, QemuImgError
 from ._image_chain import Chain, head_format, image_node, json_spec, kind_of, layer_from_fd, not_an_image, \
-    open_file, printable, qemu_holds, read_head, walk_chain
+    open_file, printable, qemu_holds, read_head, resolve_relative, two_meanings, walk_chain
 from ._image_plan import ACTION_DONE, FORMATS, PREALLOCATION_CHOICES, ImagePlan, WantedImage, check_disk_image, \
     check_users, decide_format, effective_preallocation, header_info, human_size, image_facts, image_size, \
     parse_size, plan_image, planned_facts, validate_wanted, whole_sectors
-from ._image_users import read_image_uses
+from ._image_users import read_image_uses, running_domains
 from ._image_workdir import WorkDir, backup_name, entry_stat, fsync_dir, link_backup, open_directory, \
     remove_dead_workdirs, same_file
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._parallel import map_threads
 from ._qemu_img import QemuImg, module_runner, subprocess_runner
-from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect_fd, read_mounts
+from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
+from ._storage_probe import PROBE_TIMEOUT as READ_TIMEOUT, SHARED_FILESYSTEMS, BoundedReads, filesystem_of, \
+    probe_odirect_fd, read_mounts
+from ._trusted_files import UntrustedPath, resolve_trusted_links, untrusted_problem
 
 # Reading an image (qemu-img map) takes milliseconds; a qemu-img that takes this long is stuck.
 PROBE_TIMEOUT = 120
+# What a lock on QEMU's lock bytes (100-299) means: QEMU takes them on every image it opens, but any
+# process can lock those bytes, and a QEMU run with file.locking=off takes none.
+LOCK_HOLDER = 'a QEMU process, or any other process that locks bytes 100-299 of the file as QEMU does'
 # qemu-img map processes run at once while a list is read (they mostly wait on the kernel).
 MAP_WORKERS = 4
 
@@ -64,6 +70,7 @@ IMAGE_OPTIONS = {
     'resize': {'type': 'str', 'choices': ['keep', 'grow'], 'default': 'keep'},
     'convert': {'type': 'bool', 'default': False},
     'force': {'type': 'bool', 'default': False},
+    'block_device_attributes': {'type': 'bool', 'default': False},
 }
 FILE_OPTIONS = {'owner': {'type': 'str'}, 'group': {'type': 'str'}, 'mode': {'type': 'raw'}}
 # Common file arguments other than owner, group and mode, applied by Ansible's own helpers.
@@ -81,7 +88,20 @@ def argument_spec():
     spec['images'] = {'type': 'list', 'elements': 'dict', 'options': entry}
     spec['allowed_roots'] = {'type': 'list', 'elements': 'path', 'default': []}
     spec.update(LOCK_ARGUMENT_SPEC)
+    spec.update(RESULT_DETAIL_ARGUMENT_SPEC)
     return spec
+
+
+# What result_detail=summary keeps of each entry of ``images`` (the list form).
+SUMMARY_IMAGE_KEYS = ('path', 'action', 'changed', 'drift', 'backup_file', 'cleaned')
+
+
+def _counts(results):
+    """How many images the list had, changed, and took each action."""
+    counts = {'images': len(results), 'changed': sum(1 for r in results if r['changed'])}
+    for result in results:
+        counts[result['action']] = counts.get(result['action'], 0) + 1
+    return counts
 
 
 MODULE_OPTIONS = {'add_file_common_args': True, 'mutually_exclusive': [('path', 'images')],
@@ -126,7 +146,8 @@ class Job:
     backing: object = None             # Chain of a requested backing_file
     fmt: str | None = None
     format_source: str | None = None
-    uses: list | None = None
+    uses: list | None = None                       # known users (None: libvirt could not be asked)
+    unknown_users: list = field(default_factory=list)   # why other users may exist unseen
     before: dict | None = None
     wanted: WantedImage | None = None
     plan: ImagePlan = field(default_factory=lambda: ImagePlan('none'))
@@ -136,8 +157,8 @@ class Job:
     backup: str | None = None
 
     @classmethod
-    def of(cls, request):
-        real = os.path.realpath(request.path)
+    def of(cls, request, real):
+        """``real``: the request's path with its (trusted) links resolved."""
         return cls(request, real, os.path.dirname(real), os.path.basename(real))
 
     @property
@@ -181,6 +202,9 @@ class Qcow2Run:
         self._uses_read = False
         self._dirs = {}
         self.mounts = None
+        # Every read of an image, a directory or another domain's chain runs bounded in time: a hung
+        # NFS or FUSE mount gives an error or unknown users, never a run that hangs holding its locks.
+        self.reads = BoundedReads(timeout=READ_TIMEOUT)
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -188,19 +212,20 @@ class Qcow2Run:
         _raise_fd_limit()
         requests = requests_of(self.params)
         reals = {}
-        for request in requests:
-            real = os.path.realpath(request.path)
-            if real in reals:
-                raise PlanError('%s and %s are the same image; list each image once'
-                                % (printable(reals[real]), printable(request.path)))
-            reals[real] = request.path
         jobs = []
+        for request in requests:
+            job = Job.of(request, self._resolve(request))
+            if job.real in reals:
+                raise PlanError('%s and %s are the same image; list each image once'
+                                % (printable(reals[job.real]), printable(request.path)))
+            reals[job.real] = request.path
+            jobs.append(job)
         with ExitStack() as stack:
             for real in sorted(reals):                  # one order for every run: no deadlock between lists
-                stack.enter_context(HostLock(printable(real), self.params['lock_timeout']))
+                stack.enter_context(HostLock(printable(real), self.params['lock_timeout'], remove=True))
             stack.callback(self._close, jobs)
-            for request in requests:                    # open and check every image (no qemu-img yet)
-                jobs.append(self._guarded(Job.of(request), self._open_job))
+            for job in jobs:                            # open and check every image (no qemu-img yet)
+                self._guarded(job, self._open_job)
             self._read_facts(jobs)                      # qemu-img map for all of them, overlapping
             for job in jobs:                            # then decide, each refusal before any change
                 self._guarded(job, self._plan_job)
@@ -220,9 +245,16 @@ class Qcow2Run:
                 results.append(self._result(job))
         if self.params.get('images') is None:
             return results[0]
-        outcome = {'changed': any(r['changed'] for r in results), 'images': results}
+        outcome = {'changed': any(r['changed'] for r in results), 'counts': _counts(results)}
         if self.module._diff:
             outcome['diff'] = [r.pop('diff') for r in results]
+        outcome['images'] = shape_entries(results, self.params['result_detail'], SUMMARY_IMAGE_KEYS)
+        if self.params['result_detail'] == 'summary':
+            # Ansible echoes every option back (invocation.module_args), each images entry with all its
+            # suboptions, most of them null: about 350 bytes per image. Echo only what each entry sets.
+            echoed = dict(self.params, images=[{k: v for k, v in entry.items() if v is not None}
+                                               for entry in self.params['images']])
+            outcome['invocation'] = {'module_args': echoed}
         return outcome
 
     def _close(self, jobs):
@@ -245,18 +277,26 @@ class Qcow2Run:
                                 % (label, printable(path), err.strerror)) from None
         return self._dirs[path]
 
-    def _uses_of(self, real):
-        """The domains that use ``real`` (ImageUse list), or None when libvirt cannot be asked."""
+    def _uses_of(self, ident):
+        """(the domains known to use the file ``ident`` (ImageUse list; None when libvirt cannot be asked),
+        why others may use it unseen: a list of texts naming the disks whose chains could not be read)."""
         if not self._uses_read:
             self._uses_read = True
             try:
-                self._uses = read_image_uses(self.params['uri'])
+                self._uses = read_image_uses(self.params['uri'], self.reads)
             except LibvirtUnavailable as err:
                 self._uses = None
                 self.module.warn('cannot ask libvirt which domains use the images (%s); formats are read from the '
-                                 'images themselves, and conversions that change a format or removals need '
-                                 'force=true' % err.msg)
-        return None if self._uses is None else self._uses.get(real, [])
+                                 'images themselves, and conversions and removals need source_format or force=true'
+                                 % err.msg)
+            else:
+                for why in self._uses.unknown:
+                    self.module.warn('the backing chain of %s could not be read to its end, so the images it may '
+                                     'use are not known; conversions and removals need source_format or force=true'
+                                     % why)
+        if self._uses is None:
+            return None, []
+        return self._uses.of(ident), list(self._uses.unknown)
 
     def _check_root(self, real, what):
         if self.roots and not any(real == r or real.startswith(r.rstrip('/') + '/') for r in self.roots):
@@ -275,15 +315,59 @@ class Qcow2Run:
             raise
         return job
 
+    def _bounded(self, path, what, func, *args):
+        """func(*args) run bounded in time (``self.reads``); a read that hangs is a PlanError naming ``what``."""
+        done, value = self.reads.call(path, func, *args)
+        if not done:
+            raise PlanError('%s: %s; nothing was done' % (what, self.reads.why(path, value)))
+        return value
+
+    def _resolve(self, request):
+        """The request's path with its links resolved, each followed only when it is trusted: owned by
+        root or this user, in directories only they can change (``_trusted_files``). A link another user
+        planted at the image's name, or as a directory on the way, would otherwise lead root's chown,
+        chmod, conversion or removal to any file."""
+        label = printable(request.path)
+        try:
+            return self._bounded(request.path, label, resolve_trusted_links, request.path, label)
+        except UntrustedPath as err:
+            raise PlanError('%s is not followed: %s (only a link that root or the user running the module made, in '
+                            'directories only they can change, is followed); nothing was done'
+                            % (label, err.details.get('untrusted', err.msg))) from None
+        except OSError as err:
+            raise PlanError('cannot resolve %s: %s; nothing was done' % (label, err.strerror)) from None
+
     def _open_job(self, job):
         self._check_root(job.real, job.label)
         if os.path.islink(job.path) and not os.path.exists(job.path):
             raise PlanError('%s is a symbolic link to %s, which does not exist; nothing was done'
                             % (job.label, printable(job.real)))
+        opened = self._bounded(job.real, job.label, self._open_entry, job)
+        if opened is not None:
+            self._read_existing(job, *opened)
+
+    def _open_entry(self, job):
+        """The I/O of opening an image (bounded by the caller): its directory, its entry, the file itself
+        and its first bytes. Returns (fd, fstat, first bytes), or None when the image does not exist."""
         job.dir_fd = self._directory(job.dir_path, job.label)
         job.st = entry_stat(job.dir_fd, job.name)
-        if job.st is not None:
-            self._read_existing(job, job.st, job.request.options['source_format'])
+        if job.st is None:
+            return None
+        kind = kind_of(job.st.st_mode)
+        if kind not in ('file', 'block'):
+            raise not_an_image(job.path, kind)
+        try:
+            fd, fst = open_file(job.name, nofollow=True, dir_fd=job.dir_fd)
+        except FileNotFoundError:
+            raise PlanError('%s disappeared while this run read it; nothing was done' % job.label) from None
+        if not same_file(fst, job.st):
+            os.close(fd)
+            raise PlanError('%s changed while this run read it; nothing was done' % job.label)
+        try:
+            return fd, fst, read_head(fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _read_facts(self, jobs):
         """``before`` facts of every existing image; the qemu-img processes overlap (MAP_WORKERS at a time)."""
@@ -318,23 +402,27 @@ class Qcow2Run:
             job.top = None                       # the chain owns it now
             for layer in job.chain.layers[1:]:
                 self._check_root(layer.real, 'backing file %s of %s' % (printable(layer.path), job.label))
+                if job.plan.action == 'convert' and not job.wanted.backing_file:
+                    self._check_kept(job, layer)
         self._plan_attributes(job, st)
 
-    def _read_existing(self, job, st, source_format):
-        kind = kind_of(st.st_mode)
-        if kind not in ('file', 'block'):
-            raise not_an_image(job.path, kind)
+    def _check_kept(self, job, layer):
+        """A conversion writes the backing file an image's header names into a new image; that name may be
+        a guest's (a qcow2 header in a raw disk): it is kept only inside the image's own directory, or
+        inside ``allowed_roots`` when they are set."""
+        allowed = self.roots or [job.dir_path]
+        if not any(layer.real == r or layer.real.startswith(r.rstrip('/') + '/') for r in allowed):
+            raise PlanError('%s names %s as its backing file, outside %s; a conversion keeps such a backing file '
+                            'only inside the directory of the image or allowed_roots (set allowed_roots to include '
+                            'it, or backing_file to name it yourself); nothing was done'
+                            % (job.label, printable(layer.real), ', '.join(printable(r) for r in allowed)))
+
+    def _read_existing(self, job, fd, fst, head):
         try:
-            fd, fst = open_file(job.name, nofollow=True, dir_fd=job.dir_fd)
-        except FileNotFoundError:
-            raise PlanError('%s disappeared while this run read it; nothing was done' % job.label) from None
-        if not same_file(fst, st):
-            os.close(fd)
-            raise PlanError('%s changed while this run read it; nothing was done' % job.label)
-        try:
-            found = head_format(read_head(fd))
-            job.uses = self._uses_of(job.real)
-            job.fmt, job.format_source = decide_format(job.label, job.uses, source_format, found)
+            found = head_format(head)
+            job.uses, job.unknown_users = self._uses_of((fst.st_dev, fst.st_ino))
+            job.fmt, job.format_source = decide_format(job.label, job.uses, job.request.options['source_format'],
+                                                       found)
         except BaseException:
             os.close(fd)
             raise
@@ -379,7 +467,18 @@ class Qcow2Run:
         """The requested backing file, followed and checked as QEMU will follow it (S5: inside allowed_roots)."""
         wanted = job.wanted
         name = wanted.backing_file
-        path = name if os.path.isabs(name) else os.path.join(os.path.dirname(job.path), name)
+        path, other = resolve_relative(name, job.path, job.real)
+        if other is not None:
+            raise two_meanings(name, path, other, job.path)
+        label = 'backing_file %s of %s' % (printable(name), job.label)
+        try:
+            # The link rule of the image's own path: the file the overlay shows its guest is the admin's.
+            self._bounded(path, label, resolve_trusted_links, path, label)
+        except UntrustedPath as err:
+            raise PlanError('%s is not followed: %s; nothing was done' % (label, err.details.get('untrusted', err.msg))) \
+                from None
+        except OSError:
+            pass                    # a missing file or directory: the walk below says so
         try:
             job.backing = walk_chain(path, wanted.backing_format)
         except PlanError as err:
@@ -391,7 +490,7 @@ class Qcow2Run:
             if layer.real == job.real:
                 raise PlanError('%s cannot be a backing file of itself' % job.label)
         base = layers[0]
-        uses = self._uses_of(base.real) or []
+        uses = self._uses_of(base.ident)[0] or []
         readers = sorted({u.domain for u in uses if u.declared_format != wanted.backing_format})
         if readers:
             raise PlanError('backing_file %s is read as %s by domain %s, not as backing_format=%s; nothing was done'
@@ -413,10 +512,12 @@ class Qcow2Run:
                 'it would replace or unlink the device node'
             raise PlanError('%s is a block device; qcow2_create does not %s block devices (%s)'
                             % (job.label, action, why))
-        check_users(job.label, action, job.uses, job.fmt, job.request.options['force'])
+        options = job.request.options
+        check_users(job.label, action, job.uses, job.fmt, options['force'], job.unknown_users,
+                    vouched=options['source_format'] not in (None, 'auto'))
         if qemu_holds(job.top.fd):
-            raise PlanError('%s is in use by another process (a QEMU process holds a lock on it), so it is not %s; '
-                            'shut the domain down first' % (job.label, doing))
+            raise PlanError('%s is locked by another process (%s), so it is not %s; shut the domain down first'
+                            % (job.label, LOCK_HOLDER, doing))
         if action != 'remove' and job.top.header is not None and job.top.header.corrupt:
             raise PlanError('%s is marked corrupt; repair it with qemu-img check -r first' % job.label)
 
@@ -435,6 +536,31 @@ class Qcow2Run:
         if st is not None and job.plan.action in ('none', 'drift', 'grow'):
             have = {'mode': stat.S_IMODE(st.st_mode), 'uid': st.st_uid, 'gid': st.st_gid}
             job.attrs_differ = any(have[key] != value for key, value in wanted.items())
+        if job.attrs_differ and stat.S_ISBLK(st.st_mode) and not options['block_device_attributes']:
+            raise PlanError('%s is a block device: its owner, group and mode are left to udev and the tools that '
+                            'manage it, and changed only with block_device_attributes=true; nothing was done'
+                            % job.label)
+        in_place = job.attrs_differ or job.plan.action == 'grow'
+        if in_place and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            problem = self._directory_problem(job)
+            if problem:
+                raise PlanError('%s has %d names (hard links) and lies in a directory another user can change (%s): '
+                                'another name may be a file elsewhere that a user linked here, so it is not %s; '
+                                'nothing was done' % (job.label, st.st_nlink, problem,
+                                                      'grown' if job.plan.action == 'grow' else
+                                                      'given another owner, group or mode'))
+        if job.request.index is None and job.plan.action != 'remove' \
+                and any(self.params.get(key) for key in _OTHER_FILE_ARGS):
+            problem = self._directory_problem(job)
+            if problem:
+                raise PlanError('%s lies in a directory another user can change (%s): SELinux contexts and file '
+                                'attributes are set by path, which that user could point elsewhere, so they are '
+                                'not set; nothing was done' % (job.label, problem))
+
+    @staticmethod
+    def _directory_problem(job):
+        """Why the image's directory is one other users can change (any name in it may be theirs), or None."""
+        return untrusted_problem(job.dir_path, os.fstat(job.dir_fd))
 
     def _mode(self, mode, st):
         if isinstance(mode, int):
@@ -541,6 +667,7 @@ class Qcow2Run:
             current = entry_stat(job.dir_fd, job.name)
             if current is None or not same_file(current, top.st):
                 raise ApplyError('%s was replaced while this run converted it; nothing was changed' % job.label)
+            self._still_unused(job, top, 'converted')
             backup = backup_name(job.name, job.dir_fd)
             link_backup(job.dir_fd, job.name, backup, top.st)    # the original stays whole under this name
             work.replace_into_place(job.name)
@@ -556,10 +683,31 @@ class Qcow2Run:
         except QemuImgError as err:
             raise ApplyError('cannot grow %s: %s' % (job.label, err.msg)) from None
 
+    def _still_unused(self, job, layer, doing):
+        """Right before an image is renamed over or unlinked: planning found no QEMU and no running domain
+        on it, but one may have started since. QEMU's image locks are read again on the open file, and
+        the domains known to use it are asked whether they run now."""
+        if qemu_holds(layer.fd):
+            raise ApplyError('%s was locked by another process (%s) while this run worked on it, so it is not %s; '
+                             'nothing was changed' % (job.label, LOCK_HOLDER, doing))
+        users = {u.domain for u in job.uses or ()}
+        if not users:
+            return
+        try:
+            started = sorted(users & running_domains(self.params['uri']))
+        except LibvirtUnavailable as err:
+            raise ApplyError('cannot ask libvirt again whether domain %s, which uses %s, runs now (%s), so it is not '
+                             '%s; nothing was changed' % (', '.join(sorted(users)), job.label, err.msg, doing)) \
+                from None
+        if started:
+            raise ApplyError('domain %s, which uses %s, started while this run worked on it, so it is not %s; '
+                             'nothing was changed' % (', '.join(started), job.label, doing))
+
     def _remove(self, job):
         current = entry_stat(job.dir_fd, job.name)
         if current is None or not same_file(current, job.top.st):
             raise ApplyError('%s was replaced while this run read it; nothing was removed' % job.label)
+        self._still_unused(job, job.top, 'removed')
         os.unlink(job.name, dir_fd=job.dir_fd)
         if os.path.islink(job.path) and os.path.realpath(job.path) == job.real:
             os.unlink(job.path)             # the link that named the image goes with it

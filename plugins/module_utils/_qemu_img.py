@@ -133,7 +133,7 @@ class QemuImg:
     def check(self, path):
         return self._json('check the image %s' % path, 'check', '--output=json', '--', path)
 
-    def create(self, path, size, fmt='qcow2', options=None, backing_file=None, backing_format=None):
+    def create(self, path, size, fmt='qcow2', options=None, backing_file=None, backing_format=None, pass_fds=()):
         args = ['create', '-q', '-f', fmt]
         if backing_file:
             args += ['-b', backing_file, '-F', backing_format or 'qcow2']
@@ -143,7 +143,7 @@ class QemuImg:
         args += ['--', path]
         if size is not None:
             args.append(size)
-        self._run('create %s' % path, *args)
+        self._run('create %s' % path, *args, pass_fds=pass_fds)
 
     def resize(self, path, size, preallocation=None):
         args = ['resize', '-q'] + (['--preallocation=%s' % preallocation] if preallocation else []) + ['--', path, size]
@@ -169,12 +169,13 @@ class QemuImg:
             return rc == 0
         raise QemuImgError('qemu-img failed to compare %s with %s: %s' % (first, second, (err or out).strip()))
 
-    def bench(self, path, fmt, cache, aio, count, depth, block_size, step, write):
-        """Seconds ``qemu-img bench`` takes for ``count`` requests of ``block_size`` bytes."""
+    def bench(self, path, fmt, cache, aio, count, depth, block_size, step, write, pass_fds=()):
+        """Seconds ``qemu-img bench`` takes for ``count`` requests of ``block_size`` bytes (``pass_fds``:
+        descriptors ``path`` goes through, as /dev/fd/N/...)."""
         args = ['bench', '-f', fmt, '-t', cache, '-i', aio, '-c', count, '-d', depth, '-s', block_size, '-S', step]
         if write:
             args.append('-w')
-        out = self._run('benchmark %s' % path, *(args + ['--', path]))
+        out = self._run('benchmark %s' % path, *(args + ['--', path]), pass_fds=pass_fds)
         match = _BENCH_RE.search(out)
         if not match:
             raise QemuImgError('cannot read the time from qemu-img bench: %r' % out[-200:])

@@ -65,8 +65,55 @@ def coverage(facts):
     return covered, total
 
 
+class ReportInputError(ValueError):
+    """What the report was given is not what kvm_io_info, kvm_io_bench or an earlier report returns."""
+
+
+def _expect(value, kind, where):
+    names = {dict: 'a dictionary', list: 'a list', int: 'a whole number', str: 'text'}
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ReportInputError('%s must be %s, not %s (is it a kvm_io_info or kvm_io_bench result?)'
+                               % (where, names[kind], type(value).__name__))
+    return value
+
+
+def check_input(hosts, before=None, bench=None):
+    """Raises ReportInputError naming the host and the field where the input is not what the modules
+    return (facts copied by hand, another tool's output): a clear error, not a TypeError inside."""
+    _expect(hosts, dict, 'the input')
+    for name, facts in hosts.items():
+        where = 'host %s' % name
+        _expect(facts, dict, where)
+        for domain in _expect(facts.get('domains', []), list, '%s: domains' % where):
+            _expect(domain, dict, '%s: each of domains' % where)
+            for disk in _expect(domain.get('disks', []), list, '%s: disks' % where):
+                _expect(disk, dict, '%s: each of disks' % where)
+                _expect(disk.get('findings', []), list, '%s: findings of a disk' % where)
+        for severity, count in _expect(facts.get('summary', {}), dict, '%s: summary' % where).items():
+            _expect(count, int, '%s: summary %s' % (where, severity))
+        for finding in _expect(facts.get('findings', []), list, '%s: findings' % where):
+            _expect(finding, dict, '%s: each of findings' % where)
+            for key in ('severity', 'subject', 'message', 'fix'):
+                _expect(finding.get(key), str, '%s: the %s of a finding' % (where, key))
+    if before is not None:
+        for name, entry in _expect(_expect(before, dict, 'before').get('hosts', {}), dict, 'before: hosts').items():
+            coverage = _expect(_expect(entry, dict, 'before: host %s' % name).get('coverage'), dict,
+                               'before: host %s: coverage' % name)
+            for key in ('covered', 'disks'):
+                _expect(coverage.get(key), int, 'before: host %s: coverage %s' % (name, key))
+    if bench is not None:
+        for name, result in _expect(bench, dict, 'bench').items():
+            if not result:
+                continue
+            for row in _expect(_expect(result, dict, 'bench: host %s' % name).get('results', []), list,
+                               'bench: host %s: results' % name):
+                _expect(row, dict, 'bench: host %s: each of results' % name)
+
+
 def build_report(hosts, before=None, bench=None):
-    """``hosts``: {host: kvm_io_info result}; ``before``: an earlier report's JSON; ``bench``: {host: kvm_io_bench}."""
+    """``hosts``: {host: kvm_io_info result}; ``before``: an earlier report's JSON; ``bench``: {host: kvm_io_bench}.
+    Raises ReportInputError when the input is not shaped as those are."""
+    check_input(hosts, before, bench)
     report = {'hosts': {}, 'totals': {s: 0 for s in SEVERITIES}}
     for name in sorted(hosts):
         facts = hosts[name]

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from ._errors import ApplyError, KvmioError
+from ._trusted_files import trusted_directory
 
 DEFAULT_SAVE_DIR = '/var/lib/kvmio/save'
 # Room left besides the guest's memory (the image's header and XML, and the filesystem's own margin).
@@ -35,34 +36,19 @@ SPACE_MARGIN = 64 * 1024 * 1024
 
 
 def private_directory(path):
-    """Creates ``path`` (mode 0700) when missing and returns its real path after checking that only
-    this user can enter it and that no other user can replace it or any directory above it."""
-    path = os.path.abspath(path)
+    """Creates ``path`` (mode 0700) when missing and returns its real path once ``_trusted_files`` finds
+    that only root or this user can change it and every directory (and link) above it, as for backups;
+    and, since save images hold guest memory, that it is this user's own and closed to everyone else."""
     try:
-        if not os.path.lexists(path):
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            os.mkdir(path, 0o700)
-        info = os.lstat(path)
-    except OSError as err:
-        raise KvmioError('cannot create the save directory %s: %s' % (path, err.strerror or err)) from None
+        real = trusted_directory(path, 'save_dir', create=True, mode=0o700)
+    except KvmioError as err:
+        raise KvmioError('%s; nothing was saved' % err.msg, **err.details) from None
+    info = os.lstat(real)
     me = os.geteuid()
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise KvmioError('save_dir %s is not a directory (a symbolic link or a file): nothing was saved' % path)
     if info.st_uid != me or info.st_mode & 0o077:
         raise KvmioError('save_dir %s must belong to uid %d with mode 0700 (it has uid %d, mode %04o): '
                          'save images hold guest memory; nothing was saved'
                          % (path, me, info.st_uid, stat.S_IMODE(info.st_mode)))
-    real = os.path.realpath(path)
-    parent = os.path.dirname(real)
-    while True:
-        above = os.stat(parent)
-        writable_by_others = above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX
-        if above.st_uid not in (0, me) or writable_by_others:
-            raise KvmioError('save_dir %s lies in %s, which another user can change (uid %d, mode %04o): '
-                             'nothing was saved' % (path, parent, above.st_uid, stat.S_IMODE(above.st_mode)))
-        if parent == os.path.dirname(parent):
-            break
-        parent = os.path.dirname(parent)
     return real
 
 

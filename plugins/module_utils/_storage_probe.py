@@ -32,7 +32,7 @@ import threading
 import weakref
 
 from ._errors import PlanError
-from ._image_chain import kind_of, layer_from_fd, not_an_image, open_file, walk_chain
+from ._image_chain import MAX_CHAIN, kind_of, layer_from_fd, not_an_image, open_file, walk_chain
 from ._support import StorageFacts
 
 # Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
@@ -41,7 +41,6 @@ SHARED_FILESYSTEMS = frozenset((
     'gpfs', 'lustre', 'beegfs', 'fuse.quobyte', 'virtiofs', 'fuse.virtiofs', '9p', 'afs',
 ))
 _BLOCK = 4096
-_MAX_CHAIN = 64
 # The format of a disk whose XML declares none. libvirt's QEMU driver stores type='raw' for such a
 # disk when it is defined (checked with libvirt 9.0), so QEMU opens it as raw; xml_path files and
 # volumes may still lack it. Raw is also the only safe guess: probing the bytes would let a guest choose.
@@ -136,6 +135,20 @@ def _read_direct(fd, path):
     return True, '', header
 
 
+def _read_direct_path(path):
+    """``_read_direct`` of a file named by ``path`` (a regular file or block device only)."""
+    try:
+        fd, _st = open_file(path)
+    except PlanError as err:
+        return None, err.msg, None
+    except OSError as err:
+        return None, 'cannot open %s: %s' % (path, err.strerror), None
+    try:
+        return _read_direct(fd, path)
+    finally:
+        os.close(fd)
+
+
 def bounded(func, timeout, *args):
     """(True, func(*args)) or (False, None) when it has not returned within ``timeout`` seconds.
 
@@ -196,15 +209,54 @@ class _Worker:
         self.calls.put((None, None, None, None))
 
 
-class StorageProber:
-    """Probes disk sources once per module run (many domains share directories and bases)."""
+class BoundedReads:
+    """Reads of files that may sit on a hung mount (a dead NFS server, a FUSE daemon that never
+    answers), one at a time in a worker thread, each bounded by ``timeout`` seconds. Once a read on a
+    mount has hung, later reads under that mountpoint are not tried: one wait per dead mount, not one
+    per file. Used by the storage probe and by qcow2_create's walk of every domain's backing chains."""
 
     def __init__(self, mounts=None, timeout=PROBE_TIMEOUT):
         self.mounts = read_mounts() if mounts is None else mounts
         self.timeout = timeout
-        self._cache = {}
-        self._hung = set()         # mountpoints where a probe did not finish
+        self._hung = set()         # mountpoints where a read did not finish
         self._worker = None
+
+    def call(self, path, func, *args):
+        """(True, func(*args)), or (False, (mountpoint, earlier)) when ``path``'s mount hung: now
+        (``earlier`` False: the call was abandoned after ``timeout``), or before (not tried). An
+        exception ``func`` raises is raised here."""
+        mountpoint, _fs = filesystem_of(os.path.abspath(path), self.mounts)
+        if mountpoint in self._hung:
+            return False, (mountpoint, True)
+        if self._worker is None:
+            self._worker = _Worker()
+            weakref.finalize(self, self._worker.stop)
+        done, value = self._worker.call(self.timeout, func, *args)
+        if done:
+            return True, value
+        self._worker.stop()        # it leaves once the stuck call returns, if ever
+        self._worker = None
+        self._hung.add(mountpoint)
+        return False, (mountpoint, False)
+
+    def why(self, path, hung, doing='read'):
+        """The text for a call that returned (False, ``hung``)."""
+        mountpoint, earlier = hung
+        if earlier:
+            return 'not %s: an earlier %s on %s did not finish within %d s' % (
+                {'read': 'read', 'probe': 'probed'}.get(doing, doing), doing, mountpoint, self.timeout)
+        return 'the %s of %s did not finish within %d s (a hung NFS server, FUSE daemon or device?)' % (
+            doing, path, self.timeout)
+
+
+class StorageProber:
+    """Probes disk sources once per module run (many domains share directories and bases)."""
+
+    def __init__(self, mounts=None, timeout=PROBE_TIMEOUT):
+        self.reads = BoundedReads(mounts, timeout)
+        self.mounts = self.reads.mounts
+        self.timeout = timeout
+        self._cache = {}
 
     def all_facts(self):
         """{path: facts dict} of every source probed so far."""
@@ -219,23 +271,11 @@ class StorageProber:
         return self._cache[key]
 
     def _bounded_probe(self, path, image_format):
-        mountpoint, _fs = filesystem_of(os.path.abspath(path), self.mounts)
-        if mountpoint in self._hung:
-            return StorageFacts(path=path, kind='unreadable', image_format=image_format,
-                                detail='not probed: an earlier probe on %s did not finish within %d s'
-                                % (mountpoint, self.timeout))
-        if self._worker is None:
-            self._worker = _Worker()
-            weakref.finalize(self, self._worker.stop)
-        done, facts = self._worker.call(self.timeout, self._probe, path, image_format)
+        done, value = self.reads.call(path, self._probe, path, image_format)
         if done:
-            return facts
-        self._worker.stop()        # it leaves once the stuck call returns, if ever
-        self._worker = None
-        self._hung.add(mountpoint)
-        return StorageFacts(path=path, kind='unreadable', image_format=image_format,
-                            detail='the probe of %s did not finish within %d s (a hung NFS server, FUSE daemon or '
-                            'device?); could not tell' % (path, self.timeout))
+            return value
+        detail = self.reads.why(path, value, 'probe') + ('' if value[1] else '; could not tell')
+        return StorageFacts(path=path, kind='unreadable', image_format=image_format, detail=detail)
 
     def _probe(self, path, image_format):
         real = os.path.realpath(path)
@@ -269,7 +309,7 @@ class StorageProber:
             if odirect is False:
                 return facts('file', odirect=False, chain=(real,), detail=why, **on_file)
             return facts('file', odirect=None, chain=(real,), detail=err.msg, **on_file)
-        chain = walk_chain(real, fmt, strict=False, max_depth=_MAX_CHAIN, top=top)
+        chain = walk_chain(real, fmt, strict=False, max_depth=MAX_CHAIN, top=top)
         try:
             odirect, detail = self._odirect_of(chain)
         finally:
@@ -283,12 +323,16 @@ class StorageProber:
         O_DIRECT, None when one could not tell or the walk stopped early."""
         odirect, detail = True, ''
         for layer in chain.layers:
-            ok, why, _header = _read_direct(layer.fd, layer.real)
-            if ok is False and odirect is not False:
-                _mp, layer_fs = filesystem_of(layer.real, self.mounts)
-                odirect, detail = False, '%s on %s: %s' % (layer.real, layer_fs, why)
-            elif ok is None and odirect is True:
-                odirect, detail = None, why
+            checks = [(layer.real, lambda layer=layer: _read_direct(layer.fd, layer.real))]
+            if layer.data_path:             # QEMU opens an external data file as it opens the image
+                checks.append((layer.data_path, lambda path=layer.data_path: _read_direct_path(path)))
+            for real, check in checks:
+                ok, why, _header = check()
+                if ok is False and odirect is not False:
+                    _mp, layer_fs = filesystem_of(real, self.mounts)
+                    odirect, detail = False, '%s on %s: %s' % (real, layer_fs, why)
+                elif ok is None and odirect is True:
+                    odirect, detail = None, why
         if chain.stopped and odirect is True:
             odirect, detail = None, chain.stopped
         return odirect, detail

@@ -21,6 +21,11 @@ or link elsewhere would let that user steer root. A path is *trusted* when:
 
 Each check looks at the object it then uses (``lstat`` of each component, ``fstat`` of the opened
 file), and none of them depends on ``fs.protected_symlinks``/``protected_regular``.
+
+Image paths (qcow2_create) may lie in directories others can write (a pool directory shared by
+mistake); ``resolve_trusted_links`` applies the same rule only where a link is followed: a link is
+followed when it, and every directory from ``/`` down to it, passes the checks above, so a link
+another user planted (at the image's own name, or as a directory on the way) is never followed.
 """
 
 from __future__ import annotations
@@ -69,19 +74,44 @@ def _refuse(what, problem):
                         'change it)' % (what, problem), untrusted=problem)
 
 
-def _walk(path, what, allow_missing):
+def untrusted_problem(path, st, allow_sticky=False):
+    """Why the file or directory ``path`` (``st``: its lstat or fstat) is one another user can change:
+    owned by someone other than root or the running user, or writable by group or others (a sticky
+    directory passes with ``allow_sticky``); None when it passes."""
+    return _owner_problem(path, st) or _mode_problem(path, st, allow_sticky)
+
+
+def _directories_problem(real):
+    """The first directory from ``/`` down to ``real`` (resolved, no links) that another user can change
+    (a sticky one passes: others cannot rename or replace what root owns in it), or None."""
+    current = '/'
+    for part in [p for p in real.split('/') if p]:
+        problem = untrusted_problem(current, os.lstat(current), allow_sticky=True)
+        if problem:
+            return problem
+        current = os.path.join(current, part)
+    return untrusted_problem(current, os.lstat(current), allow_sticky=True)
+
+
+def _walk(path, what, allow_missing, every_directory=True):
     """Resolves ``path`` component by component, checking each directory and link on the way.
 
-    Returns (the resolved path of the deepest existing directory, the missing components below it).
+    ``every_directory``: every directory must pass the checks, and every component must be a
+    directory (backup and lock directories). Otherwise (image paths) directories are checked only
+    where a link is followed (the link's own directory and all above it), and the last component may
+    be anything (the caller checks what it opens).
+
+    Returns (the resolved path of the deepest existing component, the missing components below it).
     """
     if not os.path.isabs(path):
         path = os.path.abspath(path)
     pending = [p for p in path.split('/') if p not in ('', '.')]
     real = '/'
     links = 0
-    problem = _owner_problem('/', os.lstat('/')) or _mode_problem('/', os.lstat('/'), allow_sticky=True)
-    if problem:
-        _refuse(what, problem)
+    if every_directory:
+        problem = untrusted_problem('/', os.lstat('/'), allow_sticky=True)
+        if problem:
+            _refuse(what, problem)
     while pending:
         part = pending.pop(0)
         if part == '..':
@@ -96,6 +126,10 @@ def _walk(path, what, allow_missing):
             return real, [part] + pending
         if stat.S_ISLNK(st.st_mode):
             problem = _owner_problem('the link %s' % candidate, st)
+            if not problem and not every_directory:
+                problem = _directories_problem(real)
+                if problem:
+                    problem = 'the link %s lies in a directory another user can change (%s)' % (candidate, problem)
             if problem:
                 _refuse(what, problem)
             links += 1
@@ -106,13 +140,29 @@ def _walk(path, what, allow_missing):
                 real = '/'
             pending = [p for p in target.split('/') if p not in ('', '.')] + pending
             continue
+        if not every_directory and not pending:
+            return candidate, []
         if not stat.S_ISDIR(st.st_mode):
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), candidate)
-        problem = _owner_problem(candidate, st) or _mode_problem(candidate, st, allow_sticky=bool(pending))
-        if problem:
-            _refuse(what, problem)
+        if every_directory:
+            problem = untrusted_problem(candidate, st, allow_sticky=bool(pending))
+            if problem:
+                _refuse(what, problem)
         real = candidate
     return real, []
+
+
+def resolve_trusted_links(path, what):
+    """``path`` made absolute with every symbolic link on it resolved, as ``os.path.realpath`` would,
+    but a link is followed only when it passes the checks of this module (owned by root or the running
+    user, and every directory from ``/`` down to it too); a path without links is returned as it is,
+    whatever its directories. A missing last component (or more) is kept as written.
+
+    Raises UntrustedPath naming the link, OSError (ELOOP, ENOTDIR, a missing directory before ``..``)
+    as the kernel would.
+    """
+    real, missing = _walk(path, what, allow_missing=True, every_directory=False)
+    return os.path.join(real, *missing) if missing else real
 
 
 def trusted_directory(path, what, create=False, mode=0o700):
@@ -159,7 +209,7 @@ def open_trusted_file(path, what, max_bytes, directory_checked=False):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KvmioError('%s: %s is not a regular file (%s)' % (what, path, file_kind(st.st_mode)))
-        problem = _owner_problem(path, st) or _mode_problem(path, st, allow_sticky=False)
+        problem = untrusted_problem(path, st)
         if problem:
             _refuse(what, problem)
         if st.st_size > max_bytes:
@@ -190,7 +240,7 @@ def entry_problem(path):
         return 'cannot read it: %s' % err.strerror
     if not stat.S_ISREG(st.st_mode):
         return 'it is not a regular file (%s)' % file_kind(st.st_mode)
-    return _owner_problem(path, st) or _mode_problem(path, st, allow_sticky=False)
+    return untrusted_problem(path, st)
 
 
 def file_kind(mode):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ._domain_xml import attribute_dict, etree
+from ._domain_xml import attribute_dict, etree, parse_domain, redact_tree, to_text
 from ._errors import KvmioError
 
 _NAME = r'[^\s/>=<"\']+'
@@ -336,3 +336,22 @@ class LayoutKeeper:
             raise LayoutError('the rebuilt text is not well-formed: %s' % err) from None
         if etree.tostring(again) != etree.tostring(root):
             raise LayoutError('the rebuilt text does not hold the edited document')
+
+
+def redacted_text(text):
+    """``text`` (a domain XML document as a file holds it) with every secret replaced (``redact_tree``)
+    and every other byte as it was, so that a diff of two redacted texts shows what a diff of the texts
+    would, secrets apart. Serialised instead when the layout cannot be kept."""
+    root = parse_domain(text)
+    try:
+        keeper = LayoutKeeper(text, root)
+    except LayoutError:
+        keeper = None
+    if not redact_tree(root):
+        return text
+    if keeper is not None:
+        try:
+            return keeper.render(root)
+        except LayoutError:
+            pass
+    return to_text(root)

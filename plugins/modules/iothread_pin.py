@@ -123,6 +123,17 @@ options:
         Backup file names are cut to 255 bytes with a hash of the whole domain name.
     type: path
     default: /var/lib/kvmio/backups
+  result_detail:
+    description:
+      - How much the result holds. V(full) returns each domain's RV(domains[].placement),
+        RV(domains[].config_changes) and RV(domains[].live_changes).
+      - V(summary) keeps each domain's name, whether it changed, is running and needs a restart, and its
+        iothread count, with the RV(counts), RV(restart_required), RV(unplaced) and RV(backups). That is a small
+        result for a fleet run, whose results AWX stores as job events for every host.
+      - The C(kvmio.tuning.cpu_pinning) role uses V(summary) unless C(cpu_pinning_result_detail=full).
+    type: str
+    choices: [full, summary]
+    default: full
 seealso:
   - module: kvmio.tuning.kvm_disk_tune
   - name: libvirt CPU tuning
@@ -169,8 +180,15 @@ domains:
     name:
       description: Domain name.
       type: str
+    changed:
+      description: Whether this domain's configuration or live pins changed (in check mode, would change).
+      type: bool
+    active:
+      description: Whether the domain is running.
+      type: bool
     placement:
       description: Node, vCPU, emulator and iothread cpusets chosen by the allocator, and whether the existing pins were kept; null without V(auto) pinning.
+      returned: when O(result_detail=full)
       type: dict
       sample: {node: 0, kept: false, vcpus: {'0': '1', '1': '5'}, emulator: '0,4', iothreads: {'1': '0,4'}}
     iothreads:
@@ -182,18 +200,27 @@ domains:
           C(changes) of M(kvmio.tuning.kvm_disk_tune).
         - C(live=true) marks changes that a running domain also takes now (with O(live=true)); the others
           wait for its next boot.
+      returned: when O(result_detail=full)
       type: list
       elements: dict
       sample: [{device: vcpu 0, setting: pin, before: null, after: '2', reason: '', live: true},
                {device: vda, setting: iothread, before: null, after: '1', reason: '', live: false}]
     live_changes:
       description: What changed in the running domain through live calls (same shape as RV(domains[].config_changes)).
+      returned: when O(result_detail=full)
       type: list
       elements: dict
       sample: [{device: iothread 1, setting: iothread, before: null, after: added, reason: '', live: true}]
     restart_required:
       description: The running domain has configuration changes that apply at its next boot only.
       type: bool
+counts:
+  description: >-
+    How many domains were planned, changed, need a restart, were placed and not placed by the allocator,
+    and how many configuration and live changes were made.
+  returned: always
+  type: dict
+  sample: {domains: 100, changed: 100, restart_required: 0, placed: 100, unplaced: 0, config_changes: 400, live_changes: 0}
 restart_required:
   description: Running domains with changes that apply at their next boot.
   returned: always

@@ -240,6 +240,22 @@ options:
         (what a reopen can do is still done).
     type: path
     default: /var/lib/kvmio/save
+  result_detail:
+    description:
+      - How much the result holds. V(full) returns every domain's changes and every disk's settings
+        before and after with the reasons (RV(domains[].changes), RV(domains[].disks)) and the probe facts
+        of every source (RV(storage)), about 2 KB per domain.
+      - V(summary) returns each domain's name, whether it changed and whether it needs a restart, the
+        RV(counts), RV(restart_required) and RV(backups), and drops the per-disk detail (RV(storage) is
+        empty). That is a small result for a fleet run, whose results AWX stores as job events for every host.
+        Diff mode (C(--diff)) shows each changed domain's XML in both.
+      - With O(apply=live) or O(apply=live_or_pause), V(summary) keeps of RV(domains[].live) its C(status),
+        C(method), C(predicted), C(taint), C(pause) and C(error), and drops RV(domains[].live_changes).
+      - The M(kvmio.tuning.kvm_io_info) audit reports the per-disk state of a host on its own.
+      - The C(kvmio.tuning.disk_policy) role uses V(summary) unless C(disk_policy_result_detail=full).
+    type: str
+    choices: [full, summary]
+    default: full
 notes:
   - "What each kind of disk gets: hard disks on files, block devices and storage-pool volumes get all
     settings; read-only disks get no O(discard)/O(detect_zeroes); shareable disks accept only
@@ -361,6 +377,7 @@ domains:
       description:
         - Each setting changed, with its old and new value and why.
         - The same shape as the C(config_changes) of M(kvmio.tuning.iothread_pin).
+      returned: when O(result_detail=full)
       type: list
       elements: dict
       sample: [{device: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4", live: false}]
@@ -388,12 +405,14 @@ domains:
         Every disk with its C(source), its settings before and after (C(cache), C(io), C(discard),
         C(detect_zeroes), C(bus), C(target)), the reason of each decision and, for disks left alone,
         why. The probe facts of each source are in RV(storage).
+      returned: when O(result_detail=full)
       type: list
       elements: dict
     live:
       description:
         - What O(apply) did to the running domain (in check mode, would do, predicted from the live XML
           unless the domain already carries monitor changes).
+        - With O(result_detail=summary), only C(status), C(method), C(predicted), C(taint), C(pause) and C(error).
       returned: for running domains, when O(apply) is V(live) or V(live_or_pause)
       type: dict
       contains:
@@ -458,10 +477,15 @@ domains:
               reopen_ms: 3.2
     live_changes:
       description: Each setting changed in the running QEMU, in the shape of RV(domains[].changes), with C(live=true).
-      returned: for running domains, when O(apply) is V(live) or V(live_or_pause)
+      returned: for running domains, when O(apply) is V(live) or V(live_or_pause) and O(result_detail=full)
       type: list
       elements: dict
       sample: [{device: vda, setting: cache, before: writeback, after: none, reason: "blockdev-reopen, without a restart", live: true}]
+counts:
+  description: How many domains were planned, changed and need a restart, their disks, and the settings changed.
+  returned: always
+  type: dict
+  sample: {domains: 100, changed: 100, restart_required: 3, disks: 200, changes: 800}
 restart_required:
   description:
     - Names of running domains whose configuration changed; they need a restart (not a reboot from inside the guest).
@@ -482,7 +506,7 @@ storage:
   description: >-
     Probe facts of every disk source, keyed by path (C(kind), C(fstype), C(mountpoint), C(odirect),
     C(shared), C(image_format), C(chain) - every file of the backing chain - and C(detail), why
-    O_DIRECT was refused or could not be checked). Empty with O(probe_storage=false).
+    O_DIRECT was refused or could not be checked). Empty with O(probe_storage=false) or O(result_detail=summary).
   returned: always
   type: dict
   sample: {/var/lib/libvirt/images/web01.qcow2: {kind: file, fstype: ext4, odirect: true, shared: false}}

@@ -56,6 +56,8 @@ options:
       - Each image is opened as the format its domain declares (C(<driver type>), V(raw) when none is
         declared, as libvirt does), never as its bytes suggest, and a qcow2 image without its backing
         chain; a guest writes the bytes of a raw disk, a qcow2 header naming any file or server included.
+      - Each image is opened once (a regular file or block device only), and C(qemu-img) reads that open
+        file, not the name, so a name swapped for a FIFO or a device after the probe is never opened.
       - Each read is bounded to 30 seconds (a hung NFS server); past it, the image's facts hold the error.
     type: bool
     default: true

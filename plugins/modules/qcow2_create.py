@@ -29,7 +29,15 @@ description:
     declares raw). Only regular files and block devices are opened, and reading is bounded in time.
   - An image is never converted, grown or removed while a domain uses it, directly or anywhere in a
     backing chain. The domains of O(uri) are read once per call; backing chains are read from the
-    images' headers (libvirt's inactive XML does not list them). See O(force) for removals.
+    images' headers (libvirt's inactive XML does not list them), up to libvirt's own limit of 200 files,
+    with each layer's external data file, the file behind a loop device, and every name of a file (a
+    bind mount or a hard link is the same file). See O(force) for removals.
+  - When some domain's chain cannot be read to its end (a disk on a hung NFS or FUSE mount, an unreadable
+    file, a chain deeper than libvirt reads), the users of every image are unknown; removals need
+    O(force=true) and conversions O(source_format) or O(force=true), and the error names the disk.
+    Each read is bounded in time (10 seconds, once per mount), so a dead mount never hangs the run.
+  - Right before an image is renamed over or unlinked, QEMU's image locks are read again and the
+    domains known to use it are asked whether they run now, so a QEMU that started meanwhile keeps it.
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:
@@ -42,6 +50,11 @@ options:
     description:
       - Path of the image. A symlink is followed, and the file it leads to is created, converted or grown;
         and the link stays. A symlink that leads nowhere is refused.
+      - A symlink (at the image's name, or a directory on the way) is followed only when root or the user
+        running the module owns it and every directory from C(/) down to it can be changed by root or
+        that user only (a sticky directory such as C(/tmp) is fine); otherwise the module fails naming
+        the link. A link another user planted could otherwise lead the module's chown, chmod, conversion
+        or removal to any file or device.
       - Exactly one of O(path) and O(images) is needed.
     type: path
   images:
@@ -104,6 +117,9 @@ options:
         type: bool
       force:
         description: As O(force).
+        type: bool
+      block_device_attributes:
+        description: As O(block_device_attributes).
         type: bool
       owner:
         description: Owner of the image file, as O(owner).
@@ -182,6 +198,9 @@ options:
         anything else raw; a file that starts like another image format, such as VMDK, is refused).
       - Set V(raw) for a raw disk of a domain that is not defined on O(uri) (its guest may have
         written a qcow2 header into it). A value that contradicts a domain's declaration fails.
+      - When the users of an image cannot all be known (libvirt cannot be asked, or a domain's chain
+        could not be read to its end), a conversion needs O(source_format) (or O(force=true)), since the format
+        would otherwise come from the file's own first bytes, which a guest may have written.
     type: str
     choices: [auto, qcow2, raw]
     default: auto
@@ -196,6 +215,12 @@ options:
         settings. The guest-visible content is checked with C(qemu-img compare) before the swap and the
         original is kept as RV(backup_file). A backing file is kept (or replaced by O(backing_file),
         which then must show the same content).
+      - A backing file the image's header names is kept only when it (and every file of its chain) lies
+        in the image's own directory (or below it), or inside O(allowed_roots) when that is set, since the name
+        may be a guest's (a qcow2 header written into a raw disk naming a host file). Otherwise set
+        O(allowed_roots) to include it, or O(backing_file) to name it yourself.
+      - A relative backing name that leads to different files from the directory the image was named in
+        (a symlink, as QEMU reads it) and from its real directory is refused; name the image by its real path.
       - Refused for a block device, an image a running domain uses anywhere in its backing chains, a
         raw image that a domain (or an overlay of a domain) reads as raw, a file that cannot be a raw
         disk (a size that is not a whole number of 512-byte sectors), an encrypted or corrupt image, and
@@ -206,9 +231,17 @@ options:
     description:
       - With O(state=absent), remove an image even if a defined (not running) domain uses it, or if
         libvirt cannot be asked.
-      - With O(convert=true), convert a raw image although libvirt cannot be asked which domains read
-        it as raw.
+      - With O(convert=true), convert an image although not every domain that may read it is known
+        (libvirt cannot be asked, or a chain could not be read to its end); O(source_format) is the
+        better way to say what the file is.
       - Never overrides a running domain, a QEMU process holding the image, or a block device.
+    type: bool
+    default: false
+  block_device_attributes:
+    description:
+      - Apply O(owner), O(group) and O(mode) to a block device at O(path) too. Off by default, since a device
+        node's owner and mode belong to udev and the tools that manage the device, and a request that
+        would change them fails.
     type: bool
     default: false
   allowed_roots:
@@ -220,6 +253,19 @@ options:
     type: list
     elements: path
     default: []
+  result_detail:
+    description:
+      - With O(images), how much each entry of RV(images) holds. V(full) returns every key (the image's
+        facts, filesystem, users), about 900 bytes per image.
+      - V(summary) keeps C(path), C(action), C(changed), C(drift), C(backup_file) and C(cleaned) of each image,
+        beside RV(counts), and Ansible's echo of the options (C(invocation)) lists only the options each entry
+        of O(images) sets. That is about 200 bytes per image instead of 900, a small result for a fleet run,
+        whose results AWX stores as job events for every host.
+      - The C(kvmio.tuning.images) role uses V(summary) unless C(images_result_detail=full).
+      - Not used with O(path).
+    type: str
+    choices: [full, summary]
+    default: full
 notes:
   - O(uri) names the libvirt whose domains' use of the images is checked. If libvirt cannot be asked,
     the module warns, reads formats from the images themselves, and refuses removals and format-changing
@@ -229,6 +275,15 @@ notes:
     but such a directory lets any user replace or remove the images themselves.
   - O(owner), O(group) and O(mode) are set on the open file, never by a path; new images are V(0600)
     unless O(mode) says otherwise, and a conversion keeps the original's owner, group and mode.
+  - In a directory other users can write, an existing file with more than one name (a hard link) is
+    not given another owner, group or mode, nor grown in place (its other name may be a file elsewhere
+    that a user linked there); SELinux contexts and file attributes, which Ansible sets by path, are
+    not set there at all.
+  - A lock on bytes 100-299 of an image is read as "a QEMU process uses it". QEMU takes such locks on
+    every image it opens, but any process can take them (a backup tool, a script), and such an image
+    is then kept as if a QEMU held it. A QEMU started with C(file.locking=off) takes none; only the
+    running domains libvirt reports guard against that one.
+  - Each image is locked for the run (a lock file in the root-only lock directory, removed at the end).
 seealso:
   - module: kvmio.tuning.kvm_disk_tune
   - name: qemu-img documentation
@@ -330,7 +385,10 @@ filesystem:
   type: dict
   sample: {type: ext4, mountpoint: /, odirect: true, shared: false}
 backup_file:
-  description: The original image, kept whole (a hard link of the original file) under this name after a conversion.
+  description: >-
+    The original image, kept whole (a hard link of the original file) under this name after a conversion:
+    C(NAME.YYYYMMDDTHHMMSSZ.orig), NAME shortened with a hash of the whole name when it would not fit in a
+    file name.
   returned: with O(path) (null unless an image was converted)
   type: str
   sample: /var/lib/libvirt/images/legacy.qcow2.20261123T101500Z.orig
@@ -359,8 +417,9 @@ images:
   description: >-
     One result per entry of O(images), in order, each with the keys returned for O(path) (C(path),
     C(action), C(changed), C(drift), C(image), C(size), C(filesystem), C(backup_file), C(cleaned),
-    C(format_source), C(used_by)). When applying fails part-way, the results of the images done before
-    the failure (and C(failed_image) names the one that failed).
+    C(format_source), C(used_by)); with O(result_detail=summary) only C(path), C(action), C(changed),
+    C(drift), C(backup_file) and C(cleaned). When applying fails part-way, the full results of the images
+    done before the failure (and C(failed_image) names the one that failed).
   returned: with O(images)
   type: list
   elements: dict
@@ -378,6 +437,13 @@ images:
       cleaned: []
       format_source: null
       used_by: null
+counts:
+  description: >-
+    How many images the list had and changed, and how many took each action (C(created), C(converted),
+    C(grown), C(removed), C(none), C(drift)).
+  returned: with O(images)
+  type: dict
+  sample: {images: 200, changed: 200, converted: 200}
 failed_image:
   description: The image whose change failed, when applying a list stopped part-way.
   returned: failure while applying O(images)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import tempfile
@@ -28,4 +29,21 @@ def ramfs_dir():
     subprocess.run(['mount', '-t', 'ramfs', '-o', 'mode=755', 'ramfs', path], check=True)
     yield path
     subprocess.run(['umount', '-l', path], check=False)
+    os.rmdir(path)
+
+
+@pytest.fixture
+def hung_mount():
+    """A FUSE mount whose daemon never answers, as a dead NFS server or a stuck FUSE daemon: every
+    lookup under it waits (killably). Closing the device fd at the end aborts the waiting requests."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = tempfile.mkdtemp(prefix='kvmio-hung-', dir='/var/tmp')
+    fd = os.open('/dev/fuse', os.O_RDWR)
+    options = b'fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other' % fd
+    if libc.mount(b'kvmio-hung', path.encode(), b'fuse', 0, options) != 0:
+        os.close(fd)
+        pytest.fail('cannot mount a FUSE filesystem: %s' % os.strerror(ctypes.get_errno()))
+    yield path
+    os.close(fd)
+    libc.umount2(path.encode(), 2)          # MNT_DETACH
     os.rmdir(path)

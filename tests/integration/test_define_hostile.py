@@ -473,7 +473,7 @@ def test_an_xml_path_diff_never_carries_a_password(tmp_path):
         result = tune_file(path, check=check, diff=True)
         assert not result.failed and result['changed'], result.get('msg')
         assert 'Secret12' not in repr(result), 'the password is in the result'
-        assert 'passwd="********"' in result['diff'][0]['before'] and 'cache="none"' in result['diff'][0]['after']
+        assert "passwd='********'" in result['diff'][0]['before'] and "cache='none'" in result['diff'][0]['after']
     assert "passwd='Secret12'" in path.read_text(), 'the file keeps its password'
 
 

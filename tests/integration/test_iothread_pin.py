@@ -108,3 +108,30 @@ def test_bad_cpusets_fail_naming_the_domain_and_change_nothing(system_domains, b
     reserved = pin(backup_dir, domains=[name], vcpu_pinning='auto', reserved_cpus='7')
     assert reserved.failed and 'reserved_cpus uses CPU 7, which this host does not have' in reserved['msg']
     assert dom.XMLDesc(INACTIVE) == original
+
+
+def test_summary_result_keeps_names_counts_and_drops_placements_and_changes(system_domains, backup_dir):
+    import json
+    import os
+    os.chmod(system_domains.image_dir, 0o755)
+    doms = []
+    for _number in range(3):
+        name = system_domains.name('pin')
+        disk = dx.disk(system_domains.image(name + '.qcow2'), 'vda', 'virtio')
+        doms.append(system_domains.define(dx.domain(name, [disk])))
+    options = dict(domains=[d.name() for d in doms], iothreads='auto', vcpu_pinning='auto', emulator_pinning='auto',
+                   iothread_pinning='auto', pinning_mode='shared')
+    planned = pin(backup_dir, check=True, **options)
+    summary = pin(backup_dir, result_detail='summary', **options)
+    assert not summary.failed, summary
+    assert [sorted(d) for d in summary['domains']] == [['active', 'changed', 'iothreads', 'name',
+                                                        'restart_required']] * 3
+    assert all(d['changed'] and d['iothreads'] == 1 for d in summary['domains'])
+    assert summary['counts'] == planned['counts']
+    assert summary['counts']['domains'] == 3 and summary['counts']['changed'] == 3
+    assert summary['counts']['placed'] == 3 and summary['counts']['unplaced'] == 0
+    assert summary['counts']['config_changes'] == sum(len(d['config_changes']) for d in planned['domains'])
+    assert len(summary['backups']) == 3 and summary['unplaced'] == {}
+    assert all(etree.fromstring(d.XMLDesc(INACTIVE).encode()).findtext('iothreads') == '1' for d in doms)
+    assert len(json.dumps(summary['domains'])) * 3 < len(json.dumps(planned['domains']))
+    assert pin(backup_dir, result_detail='summary', **options)['changed'] is False

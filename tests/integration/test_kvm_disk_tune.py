@@ -225,3 +225,27 @@ def test_xml_path_mode_tunes_a_file_in_place(tmp_path, backup_dir, image_dir):
         assert handle.read() == text + '\n'
     again = tune('qemu:///system', backup_dir, xml_path=str(path), bus='virtio', convert_boot_disk=True)
     assert again['changed'] is False and path.read_text() == new
+
+
+def test_summary_result_keeps_names_counts_restarts_and_backups_only(libvirt_env, backup_dir):
+    import json
+    uri, factory = libvirt_env
+    doms = [typical_domain(factory, bus_mix=False) for _number in range(4)]
+    names = sorted(d.name() for d in doms)
+    options = dict(domains=names, discard='unmap', detect_zeroes='auto')
+    planned = tune(uri, backup_dir, check=True, **options)      # full, the default
+    summary = tune(uri, backup_dir, result_detail='summary', **options)
+    assert not summary.failed, summary
+    assert summary['changed'] is True and summary['restart_required'] == []
+    assert [sorted(d) for d in summary['domains']] == [['changed', 'name', 'restart_required']] * 4
+    assert sorted(d['name'] for d in summary['domains'] if d['changed']) == names
+    assert summary['counts'] == {'domains': 4, 'changed': 4, 'restart_required': 0, 'disks': 4,
+                                 'changes': sum(len(d['changes']) for d in planned['domains'])}
+    assert summary['counts'] == planned['counts']
+    assert summary['storage'] == {} and planned['storage']
+    assert len(summary['backups']) == 4
+    # What is dropped is the per-disk detail: what was applied is the same as the full run planned.
+    assert all(drivers(d)['vda']['cache'] == 'none' for d in doms)
+    assert len(json.dumps(summary['domains'])) * 10 < len(json.dumps(planned['domains']) + json.dumps(planned['storage']))
+    again = tune(uri, backup_dir, result_detail='summary', **options)
+    assert again['changed'] is False and again['backups'] == [] and again['counts']['changed'] == 0

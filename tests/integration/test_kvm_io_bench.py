@@ -6,7 +6,13 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import stat
 import subprocess
+import sys
+import tempfile
+
+import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._host_probe import host_support
 from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import library_version
@@ -63,3 +69,77 @@ def test_refuses_without_free_space_and_honours_the_time_limit(tmp_path):
         subprocess.run(['umount', str(small)], check=True)
     limited = run_module(kvm_io_bench, {'path': str(tmp_path), 'count': 100, 'size': '16M', 'time_limit': 0})
     assert limited['results'] == [] and all('time_limit of 0 s reached' in s for s in limited['skipped'])
+
+
+# Issue 14 (second review), H2: another user who can write the measured directory renames each
+# directory root makes there and puts one of its own in its place, with links named like the scratch
+# files leading to a root-only file.
+RACE_SCRATCH_DIRECTORIES = r'''
+import os, sys, time
+directory, victim, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+end = time.time() + seconds
+print('ready', flush=True)
+while time.time() < end:
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        try:
+            if name.endswith('.moved') or os.lstat(path).st_uid != 0:
+                continue
+            os.rename(path, path + '.moved')
+            os.mkdir(path, 0o777)
+            for trap in ('bench.qcow2', 'probe'):
+                os.symlink(victim, os.path.join(path, trap))
+        except OSError:
+            pass
+'''
+
+
+@pytest.fixture
+def reachable_tmp():
+    """A directory other users can reach (pytest's own temporary tree is root-only)."""
+    path = tempfile.mkdtemp(prefix='kvmio-bench14-', dir='/var/tmp')
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    subprocess.run(['rm', '-rf', path], check=False)
+
+
+def test_a_user_who_can_write_the_measured_directory_cannot_lead_root_anywhere(reachable_tmp):
+    tmp_path = reachable_tmp
+    public = tmp_path / 'public'
+    public.mkdir()
+    os.chmod(public, 0o777)                      # a pool directory others can write (no sticky bit)
+    secret = tmp_path / 'secret'
+    secret.mkdir(mode=0o700)
+    victim = secret / 'shadow'
+    victim.write_bytes(b'root:secret-hash:19000:0:99999:7:::\n' * 100)
+    os.chmod(victim, 0o600)
+    before = victim.read_bytes()
+    racer = subprocess.Popen(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', sys.executable, '-c',
+                              RACE_SCRATCH_DIRECTORIES, str(public), str(victim), '120'], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert racer.stdout.readline() == 'ready\n'
+        result = run_module(kvm_io_bench, {'path': str(public), 'count': 100, 'size': '16M'})
+    finally:
+        racer.kill()
+        racer.wait()
+    assert victim.read_bytes() == before and os.stat(victim).st_uid == 0, 'root wrote through a planted link'
+    assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
+    assert not result.failed, result.get('msg')
+    assert {r['cache'] for r in result['results']} == {'writeback', 'writethrough', 'none', 'directsync'}
+    leftovers = [n for n in os.listdir(public) if os.lstat(public / n).st_uid == 0]
+    assert all(n.endswith('.moved') for n in leftovers), leftovers     # ours, renamed by the user: left there
+
+
+def test_guest_mode_refuses_a_measured_directory_others_can_write(reachable_tmp):
+    # The guest mode (merged since) writes its scratch images and the guest's files by name, for QEMU:
+    # the same planted names would lead root anywhere, so a directory others can write is refused.
+    public = reachable_tmp / 'public'
+    public.mkdir()
+    os.chmod(public, 0o777)
+    result = run_module(kvm_io_bench, {'mode': 'guest', 'path': str(public), 'runtime': 1, 'size': '64M',
+                                       'workloads': ['randwrite'], 'accelerator': 'tcg', 'alternatives': 'none'})
+    assert result.failed and result['msg'].startswith(
+        'path %s (mode=guest writes its scratch images there by name): %s is writable by others' % (public, public)), \
+        result['msg']
+    assert os.listdir(public) == []

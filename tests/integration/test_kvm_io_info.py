@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ansible_collections.kvmio.tuning.plugins.modules import iothread_pin, kvm_disk_tune, kvm_io_info
 from helpers import domain_xml as dx
 from helpers import qemu_img
@@ -61,3 +63,50 @@ def test_each_finding_on_real_domains_and_none_after_tuning(system_domains, tmp_
     remaining = sorted({f['code'] for f in after['findings']})
     assert remaining == ['pins_overlap', 'thin_qcow2'], after['findings']
     assert after['summary']['critical'] == 0 and after['summary']['high'] == 0
+
+
+SWAP_ON_OPEN = r'''
+import ctypes, os, sys
+directory = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+watch = libc.inotify_init()
+assert libc.inotify_add_watch(watch, os.path.join(directory, 'disk.qcow2').encode(), 0x20) >= 0   # IN_OPEN
+print('ready', flush=True)
+os.read(watch, 4096)                     # the probe opened the image: now the name leads to a FIFO
+os.symlink('pipe', os.path.join(directory, 'link.new'))
+os.replace(os.path.join(directory, 'link.new'), os.path.join(directory, 'link'))
+print('swapped', flush=True)
+'''
+
+
+def test_qemu_img_reads_what_the_probe_checked(system_domains):
+    # Issue 14, second review (L8): the probe opened each disk safely, then qemu-img opened it again by
+    # name; a name swapped for a FIFO right after the probe opened the image held the read for its whole
+    # 30 s bound.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    factory = system_domains
+    directory = factory.image_dir
+    qemu_img.create(os.path.join(directory, 'disk.qcow2'), '16M')
+    os.mkfifo(os.path.join(directory, 'pipe'))
+    os.symlink('disk.qcow2', os.path.join(directory, 'link'))
+    name = factory.name('swap')
+    factory.define(dx.domain(name, [dx.disk(os.path.join(directory, 'link'), 'vda', 'virtio')]))
+    swapper = subprocess.Popen([sys.executable, '-c', SWAP_ON_OPEN, directory], stdout=subprocess.PIPE, text=True)
+    try:
+        assert swapper.stdout.readline() == 'ready\n'
+        started = time.monotonic()
+        facts = run_module(kvm_io_info, {'uri': URI, 'domains': [name]})
+        elapsed = time.monotonic() - started
+        assert swapper.stdout.readline() == 'swapped\n', 'the probe never opened the image'
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert not facts.failed, facts.get('msg')
+    disk = facts['domains'][0]['disks'][0]
+    assert disk['storage']['kind'] == 'file', disk['storage']
+    assert elapsed < 25 and 'did not finish' not in json.dumps(disk['image']), (elapsed, disk['image'])
+    assert disk['image'].get('format') == 'qcow2' or 'is a FIFO' in disk['image']['error'], disk['image']

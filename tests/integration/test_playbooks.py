@@ -123,3 +123,52 @@ def test_tune_applies_the_policy_to_running_domains_live(system_domains, tmp_pat
         assert again['rc'] == 0 and stats(again)['changed'] == 0, stats(again)
     finally:
         dom.destroy()
+
+
+RACE_DEMO_ROOT = r'''
+import os, sys, time
+root, victim = sys.argv[1], sys.argv[2]
+print('ready', flush=True)
+end = time.time() + 600
+while time.time() < end:
+    try:
+        os.mkdir(root, 0o777)
+        os.symlink(victim, os.path.join(root, 'images'))
+    except OSError:
+        pass
+    time.sleep(0.001)
+'''
+
+
+def test_the_demo_root_is_never_one_another_user_made(tmp_path, monkeypatch):
+    # Issue 14, second review (L7): the demo removed /tmp/kvmio-demo and then created directories in it;
+    # a local user who made it again in between (a link to a root-only directory as its 'images') had
+    # root chmod that directory and write the demo's images into it.
+    import subprocess
+    import tempfile
+    import sys
+    public = tempfile.mkdtemp(prefix='kvmio-demo-l7-', dir='/var/tmp')
+    os.chmod(public, 0o1777)                         # as /tmp
+    victim = tmp_path / 'root-only'
+    victim.mkdir(mode=0o700)
+    (victim / 'keep').write_text('root data\n')
+    root = os.path.join(public, 'demo')
+    monkeypatch.setenv('KVMIO_DEMO_ROOT', root)
+    racer = subprocess.Popen(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', sys.executable, '-c',
+                              RACE_DEMO_ROOT, root, str(victim)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert racer.stdout.readline() == 'ready\n'
+        result = run_playbook('demo.yml', tmp_path)
+    finally:
+        racer.kill()
+        racer.wait()
+    try:
+        assert os.stat(victim).st_mode & 0o7777 == 0o700 and os.listdir(victim) == ['keep'], \
+            'root wrote into a directory another user chose'
+        if result['rc'] != 0:
+            assert 'is not safe to write to' in result['stdout'] or 'was made by another user' in result['stdout'], \
+                result['stdout'][-3000:]
+        else:                                        # the user lost every race: the root is root's alone
+            assert os.stat(root).st_uid == 0 and os.stat(root).st_mode & 0o7777 == 0o700
+    finally:
+        subprocess.run(['rm', '-rf', public], check=False)

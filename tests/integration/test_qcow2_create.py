@@ -20,10 +20,11 @@ import time
 
 import pytest
 
+from ansible_collections.kvmio.tuning.plugins.module_utils._image_chain import qemu_holds
 from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import parse_size
 from ansible_collections.kvmio.tuning.plugins.modules import qcow2_create
 from helpers import domain_xml as dx
-from helpers import qemu_img
+from helpers import embed, qemu_img
 from helpers.modules import finish_module_process, run_module, start_module_process
 
 
@@ -105,21 +106,33 @@ def test_convert_keeps_the_guest_data_and_the_original(tmp_path, fmt):
     assert image(path, convert=True)['changed'] is False
 
 
-def test_an_image_qemu_holds_open_is_never_touched(tmp_path):
+# L4: what a lock on QEMU's lock bytes means, as the messages say it: QEMU, or any process locking them.
+LOCKED_BY = ('is locked by another process (a QEMU process, or any other process that locks bytes 100-299 of the '
+             'file as QEMU does)')
+# Any process can take such a lock (here a POSIX lock on byte 100, as QEMU's "consistent read" lock).
+ANY_LOCKER = ('import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\n'
+              'fcntl.lockf(fd, fcntl.LOCK_SH, 1, 100)\nprint("locked", flush=True)\ntime.sleep(600)\n')
+
+
+@pytest.mark.parametrize('holder', ['qemu-io', 'any process'])
+def test_an_image_qemu_holds_open_is_never_touched(tmp_path, holder):
     path = tmp_path / 'locked.qcow2'
     qemu_img.create(str(path), '8M')
-    holder = subprocess.Popen(['qemu-io', '-f', 'qcow2', '-c', 'sleep 20000', str(path)])
-    try:
+    if holder == 'qemu-io':
+        proc = subprocess.Popen(['qemu-io', '-f', 'qcow2', '-c', 'sleep 20000', str(path)])
         time.sleep(0.5)
+    else:
+        proc = subprocess.Popen([sys.executable, '-c', ANY_LOCKER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == 'locked\n'
+    try:
         for options in ({'convert': True}, {'size': '16M', 'preallocation': 'off', 'resize': 'grow'},
                         {'state': 'absent', 'force': True}):
             result = image(path, **options)
             assert result.failed, options
-            assert result['msg'].startswith('%s is in use by another process (a QEMU process holds a lock on it)'
-                                            % path), result['msg']
+            assert result['msg'].startswith('%s %s' % (path, LOCKED_BY)), result['msg']
     finally:
-        holder.kill()
-        holder.wait()
+        proc.kill()
+        proc.wait()
     assert qemu_img.info(str(path))['virtual-size'] == 8 << 20
 
 
@@ -541,6 +554,8 @@ def loop_device(tmp_path):
         if os.path.lexists(device):
             os.unlink(device)
         os.mknod(device, node.st_mode, node.st_rdev)
+    os.chown(device, node.st_uid, node.st_gid)         # and what a chown/chmod through a link did
+    os.chmod(device, stat.S_IMODE(node.st_mode))
     for leftover in os.listdir('/dev'):
         if leftover.startswith(os.path.basename(device) + '.') and leftover.endswith('.orig'):
             os.unlink(os.path.join('/dev', leftover))
@@ -723,6 +738,28 @@ def test_a_list_of_images_in_one_call(tmp_path):
     assert again['changed'] is False and {r['action'] for r in again['images']} == {'none'}
 
 
+def test_a_list_returns_a_summary_per_image_with_the_counts(tmp_path):
+    import json
+    thin = tmp_path / 'thin.qcow2'
+    qemu_img.create(str(thin), '8M')
+    entries = [{'path': str(tmp_path / ('new%d.qcow2' % i)), 'size': '8M'} for i in range(3)] + \
+        [{'path': str(thin), 'convert': True}]
+    full = images(entries, check=True)
+    summary = images(entries, result_detail='summary')
+    assert not summary.failed, summary.get('msg')
+    assert [sorted(r) for r in summary['images']] == [['action', 'backup_file', 'changed', 'cleaned', 'drift',
+                                                       'path']] * 4
+    assert [(r['path'], r['action']) for r in summary['images']] == [(r['path'], r['action']) for r in full['images']]
+    assert summary['counts'] == full['counts'] == {'images': 4, 'changed': 4, 'created': 3, 'converted': 1}
+    assert summary['images'][3]['backup_file'] and os.path.exists(summary['images'][3]['backup_file'])
+    assert len(json.dumps(summary['images'])) * 2 < len(json.dumps(full['images']))
+    # Ansible's echo of the options lists only what each entry sets (not every suboption as null).
+    assert summary['invocation']['module_args']['images'][3] == {'path': str(thin), 'convert': True}
+    assert None in full['invocation']['module_args']['images'][0].values()
+    again = images(entries, result_detail='summary')
+    assert again['changed'] is False and again['counts'] == {'images': 4, 'changed': 0, 'none': 4}
+
+
 def test_a_list_with_one_bad_image_changes_nothing(tmp_path):
     big = tmp_path / 'big.qcow2'
     qemu_img.create(str(big), '32M')
@@ -788,3 +825,394 @@ def test_the_images_role_makes_one_module_call(tmp_path):
     assert first['changed'] and [r['action'] for r in first['images']] == ['created'] * 3
     assert not second['changed'] and [r['action'] for r in second['images']] == ['none'] * 3
     assert runs[1]['exported'] == {e['path']: 'none' for e in entries}
+
+
+# --- issue 14, second review: what the first round left open ----------------------------------------
+
+@pytest.fixture
+def root_files(public_tmp):
+    """Files only root may change, in a directory only root may enter: a disk-sized file, a qcow2 image
+    and a file others may write but not own. Yields {name: path} and checks at the end that none of
+    them was changed (content, owner, group, mode) or removed."""
+    secret = public_tmp / 'root-only-images'
+    secret.mkdir(mode=0o700)
+    files = {'data': secret / 'data.raw', 'image': secret / 'image.qcow2', 'shared': public_tmp / 'writable.raw'}
+    files['data'].write_bytes(b'\x42' * 4096)
+    qemu_img.create(str(files['image']), '8M')
+    files['shared'].write_bytes(b'\x17' * 4096)
+    for name, path in files.items():
+        os.chmod(path, 0o666 if name == 'shared' else 0o600)
+
+    def state():
+        return {name: (digest(path), os.stat(path).st_uid, os.stat(path).st_gid, stat.S_IMODE(os.stat(path).st_mode))
+                for name, path in files.items()}
+    before = state()
+    yield {name: str(path) for name, path in files.items()}
+    assert state() == before, 'a root file was changed through a name another user planted'
+
+
+def test_a_link_another_user_planted_at_the_image_name_is_never_followed(open_dir, root_files, loop_device):
+    # H1: nobody plants links where root's run will look (the image's own name, a directory on the way),
+    # to root's files and to a block device. Following them chowned and chmodded any file or device and
+    # removed root's files elsewhere.
+    device = os.stat(loop_device)
+    as_nobody(r'''
+import os, sys
+d, data, image, device = sys.argv[1:5]
+os.symlink(data, os.path.join(d, 'disk.raw'))
+os.symlink(image, os.path.join(d, 'old.qcow2'))
+os.symlink(device, os.path.join(d, 'dev.raw'))
+os.symlink(os.path.dirname(image), os.path.join(d, 'pool'))
+''', open_dir, root_files['data'], root_files['image'], loop_device)
+    attempts = [('disk.raw', {'owner': str(NOBODY), 'mode': '0666'}),
+                ('disk.raw', {'state': 'absent', 'force': True}),
+                ('disk.raw', {'convert': True, 'source_format': 'raw'}),
+                ('old.qcow2', {'state': 'absent', 'force': True}),
+                ('old.qcow2', {'size': '16M', 'resize': 'grow', 'preallocation': 'off'}),
+                ('dev.raw', {'owner': str(NOBODY), 'group': str(NOBODY), 'mode': '0666'}),
+                ('pool/image.qcow2', {'state': 'absent', 'force': True}),
+                ('pool/data.raw', {'owner': str(NOBODY)})]
+    for name, options in attempts:
+        result = image(open_dir / name, **options)
+        link = open_dir / name.split('/', maxsplit=1)[0]
+        assert result.failed, (name, options)
+        assert result['msg'].startswith('%s is not followed: the link %s is owned by nobody (uid %d)'
+                                        % (open_dir / name, link, NOBODY)), result['msg']
+    assert (os.stat(loop_device).st_uid, os.stat(loop_device).st_mode) == (device.st_uid, device.st_mode)
+    # The same for a backing file named by a link another user planted: the overlay would show it to a guest.
+    overlay = open_dir.parent / 'overlay.qcow2'
+    result = image(overlay, backing_file=str(open_dir / 'disk.raw'), backing_format='raw', preallocation='off')
+    assert result.failed and result['msg'].startswith(
+        'backing_file %s of %s is not followed: the link %s is owned by nobody (uid %d)'
+        % (open_dir / 'disk.raw', overlay, open_dir / 'disk.raw', NOBODY)), result['msg']
+    assert not overlay.exists()
+    # A link root made is followed, but not in a directory others can write (they could replace it).
+    os.unlink(open_dir / 'disk.raw')
+    os.symlink(root_files['data'], open_dir / 'disk.raw')
+    result = image(open_dir / 'disk.raw', owner=str(NOBODY))
+    assert result.failed and result['msg'].startswith(
+        '%s is not followed: the link %s lies in a directory another user can change (%s is writable by others'
+        % (open_dir / 'disk.raw', open_dir / 'disk.raw', open_dir)), result['msg']
+
+
+def test_block_devices_and_hard_links_keep_their_owner_and_mode(open_dir, root_files, loop_device):
+    # H1: a device node's owner and mode are udev's (changed only when asked with block_device_attributes),
+    # and a file with another name (a hard link nobody made in a directory others can write; the file
+    # is writable by others, so fs.protected_hardlinks allows the link) is never given an owner or mode.
+    device = os.stat(loop_device)
+    refused = image(loop_device, owner=str(NOBODY), mode='0666')
+    assert refused.failed and refused['msg'].startswith('%s is a block device: its owner, group and mode are left to '
+                                                        'udev' % loop_device), refused['msg']
+    assert (os.stat(loop_device).st_uid, os.stat(loop_device).st_mode) == (device.st_uid, device.st_mode)
+    asked = image(loop_device, mode='0660', block_device_attributes=True, preallocation='off')
+    assert not asked.failed and asked['changed'] and stat.S_IMODE(os.stat(loop_device).st_mode) == 0o660
+    os.chmod(loop_device, stat.S_IMODE(device.st_mode))
+    as_nobody('import os, sys; os.link(sys.argv[1], sys.argv[2])', root_files['shared'], open_dir / 'linked.raw')
+    for options in ({'owner': str(NOBODY)}, {'mode': '0644'}):
+        result = image(open_dir / 'linked.raw', **options)
+        assert result.failed and result['msg'].startswith(
+            '%s has 2 names (hard links) and lies in a directory another user can change' % (open_dir / 'linked.raw')), \
+            result['msg']
+    # The same request in a directory only root can change is done as asked.
+    private = open_dir.parent / 'private'
+    private.mkdir(mode=0o755)
+    own = private / 'own.raw'
+    own.write_bytes(b'\0' * 4096)
+    os.link(own, private / 'other-name.raw')
+    done = image(own, mode='0640')
+    assert not done.failed and stat.S_IMODE(os.stat(own).st_mode) == 0o640, done.get('msg')
+
+
+def test_every_name_of_a_used_file_is_used(system_domains):
+    # M1: a bind mount and a hard link give a domain's raw disk other names; the used-by checks knew it
+    # only by the name the domain gives it, so convert and absent went ahead under another name.
+    factory = system_domains
+    name = factory.name('q14-alias')
+    pool = pathlib.Path(factory.image_dir) / 'pool'
+    pool.mkdir()
+    disk = qemu_img.create(str(pool / 'disk.raw'), '8M', fmt='raw')
+    factory.define(dx.domain(name, [dx.disk(disk, 'vda', 'virtio', fmt='raw')]))
+    os.link(disk, pool / 'disk-link.raw')
+    alias = pathlib.Path(factory.image_dir) / 'alias'
+    alias.mkdir()
+    subprocess.run(['mount', '--bind', str(pool), str(alias)], check=True)
+    try:
+        checksum = digest(disk)
+        for other in (alias / 'disk.raw', pool / 'disk-link.raw', alias / 'disk-link.raw'):
+            converted = image(other, convert=True)
+            assert converted.failed and converted['msg'].startswith(
+                '%s is read as raw by domain %s: converted to qcow2' % (other, name)), converted['msg']
+            removed = image(other, state='absent')
+            assert removed.failed and removed['msg'] == (
+                '%s is a disk of domain %s; remove it from the domain first, or set force=true' % (other, name))
+            assert image(other, check=True)['used_by'] == [name]
+        assert digest(disk) == checksum and sorted(os.listdir(pool)) == ['disk-link.raw', 'disk.raw']
+    finally:
+        subprocess.run(['umount', str(alias)], check=True)
+
+
+def overlay_chain(directory, depth, base):
+    """``depth`` qcow2 overlays on ``base``, each naming the one below by a relative name; returns the top.
+    (``-u``: qemu-img would otherwise open the whole chain below each new layer.)"""
+    below = base
+    for level in range(depth):
+        path = os.path.join(directory, 'layer-%03d.qcow2' % level)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', os.path.basename(below), '-F',
+                        'qcow2' if level else 'raw', path, '8M'], check=True)
+        below = path
+    return below
+
+
+def test_deep_chains_and_data_files_count_as_used(system_domains):
+    # M2: the usage walk stopped after 16 files, and at a layer with an external data file, so the files
+    # past them (a base image, the data file itself) could be removed under a defined domain.
+    factory = system_domains
+    deep, with_data = factory.name('q14-deep'), factory.name('q14-data')
+    directory = os.path.join(factory.image_dir, 'deep')
+    os.mkdir(directory)
+    base = qemu_img.create(os.path.join(directory, 'base.raw'), '8M', fmt='raw')
+    top = overlay_chain(directory, 24, base)
+    factory.define(dx.domain(deep, [dx.disk(top, 'vda', 'virtio')]))
+    data_dir = os.path.join(factory.image_dir, 'data')
+    os.mkdir(data_dir)
+    data_base = qemu_img.create(os.path.join(data_dir, 'base.qcow2'), '8M')
+    middle = os.path.join(data_dir, 'middle.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'data_file=middle.data', '-b', 'base.qcow2',
+                    '-F', 'qcow2', middle, '8M'], check=True, cwd=data_dir)
+    data_top = qemu_img.create(os.path.join(data_dir, 'top.qcow2'), None, backing=middle)
+    factory.define(dx.domain(with_data, [dx.disk(data_top, 'vda', 'virtio')]))
+    for path, who in ((base, deep), (os.path.join(directory, 'layer-001.qcow2'), deep),
+                      (data_base, with_data), (os.path.join(data_dir, 'middle.data'), with_data)):
+        result = image(path, state='absent')
+        assert result.failed and result['msg'].startswith('%s is a disk of domain %s (through ' % (path, who)), \
+            (path, result['msg'])
+        assert os.path.exists(path)
+
+
+@pytest.mark.parametrize('request_, holder, doing', [
+    ({'state': 'absent', 'force': True}, ['qemu-io', '-f', 'qcow2'], 'removed'),
+    # A QEMU reading the image (a read-only disk) does not stop qemu-img convert, only the re-check does.
+    ({'convert': True}, ['qemu-io', '-r', '-f', 'qcow2'], 'converted'),
+])
+def test_a_qemu_that_starts_between_plan_and_change_keeps_the_image(tmp_path, request_, holder, doing):
+    # M3: QEMU's locks were read only while planning; a QEMU that took the image after that (here while
+    # the run writes another image of its list, the run held still with SIGSTOP meanwhile) lost it.
+    big, doomed = tmp_path / 'big.qcow2', tmp_path / 'doomed.qcow2'
+    qemu_img.create(str(doomed), '8M')
+    checksum = digest(doomed)
+    args = {'images': [{'path': str(big), 'size': '512M', 'preallocation': 'full'},
+                       dict(request_, path=str(doomed))], 'uri': 'qemu:///system'}
+    proc, args_file = start_module_process('qcow2_create', args)
+    started = None
+    try:
+        deadline = time.monotonic() + 60
+        while not [n for n in os.listdir(tmp_path) if n.startswith('.big.qcow2.kvmio-')]:
+            assert time.monotonic() < deadline and proc.poll() is None, 'the run never started writing big.qcow2'
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGSTOP)         # planned, applying the first image: hold it there
+        started = subprocess.Popen(holder + ['-c', 'sleep 60000', str(doomed)])
+        probe = os.open(doomed, os.O_RDONLY)
+        try:
+            while not qemu_holds(probe):
+                assert started.poll() is None, 'qemu-io did not start'
+                time.sleep(0.05)
+        finally:
+            os.close(probe)
+        assert not big.exists(), 'the run got past its first image before the QEMU started'
+        os.killpg(proc.pid, signal.SIGCONT)
+        result = finish_module_process(proc, args_file, timeout=300)
+    finally:
+        if started is not None:
+            started.kill()
+            started.wait()
+    assert result.failed and result['failed_image'] == str(doomed), result
+    assert result['msg'].startswith('%s was locked by another process (a QEMU process, or any other process that locks '
+                                    'bytes 100-299 of the file as QEMU does) while this run worked on it, so it is '
+                                    'not %s' % (doomed, doing)), result['msg']
+    assert digest(doomed) == checksum and [r['action'] for r in result['images']] == ['created']
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.orig')]
+
+
+def test_a_relative_backing_name_means_one_file_or_is_refused(system_domains):
+    # L1: an image named through a link (W8) records 'base.qcow2': QEMU, given the link's path, reads the
+    # base beside the link; the checks read the one beside the real file. Two files, one name.
+    factory = system_domains
+    real_dir, named_dir = pathlib.Path(factory.image_dir) / 'store', pathlib.Path(factory.image_dir) / 'named'
+    real_dir.mkdir()
+    named_dir.mkdir()
+    decoy = qemu_img.create(str(real_dir / 'base.qcow2'), '8M')
+    wanted = qemu_img.create(str(named_dir / 'base.qcow2'), '8M')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', 'base.qcow2', '-F', 'qcow2',
+                    str(real_dir / 'top.qcow2'), '8M'], check=True)
+    path = named_dir / 'top.qcow2'
+    path.symlink_to(real_dir / 'top.qcow2')
+    converted = image(path, convert=True, extended_l2=True)
+    assert converted.failed and converted['msg'] == (
+        '%s names base.qcow2, which is %s seen from the real directory of the image and %s seen from the '
+        'directory it was named in (%s); name the file by an absolute path, or name the image by its real path'
+        % (path, decoy, wanted, named_dir)), converted['msg']
+    new = named_dir / 'new.qcow2'
+    requested = image(new, backing_file='top.qcow2', preallocation='off')      # an overlay of the link: same
+    assert requested.failed and 'names base.qcow2, which is ' in requested['msg'] and not new.exists()
+    # A domain given the link: both files count as its (QEMU reads one, the checks read the other).
+    name = factory.name('q14-relative')
+    factory.define(dx.domain(name, [dx.disk(str(path), 'vda', 'virtio')]))
+    for base in (decoy, wanted):
+        removed = image(base, state='absent')
+        assert removed.failed and removed['msg'].startswith('%s is a disk of domain %s (through ' % (base, name)), \
+            removed['msg']
+    # Named by its real path, the image is converted as asked (QEMU then reads the base beside it).
+    by_real = image(real_dir / 'top.qcow2', convert=True, extended_l2=True)
+    assert not by_real.failed and by_real['action'] == 'converted', by_real.get('msg')
+
+
+def test_the_file_behind_a_domain_s_loop_device_is_used(system_domains, loop_device):
+    # L3: a domain's disk is a loop device; the file behind it is the disk's data, and was removable.
+    factory = system_domains
+    name = factory.name('q14-loop')
+    factory.define(dx.domain(name, [dx.disk(loop_device, 'vda', 'virtio', fmt='raw', source_type='block')]))
+    backing = subprocess.run(['losetup', '-n', '-O', 'BACK-FILE', loop_device], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    # (Other domains on this host may name the same loop device: the message names them all.)
+    removed = image(backing, state='absent')
+    assert removed.failed and removed['msg'].startswith('%s is a disk of domain ' % backing), removed['msg']
+    assert '%s (through %s (a loop device on %s))' % (name, loop_device, backing) in removed['msg']
+    converted = image(backing, convert=True)
+    assert converted.failed and converted['msg'].startswith('%s is read as raw by domain ' % backing)
+    assert name in converted['msg'], converted['msg']
+    assert os.path.exists(backing)
+
+
+def test_an_image_name_too_long_for_the_backup_name_is_converted(tmp_path):
+    # L5: 'NAME.<stamp>.orig' is 22 bytes longer than NAME: a 250-byte name failed after the whole conversion.
+    path = tmp_path / ('d' * 246 + '.raw')
+    qemu_img.create(str(path), '8M', fmt='raw')
+    write_pattern(path, 'raw')
+    checksum = qemu_img.guest_sha256(path)
+    result = image(path, convert=True)
+    assert not result.failed and result['action'] == 'converted', result.get('msg')
+    backup = os.path.basename(result['backup_file'])
+    assert len(backup.encode()) <= 255 and backup.endswith('.orig') and backup.startswith('d' * 200)
+    assert qemu_img.guest_sha256(path) == checksum and qemu_img.guest_sha256(result['backup_file']) == checksum
+
+
+@pytest.fixture
+def private_libvirt():
+    """Domains defined on an embedded libvirt of this test's own (virsh in a child process; the module,
+    run as a process, opens it after): for domains no other test on this host must meet (a disk on a
+    hung mount, a chain too deep to read). Yields a function taking domain XMLs and returning the URI."""
+    root = embed.make_root()
+    uri = 'qemu:///embed?root=%s' % root
+
+    def define(*xmls):
+        for number, xml in enumerate(xmls):
+            path = os.path.join(root, 'domain-%d.xml' % number)
+            with open(path, 'w', encoding='utf-8') as handle:
+                handle.write(xml)
+            subprocess.run(['virsh', '-q', '-c', uri, 'define', path], check=True, capture_output=True)
+        return uri
+    yield define
+    subprocess.run(['rm', '-rf', root], check=False)
+
+
+def test_a_disk_on_a_hung_mount_makes_users_unknown_not_a_hung_run(tmp_path, hung_mount, private_libvirt):
+    # M4: another domain's disk on a dead mount (a FUSE daemon that never answers) hung every run that
+    # read the domains' chains, forever, holding its locks. Now each walk is bounded (one wait per
+    # mount): that domain's users are unknown, which refuses removals and conversions unless asked.
+    uri = private_libvirt(dx.domain('far', [dx.disk(os.path.join(hung_mount, 'far.qcow2'), 'vda', 'virtio'),
+                                            dx.disk(os.path.join(hung_mount, 'far-data.qcow2'), 'vdb', 'virtio')]),
+                          dx.domain('near', [dx.disk(os.path.join(hung_mount, 'near.qcow2'), 'vda', 'virtio')]))
+    loose = qemu_img.create(str(tmp_path / 'loose.qcow2'), '8M')
+    started = time.monotonic()
+    removed = run_as_process({'path': loose, 'state': 'absent', 'uri': uri}, timeout=120)
+    assert time.monotonic() - started < 60, 'one bounded wait per dead mount'
+    assert removed.failed and removed['msg'].startswith('cannot check whether a domain uses %s (domain ' % loose), \
+        removed['msg']
+    # The first disk read waits 10 s; the others on that mount are not tried (the domains come in any order).
+    disks = [os.path.join(hung_mount, n) for n in ('far.qcow2', 'far-data.qcow2', 'near.qcow2')]
+    waited = [d for d in disks if 'disk %s: the read of %s did not finish within 10 s' % (d, d) in removed['msg']]
+    skipped = [d for d in disks if 'disk %s: not read: an earlier read on %s did not finish within 10 s'
+               % (d, hung_mount) in removed['msg']]
+    assert len(waited) == 1 and sorted(waited + skipped) == sorted(disks), removed['msg']
+    converted = run_as_process({'path': loose, 'convert': True, 'extended_l2': True, 'uri': uri}, timeout=120)
+    assert converted.failed and 'cannot check whether a domain reads %s as another format than qcow2' % loose \
+        in converted['msg'], converted['msg']
+    vouched = run_as_process({'path': loose, 'convert': True, 'extended_l2': True, 'source_format': 'qcow2',
+                              'uri': uri}, timeout=120)
+    assert not vouched.failed and vouched['action'] == 'converted', vouched.get('msg')
+    created = run_as_process({'path': str(tmp_path / 'new.qcow2'), 'size': '8M', 'uri': uri}, timeout=120)
+    assert not created.failed and created['action'] == 'created', created.get('msg')
+    forced = run_as_process({'path': loose, 'state': 'absent', 'force': True, 'uri': uri}, timeout=120)
+    assert not forced.failed and not os.path.exists(loose), forced.get('msg')
+
+
+def test_a_chain_deeper_than_libvirt_reads_makes_users_unknown(tmp_path, private_libvirt):
+    # M2: past libvirt's own limit (200 files) nobody can tell what the chain uses: removals and
+    # conversions are refused unless forced, naming the disk.
+    deep = tmp_path / 'deep'
+    deep.mkdir()
+    top = overlay_chain(str(deep), 205, qemu_img.create(str(deep / 'base.raw'), '8M', fmt='raw'))
+    uri = private_libvirt(dx.domain('deep', [dx.disk(top, 'vda', 'virtio')]))
+    loose = qemu_img.create(str(tmp_path / 'loose.qcow2'), '8M')
+    removed = run_as_process({'path': loose, 'state': 'absent', 'uri': uri}, timeout=120)
+    assert removed.failed and removed['msg'].startswith(
+        'cannot check whether a domain uses %s (domain deep, disk %s: the backing chain of %s is longer than 200 files)'
+        % (loose, top, top)), removed['msg']
+    in_chain = run_as_process({'path': str(deep / 'layer-100.qcow2'), 'state': 'absent', 'uri': uri}, timeout=120)
+    assert in_chain.failed and in_chain['msg'].startswith('%s is a disk of domain deep (through '
+                                                          % (deep / 'layer-100.qcow2')), in_chain['msg']
+    assert os.path.exists(loose) and os.path.exists(deep / 'layer-100.qcow2')
+
+
+UNREACHABLE = 'qemu+unix:///system?socket=/nonexistent/libvirt-sock'
+
+
+def test_a_header_a_guest_wrote_does_not_drive_a_conversion(tmp_path, root_files):
+    # M5: with libvirt out of reach, the file's own first bytes chose the format: a qcow2 header a guest
+    # wrote into its raw disk made convert rewrite the disk as that qcow2 (raw -> qcow2 needed force,
+    # qcow2 -> qcow2 did not). And a header naming a host file as its backing file got that file kept
+    # as the backing file of the converted image, for any guest given it.
+    disk = guest_written_header(tmp_path / 'guest.raw', 'inner.raw', size='8M')
+    qemu_img.create(str(tmp_path / 'inner.raw'), '8M', fmt='raw')
+    checksum = digest(disk)
+    refused = image(disk, convert=True, extended_l2=True, uri=UNREACHABLE)
+    assert refused.failed and refused['msg'].startswith(
+        'cannot check whether a domain reads %s as another format than qcow2 (libvirt cannot be asked); set '
+        'source_format' % disk), refused['msg']
+    assert digest(disk) == checksum and not [n for n in os.listdir(tmp_path) if n.endswith('.orig')]
+    as_raw = image(disk, convert=True, source_format='raw', uri=UNREACHABLE)
+    assert not as_raw.failed and as_raw['action'] == 'converted' and as_raw['format_source'] == 'source_format'
+    assert not qemu_img.info(disk).get('backing-filename'), 'converted as the raw disk it is'
+    # A loose file (no domain uses it) whose header names a root-only host file as its backing file.
+    loose = guest_written_header(tmp_path / 'loose.img', root_files['data'], size='8M')
+    kept = image(loose, convert=True, extended_l2=True)
+    assert kept.failed and kept['msg'].startswith(
+        '%s names %s as its backing file, outside %s; a conversion keeps such a backing file only inside the '
+        'directory of the image or allowed_roots' % (loose, root_files['data'], tmp_path)), kept['msg']
+    assert qemu_img.info(loose)['format'] == 'qcow2' and not [n for n in os.listdir(tmp_path) if 'loose' in n
+                                                              and n.endswith('.orig')]
+
+
+def test_a_relative_disk_path_in_a_domain_is_read_from_the_root(system_domains):
+    # L8: libvirt keeps <source file='var/...'/> as written, and QEMU under libvirtd opens it from '/';
+    # the usage walk resolved it against the module's own working directory, so the disk was not used.
+    factory = system_domains
+    name = factory.name('q14-relative-disk')
+    disk = qemu_img.create(os.path.join(factory.image_dir, name + '.raw'), '8M', fmt='raw')
+    factory.define(dx.domain(name, [dx.disk(disk.lstrip('/'), 'vda', 'virtio', fmt='raw')]))
+    assert "<source file='%s'/>" % disk.lstrip('/') in factory.conn.lookupByName(name).XMLDesc(0)
+    converted = image(disk, convert=True)
+    assert converted.failed and converted['msg'].startswith('%s is read as raw by domain %s' % (disk, name)), \
+        converted['msg']
+    removed = image(disk, state='absent')
+    assert removed.failed and removed['msg'].startswith('%s is a disk of domain %s' % (disk, name))
+
+
+def test_the_lock_of_an_image_is_removed_when_the_run_ends(tmp_path):
+    # L8: every image path ever handled left a lock file in the lock directory.
+    from ansible_collections.kvmio.tuning.plugins.module_utils._lock import lock_path
+
+    paths = [tmp_path / ('%d.qcow2' % n) for n in range(3)]
+    assert not image(paths[0], size='8M').failed
+    assert not images([{'path': str(p), 'size': '8M'} for p in paths]).failed
+    assert [p for p in paths if os.path.exists(lock_path(str(p)))] == []

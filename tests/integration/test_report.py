@@ -112,3 +112,32 @@ def test_bench_playbook_writes_a_report_with_benchmark_bars(system_domains, tmp_
     assert '## Benchmark on localhost' in (out / 'bench.md').read_text()
     assert (out / 'bench.html').read_text().count('class="bar"') >= 8
     assert os.listdir(scratch) == []
+
+
+@pytest.fixture
+def sticky_dir():
+    """A directory every local user may write, like /tmp (world-writable, sticky)."""
+    import tempfile
+    path = tempfile.mkdtemp(prefix='kvmio-l7-', dir='/var/tmp')
+    os.chmod(path, 0o1777)
+    yield path
+    subprocess.run(['rm', '-rf', path], check=False)
+
+
+def test_a_report_directory_another_user_made_first_is_refused(system_domains, tmp_path, sticky_dir):
+    # Issue 14, second review (L7): the report went to /tmp/kvm-io-report by default, created 0755 or used as
+    # found: a local user who made it first (here, with a link named like a report) owned the reports.
+    name = system_domains.name('auditl7')
+    system_domains.define(dx.domain(name, [dx.disk(system_domains.image(name + '.qcow2'), 'vda', 'virtio')]))
+    taken = os.path.join(sticky_dir, 'kvm-io-report')
+    subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-c',
+                    'mkdir -m 0777 "$1" && ln -s /nonexistent/elsewhere "$1/report.json"', 'sh', taken], check=True)
+    result = run_playbook('audit.yml', tmp_path, {'audit_domains': [name], 'kvmio_report_dir': taken})
+    assert result['rc'] != 0 and 'is not safe to write to' in result['stdout'], result['stdout'][-3000:]
+    assert os.listdir(taken) == ['report.json'] and os.stat(taken).st_mode & 0o777 == 0o777
+    # A fresh directory is made for the running user alone.
+    fresh = os.path.join(sticky_dir, 'mine')
+    result = run_playbook('audit.yml', tmp_path, {'audit_domains': [name], 'kvmio_report_dir': fresh})
+    assert result['rc'] == 0, result['stdout'][-3000:]
+    assert os.stat(fresh).st_uid == os.geteuid() and os.stat(fresh).st_mode & 0o7777 == 0o700
+    assert sorted(os.listdir(fresh)) == ['report.html', 'report.json', 'report.md']

@@ -22,8 +22,8 @@ MODULE_UTILS = os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'm
 PURE = {
     '_blockdev', '_bus_convert', '_cpuset', '_cputune_xml', '_disk_plan', '_disk_policy', '_disk_xml', '_domain_plan',
     '_domain_xml', '_errors', '_findings', '_fio', '_guest_bench', '_guest_xml', '_image_plan', '_initramfs',
-    '_live_plan', '_overrides', '_pinning', '_qcow2_header', '_report', '_selection', '_support', '_topology',
-    '_xml_layout',
+    '_live_plan', '_overrides', '_pinning', '_qcow2_header', '_report', '_result_detail', '_selection', '_support',
+    '_topology', '_xml_layout',
 }
 IO = {
     '_backup', '_define', '_define_check', '_define_check_child', '_guest_image', '_host_probe', '_image_chain',

@@ -11,7 +11,6 @@ backup directory others can write. None of this depends on fs.protected_symlinks
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -276,23 +275,6 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
     assert storage[fifo]['kind'] == 'unsupported' and 'is a FIFO' in storage[fifo]['detail']
     caches = {d['target']: d['after']['cache'] for d in tuned['domains'][0]['disks']}
     assert caches == {'vda': 'none', 'vdb': 'writeback', 'vdc': 'writeback'}, 'unsure storage gets writeback'
-
-
-@pytest.fixture
-def hung_mount():
-    """A FUSE mount whose daemon never answers, as a dead NFS server or a stuck FUSE daemon: every
-    lookup under it waits (killably). Closing the device fd at the end aborts the waiting requests."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    path = tempfile.mkdtemp(prefix='kvmio-hung-', dir='/var/tmp')
-    fd = os.open('/dev/fuse', os.O_RDWR)
-    options = b'fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other' % fd
-    if libc.mount(b'kvmio-hung', path.encode(), b'fuse', 0, options) != 0:
-        os.close(fd)
-        pytest.fail('cannot mount a FUSE filesystem: %s' % os.strerror(ctypes.get_errno()))
-    yield path
-    os.close(fd)
-    libc.umount2(path.encode(), 2)          # MNT_DETACH
-    os.rmdir(path)
 
 
 def test_storage_on_a_hung_mount_is_could_not_tell_not_a_hung_run(tmp_path, hung_mount):
@@ -582,3 +564,52 @@ def test_iothreads_zero_takes_every_disk_off_its_iothread(system_domains, backup
     assert (root.findtext('iothreads') or '0') == '0'
     again = run_module(iothread_pin, {'uri': URI, 'domains': [name], 'iothreads': '0', 'backup_dir': backup_dir})
     assert again['changed'] is False
+
+
+# --- Issue 14, second review (L6): other secrets a domain's XML holds in the clear -----------------------
+
+SYSINFO = """
+  <sysinfo type='smbios'>
+    <system><entry name='serial'>SERIAL-%(s)s</entry></system>
+    <oemStrings><entry>cloud-init:token=OEM-%(s)s</entry></oemStrings>
+  </sysinfo>
+  <sysinfo type='fwcfg'><entry name='opt/com.example/key'>FWCFG-%(s)s</entry></sysinfo>"""
+COMMANDLINE = """  <qemu:commandline>
+    <qemu:arg value='-object'/><qemu:arg value='secret,id=s0,data=ARG-%(s)s'/>
+    <qemu:env name='TOKEN' value='ENV-%(s)s'/>
+  </qemu:commandline>
+</domain>"""
+
+
+def domain_with_secrets(name, disk_path, secret):
+    xml = dx.domain(name, [dx.disk(disk_path, 'vda', 'virtio')], metadata=SYSINFO % {'s': secret},
+                    extra_devices="<graphics type='vnc' passwd='%s' autoport='yes'/>" % secret[:8])
+    xml = xml.replace("<domain type='qemu'>", "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/"
+                                              "qemu/1.0'>")
+    return xml.replace('</domain>', COMMANDLINE % {'s': secret})
+
+
+def test_diffs_never_carry_command_line_sysinfo_or_environment_secrets(system_domains, backup_dir, tmp_path):
+    secret = os.urandom(8).hex()
+    name = system_domains.name('secrets')
+    dom = system_domains.define(domain_with_secrets(name, system_domains.image(name + '.qcow2'), secret))
+    assert 'ARG-%s' % secret in dom.XMLDesc(INACTIVE) and 'FWCFG-%s' % secret in dom.XMLDesc(INACTIVE)
+    tuned = run_module(kvm_disk_tune, {'uri': URI, 'domains': [name], 'backup_dir': backup_dir}, diff=True)
+    pinned = run_module(iothread_pin, {'uri': URI, 'domains': [name], 'backup_dir': backup_dir}, diff=True)
+    restored = run_module(domain_restore, {'uri': URI, 'backups': tuned['backups'], 'backup_dir': backup_dir},
+                          diff=True)
+    template = tmp_path / 'template.xml'
+    template.write_text(domain_with_secrets('template', str(tmp_path / 'disk.qcow2'), secret))
+    in_file = run_module(kvm_disk_tune, {'xml_path': str(template), 'backup_dir': backup_dir}, diff=True)
+    for result in (tuned, pinned, restored, in_file):
+        assert not result.failed and result['diff'], result.get('msg')
+        assert secret[:8] not in json.dumps(result), 'a secret reached the result'
+    with open(tuned['backups'][0], encoding='utf-8') as handle:
+        kept = handle.read()
+    assert all(s in kept for s in ('ARG-%s' % secret, 'ENV-%s' % secret, 'OEM-%s' % secret, 'FWCFG-%s' % secret)), \
+        'the backup keeps the secrets, to restore them'
+    assert 'ENV-%s' % secret in template.read_text() and 'ENV-%s' % secret in dom.XMLDesc(INACTIVE)
+    # The file's diff is the file's own text, secrets apart: the changed lines only.
+    changed = [line for line in in_file['diff'][0]['after'].splitlines()
+               if line not in in_file['diff'][0]['before'].splitlines()]
+    assert changed and all('<driver' in line for line in changed), changed

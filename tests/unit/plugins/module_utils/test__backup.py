@@ -61,3 +61,15 @@ def test_backup_names_fit_name_max_whatever_the_domain_name():
         prefixes.add(backup_prefix(name))
     assert len(prefixes) == len(long_names), 'names sharing their first bytes still get their own prefix'
     assert backup_prefix('x' * 230) == backup_prefix('x' * 230), 'the same name, the same prefix: restore finds it'
+
+
+def test_a_backup_dir_that_is_a_link_root_made_is_flushed_through_it(tmp_path):
+    # Issue 14, second review (L2): a backup_dir that is a link root made to a root-only directory passes
+    # the trust checks, but the flush opened it with O_NOFOLLOW, so every run failed before its defines.
+    real = tmp_path / 'real-backups'
+    real.mkdir(mode=0o700)
+    link = tmp_path / 'backups'
+    link.symlink_to(real)
+    paths = [write_backup(str(link), 'vm%d' % n, '<domain/>', durable=False) for n in range(3)]
+    sync_backups(str(link), paths)
+    assert sorted(os.listdir(real)) == sorted(os.path.basename(p) for p in paths)

@@ -97,3 +97,38 @@ def test_secrets_are_redacted_and_nothing_else_changes():
         assert secret not in redacted
     assert redacted.count(REDACTED) == 3 and "2030-01-01T00:00:00" in redacted and 'name="session"' in redacted
     assert canonical(redact_secrets(DOC)) == canonical(DOC)
+
+
+# Issue 14, second review (L6): secrets besides passwords and cookies, in the clear in any domain XML.
+SECRETS_DOC = '''<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>web01</name>
+  <sysinfo type='smbios'>
+    <system><entry name='serial'>SERIAL-S3CRET</entry></system>
+    <oemStrings><entry>cloud-init:token=OEM-S3CRET</entry></oemStrings>
+  </sysinfo>
+  <sysinfo type='fwcfg'><entry name='opt/com.example/key'>FWCFG-S3CRET</entry></sysinfo>
+  <launchSecurity type='sev'><cbitpos>47</cbitpos><reducedPhysBits>1</reducedPhysBits><policy>0x0003</policy>
+    <dhCert>DHCERT-S3CRET</dhCert><session>SESSION-S3CRET</session></launchSecurity>
+  <devices><graphics type='vnc' passwd='VNC-S3CRET'/></devices>
+  <qemu:commandline>
+    <qemu:arg value='-object'/><qemu:arg value='secret,id=s0,data=ARG-S3CRET'/>
+    <qemu:env name='TOKEN' value='ENV-S3CRET'/>
+  </qemu:commandline>
+</domain>
+'''
+
+
+def test_every_kind_of_secret_is_redacted_and_the_layout_kept():
+    from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import REDACTED, redact_secrets
+    from ansible_collections.kvmio.tuning.plugins.module_utils._xml_layout import redacted_text
+
+    for redacted in (redact_secrets(SECRETS_DOC), redacted_text(SECRETS_DOC)):
+        assert 'S3CRET' not in redacted, redacted
+        assert redacted.count(REDACTED) == 12 and "name='TOKEN'" in redacted.replace('"', "'")
+    kept = redacted_text(SECRETS_DOC)        # an xml_path file: every byte but the secrets as it was
+    assert kept == SECRETS_DOC.replace('SERIAL-S3CRET', REDACTED).replace('cloud-init:token=OEM-S3CRET', REDACTED) \
+        .replace('FWCFG-S3CRET', REDACTED).replace('47', REDACTED).replace('>1<', '>%s<' % REDACTED) \
+        .replace('0x0003', REDACTED).replace('DHCERT-S3CRET', REDACTED).replace('SESSION-S3CRET', REDACTED) \
+        .replace('VNC-S3CRET', REDACTED).replace("'-object'", "'%s'" % REDACTED) \
+        .replace('secret,id=s0,data=ARG-S3CRET', REDACTED).replace('ENV-S3CRET', REDACTED)
+    assert redacted_text(DOC) == DOC

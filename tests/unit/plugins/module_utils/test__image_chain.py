@@ -105,3 +105,49 @@ def test_qemu_locks_are_seen_on_the_image_and_its_backing_file(tmp_path):
         holder.kill()
         holder.wait()
     assert held == {'top.qcow2': True, 'base.qcow2': True, 'idle.qcow2': False}
+
+
+def test_open_file_never_opens_what_it_did_not_check(tmp_path):
+    # Issue 14, second review (L8): open_file looked at the name (stat) and then opened the name; a link
+    # flipped between a file and a FIFO in between got the FIFO opened (a device node: opened, with
+    # whatever its open does). Now the name is resolved once (O_PATH), checked, and that inode opened.
+    import subprocess
+    import sys
+    import threading
+
+    image = tmp_path / 'image.raw'
+    image.write_bytes(b'\0' * 4096)
+    fifo = tmp_path / 'pipe'
+    os.mkfifo(fifo)
+    link = tmp_path / 'link'
+    link.symlink_to(image)
+    flipper = subprocess.Popen([sys.executable, '-c', (
+        'import os, sys\nlink = sys.argv[1]\nprint("ready", flush=True)\nwhile True:\n'
+        '    for target in ("image.raw", "pipe"):\n        os.symlink(target, link + ".new")\n'
+        '        os.replace(link + ".new", link)\n'), str(link)], stdout=subprocess.PIPE, text=True)
+    writer_opened = threading.Event()
+
+    def writer():           # blocks until someone opens the FIFO for reading
+        fd = os.open(fifo, os.O_WRONLY)
+        writer_opened.set()
+        os.close(fd)
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        assert flipper.stdout.readline() == 'ready\n'
+        for _attempt in range(20000):
+            try:
+                fd, st = open_file(str(link))
+            except (PlanError, FileNotFoundError):
+                continue
+            assert st.st_size == 4096
+            os.close(fd)
+            if writer_opened.is_set():
+                break
+        assert not writer_opened.is_set(), 'open_file opened the FIFO it had not checked'
+    finally:
+        flipper.kill()
+        flipper.wait()
+        if not writer_opened.is_set():
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))    # let the writer go
+            thread.join(5)

@@ -245,8 +245,11 @@ def test_a_raw_disk_is_whole_sectors(fmt, size, ok):
     ('convert', [OVERLAY_USER], 'raw', False, '/i/x is read as raw by domain ci (through /i/top.qcow2)'),
     ('remove', [QCOW2_USER], 'qcow2', False,
      '/i/x is a disk of domain web; remove it from the domain first, or set force=true'),
-    ('remove', None, 'qcow2', False, 'cannot check whether a domain uses /i/x'),
-    ('convert', None, 'raw', False, 'cannot check whether a domain reads /i/x as raw'),
+    ('remove', None, 'qcow2', False, 'cannot check whether a domain uses /i/x (libvirt cannot be asked)'),
+    ('convert', None, 'raw', False, 'cannot check whether a domain reads /i/x as another format than raw'),
+    # M5: libvirt down, and the file's first bytes say qcow2 (a guest may have written them into a raw disk).
+    ('convert', None, 'qcow2', False, 'cannot check whether a domain reads /i/x as another format than qcow2 '
+                                      '(libvirt cannot be asked); set source_format'),
 ])
 def test_users_refuse_what_would_change_under_them(action, uses, fmt, force, message):
     with pytest.raises(PlanError) as err:
@@ -254,12 +257,33 @@ def test_users_refuse_what_would_change_under_them(action, uses, fmt, force, mes
     assert message in err.value.msg, err.value.msg
 
 
+UNKNOWN = ['domain far, disk /hung/far.qcow2: the read of /hung/far.qcow2 did not finish within 10 s']
+
+
+@pytest.mark.parametrize('action, uses, unknown, message', [
+    # M2/M4: a domain whose chain could not be read to its end may use the file unseen.
+    ('remove', [], UNKNOWN, 'cannot check whether a domain uses /i/x (domain far, disk /hung/far.qcow2: the read'),
+    ('convert', [QCOW2_USER], UNKNOWN, 'cannot check whether a domain reads /i/x as another format than qcow2 '
+                                       '(domain far, disk /hung/far.qcow2'),
+    ('remove', [RUNNING], UNKNOWN, 'is in use by running domain live'),       # what is known still refuses first
+])
+def test_unknown_users_refuse_removal_and_conversion(action, uses, unknown, message):
+    with pytest.raises(PlanError) as err:
+        check_users('/i/x', action, uses, 'qcow2', False, unknown)
+    assert message in err.value.msg, err.value.msg
+    if not uses:
+        check_users('/i/x', action, uses, 'qcow2', True, unknown)              # force overrides
+    if action == 'convert':
+        check_users('/i/x', action, uses, 'qcow2', False, unknown, vouched=True)
+
+
 @pytest.mark.parametrize('action, uses, fmt, force', [
     ('convert', [QCOW2_USER], 'qcow2', False),       # a thin qcow2 disk of a stopped domain: the usual conversion
     ('convert', [], 'raw', False),
-    ('convert', None, 'qcow2', False),               # libvirt down: QEMU's own locks still guard running domains
+    ('convert', None, 'qcow2', True),
     ('convert', None, 'raw', True),
     ('grow', [QCOW2_USER], 'qcow2', False),
+    ('grow', None, 'qcow2', False),                  # libvirt down: QEMU's own locks still guard running domains
     ('remove', [QCOW2_USER], 'qcow2', True),
     ('remove', None, 'qcow2', True),
     ('remove', [], 'raw', False),

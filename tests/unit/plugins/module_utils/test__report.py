@@ -81,3 +81,26 @@ def test_code_spans_keep_their_text():
     for text in ('a`b', '``', '`start', 'end`', 'plain'):
         assert render(md_code(text)) == '<p><code>%s</code></p>\n' % text.replace('&', '&amp;')
     assert render(md_text('<b>*x*</b> [a](b)')) == '<p>&lt;b&gt;*x*&lt;/b&gt; [a](b)</p>\n'
+
+
+@pytest.mark.parametrize('hosts, before, bench, message', [
+    ({'h1': 'not facts'}, None, None, 'host h1 must be a dictionary, not str'),
+    ({'h1': {'domains': 3}}, None, None, 'host h1: domains must be a list, not int'),
+    ({'h1': {'domains': [{'disks': [{'findings': 'writethrough'}]}]}}, None, None,
+     'host h1: findings of a disk must be a list, not str'),
+    ({'h1': {'summary': {'high': '1'}}}, None, None, 'host h1: summary high must be a whole number, not str'),
+    ({'h1': {'findings': [{'severity': 'high'}]}}, None, None, 'host h1: the subject of a finding must be text'),
+    ({'h1': facts_with('a')}, {'hosts': {'h1': {'coverage': {'covered': None, 'disks': 1}}}}, None,
+     'before: host h1: coverage covered must be a whole number, not NoneType'),
+    ({'h1': facts_with('a')}, None, {'h1': {'results': 'fast'}}, 'bench: host h1: results must be a list'),
+])
+def test_forged_input_is_a_clear_filter_error(hosts, before, bench, message):
+    # Issue 14, second review (L8): input not shaped as the modules return it raised TypeError (or
+    # AttributeError, KeyError) deep inside; the filter now names the host and the field.
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.kvmio.tuning.plugins.filter.fleet_report import fleet_report
+
+    for fmt in ('data', 'markdown', 'html'):
+        with pytest.raises(AnsibleFilterError) as err:
+            fleet_report(hosts, format=fmt, before=before, bench=bench)
+        assert 'fleet_report: %s' % message in str(err.value), str(err.value)

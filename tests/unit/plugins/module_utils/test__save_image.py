@@ -44,7 +44,7 @@ def test_created_for_root_only(tmp_path):
 def test_a_directory_planted_by_another_user_is_refused(world_writable):
     planted = world_writable / 'kvmio-save'
     as_nobody('mkdir', '-m', '0700', str(planted))
-    with pytest.raises(KvmioError, match='must belong to uid 0 with mode 0700 .it has uid 65534'):
+    with pytest.raises(KvmioError, match='save_dir: %s is owned by nobody .uid 65534.' % planted):
         private_directory(str(planted))
 
 
@@ -53,9 +53,17 @@ def test_a_planted_symlink_is_refused(world_writable, tmp_path):
     target.mkdir(mode=0o700)
     planted = world_writable / 'kvmio-save'
     as_nobody('ln', '-s', str(target), str(planted))
-    with pytest.raises(KvmioError, match='is not a directory .a symbolic link or a file.'):
+    with pytest.raises(KvmioError, match='save_dir: the link %s is owned by nobody .uid 65534.' % planted):
         private_directory(str(planted))
     assert os.listdir(target) == []
+
+
+def test_a_link_root_made_is_followed_as_for_backups(tmp_path):
+    # One rule for save_dir and backup_dir (_trusted_files): a link root made to a private directory is fine.
+    real = tmp_path / 'real'
+    real.mkdir(mode=0o700)
+    (tmp_path / 'link').symlink_to(real)
+    assert private_directory(str(tmp_path / 'link')) == str(real)
 
 
 def test_a_directory_others_can_enter_is_refused(tmp_path):
@@ -71,7 +79,7 @@ def test_a_parent_another_user_can_change_is_refused(tmp_path):
     parent.mkdir()
     os.chmod(tmp_path, 0o755)
     os.chown(parent, NOBODY, NOBODY)
-    with pytest.raises(KvmioError, match='lies in %s, which another user can change .uid 65534' % parent):
+    with pytest.raises(KvmioError, match='save_dir: %s is owned by nobody .uid 65534.' % parent):
         private_directory(str(parent / 'save'))
 
 

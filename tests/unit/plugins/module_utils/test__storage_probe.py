@@ -120,3 +120,18 @@ def test_a_probe_that_hangs_is_bounded_and_says_so(tmp_path):
     done, value = bounded(lambda: open(fifo, 'rb'), 1)     # a blocking open: what a hung NFS read looks like
     assert (done, value) == (False, None) and time.monotonic() - started < 3
     assert bounded(lambda: 42, 1) == (True, 42)
+
+
+def test_an_external_data_file_is_probed_with_its_image(tmp_path):
+    # The chain walk now goes past a layer with an external data file (issue 14, second review, M2):
+    # the probe checks the data file too, as QEMU opens it with the image.
+    data = tmp_path / 'disk.data'
+    image = tmp_path / 'disk.qcow2'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'data_file=%s' % data, str(image), '8M'],
+                   check=True)
+    facts = StorageProber().facts(str(image), 'qcow2')
+    assert facts.odirect is True and facts.chain == (str(image),), facts
+    data.unlink()
+    os.mkfifo(data)
+    facts = StorageProber().facts(str(image), 'qcow2')
+    assert facts.odirect is None and 'is a FIFO' in facts.detail, facts
