@@ -166,8 +166,8 @@ def test_time_grows_linearly_with_the_attributes_of_an_element():
     gc.collect()
     gc.disable()        # a collection of everything earlier tests left would land in one of the two
     try:
-        small = min(_tune_and_compare(_many_attributes(10000)) for _ in range(3))
-        big = min(_tune_and_compare(_many_attributes(40000)) for _ in range(2))
+        small = min(_tune_and_compare(_many_attributes(10000)) for _attempt in range(3))
+        big = min(_tune_and_compare(_many_attributes(40000)) for _attempt in range(2))
     finally:
         gc.enable()
     assert big < 8 * small + 0.2, 'x4 attributes took x%.1f time (%.2f s, %.2f s)' % (big / small, small, big)
