@@ -132,7 +132,7 @@ def rollback_message(rolled_back, rollback_failed):
     put_back = ('the %d domain(s) this run had defined before it stopped were defined again from the backups it '
                 'wrote, and verified: %s' % (len(rolled_back), ', '.join(rolled_back))) if rolled_back else ''
     if rollback_failed:
-        return '. %sNOT put back, still with the new XML (restore them with domain_restore from the backups listed): %s.' % (
-            put_back + '; ' if put_back else '',
-            '; '.join('%s: %s' % item for item in sorted(rollback_failed.items())))
+        return ('. %sNOT put back, still with the new XML (restore them with domain_restore from the backups '
+                'listed): %s.' % (put_back[:1].upper() + put_back[1:] + '; ' if put_back else '',
+                                  '; '.join('%s: %s' % item for item in sorted(rollback_failed.items()))))
     return '. Nothing was changed%s.' % (': ' + put_back if put_back else '')

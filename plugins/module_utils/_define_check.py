@@ -79,10 +79,12 @@ SYSTEM_QEMU_CONF = '/etc/libvirt/qemu.conf'
 # port set in XML configuration, but TLS is disabled in qemu.conf", libvirt 9.0) or what QEMU features
 # it sees (capability_filters), copied into the throwaway qemu.conf. Never a path, a helper program or
 # the security driver: those would make the embedded driver read, run or write outside its root.
-MIRRORED_SETTINGS = ('spice_tls', 'spice_sasl', 'spice_auto_unix_socket', 'vnc_tls', 'vnc_sasl',
-                     'vnc_auto_unix_socket', 'chardev_tls', 'nbd_tls', 'vxhs_tls', 'migrate_tls_force',
-                     'seccomp_sandbox', 'capability_filters', 'deprecation_behavior')
-_SETTING = re.compile(r'^\s*([a-z_]+)\s*=\s*(-?\d+|"[^"\\\n]*"|\[(?:\s*"[^"\\\n]*"\s*,?)*\s*\])\s*(?:#.*)?$')
+_NUMBER, _STRING, _STRINGS = r'-?\d+', r'"[^"\\\n]*"', r'\[(?:\s*"[^"\\\n]*"\s*,?)*\s*\]'
+MIRRORED_SETTINGS = dict([(name, _NUMBER) for name in (
+    'spice_tls', 'spice_sasl', 'spice_auto_unix_socket', 'vnc_tls', 'vnc_sasl', 'vnc_auto_unix_socket', 'chardev_tls',
+    'nbd_tls', 'vxhs_tls', 'migrate_tls_force', 'seccomp_sandbox')],
+    capability_filters=_STRINGS, deprecation_behavior=_STRING)
+_SETTING = re.compile(r'^\s*([a-z_]+)\s*=\s*(.*?)\s*(?:#[^"]*)?$')
 MAX_QEMU_CONF_BYTES = 1 << 20
 
 
@@ -262,13 +264,14 @@ def mirrored_settings(path, notes):
         if key not in MIRRORED_SETTINGS:
             continue
         match = _SETTING.match(line)
-        if match and match.group(1) == key:
+        if match and re.fullmatch(MIRRORED_SETTINGS[key], match.group(2)):
             lines.append('%s = %s' % (key, match.group(2)))
         else:
             unread.add(key)
     if unread:
-        notes.append('define check: could not copy %s from %s (only one-line values are copied); domains that '
-                     'depend on them may be judged as with libvirt\'s defaults' % (', '.join(sorted(unread)), path))
+        notes.append('define check: could not copy %s from %s (only plain one-line values of the expected type are '
+                     'copied); domains that depend on them may be judged as with libvirt\'s defaults'
+                     % (', '.join(sorted(unread)), path))
     return lines
 
 

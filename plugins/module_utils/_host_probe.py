@@ -76,8 +76,8 @@ def needed_libraries(fd):
             needed.append(value)
         elif tag == _DT_STRTAB:
             strtab = value
-    base = next((offset + strtab - vaddr for vaddr, offset, filesz in loads if vaddr <= (strtab or -1) < vaddr + filesz),
-                None)
+    base = next((offset + strtab - vaddr for vaddr, offset, filesz in loads
+                 if strtab is not None and vaddr <= strtab < vaddr + filesz), None)
     if base is None:
         raise ValueError('no string table')
     names = []

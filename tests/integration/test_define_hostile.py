@@ -634,3 +634,80 @@ def test_a_disk_at_function_0_of_a_slot_a_nic_shares_stays_and_the_guest_sees_bo
     functions = {line.split('function')[1].split(':')[0].strip() for line in pci.splitlines()
                  if 'Bus  0, device   5, function' in line}
     assert functions == {'0', '1'}, pci
+
+
+# --- the rules themselves -------------------------------------------------------------------------
+
+def test_only_programs_only_root_can_change_are_trusted(nobody_home):
+    from ansible_collections.kvmio.tuning.plugins.module_utils._trusted_binary import binary_problem
+    root_dir = tempfile.mkdtemp(prefix='kvmio-bin-', dir='/var/tmp')
+    os.chmod(root_dir, 0o755)
+    try:
+        os.symlink(QEMU, os.path.join(root_dir, 'kvm'))
+        group_writable = os.path.join(root_dir, 'gw')
+        with open(group_writable, 'w', encoding='utf-8') as handle:
+            handle.write('#!/bin/sh\n')
+        os.chmod(group_writable, 0o775)
+        for path in (QEMU, os.path.join(root_dir, 'kvm')):
+            assert binary_problem(path) is None, path
+        for path, why in (('qemu-system-x86_64', 'is not an absolute path'),
+                          ('/usr/bin/kvmio-no-such-qemu', 'No such file or directory'),
+                          (group_writable, 'is writable by its group'),
+                          ('/dev/null', 'not a regular file (a character device)'),
+                          ('/usr/bin', 'not a regular file (a directory)'),
+                          (os.path.join(nobody_home, 'x', '..', '..', '..', 'usr', 'bin', 'qemu-system-x86_64'),
+                           '%s is owned by nobody (uid 65534)' % nobody_home)):
+            problem = binary_problem(path)
+            assert problem and why in problem, (path, problem)
+    finally:
+        shutil.rmtree(root_dir)
+
+
+def test_qemu_conf_settings_are_copied_only_as_plain_one_line_values(tmp_path):
+    from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import mirrored_settings
+    conf = tmp_path / 'qemu.conf'
+    conf.write_text('# spice_tls = 0\nspice_tls = 1  # on\nvnc_tls=1\ncapability_filters = [ "a", "b" ]\n'
+                    'security_driver = "none"\nbridge_helper = "/var/tmp/helper"\nnvram = [\n  "/x:/y"\n]\n'
+                    'chardev_tls = [\n]\nnbd_tls = "1; rm -rf /"\n')
+    notes = []
+    assert mirrored_settings(str(conf), notes) == ['spice_tls = 1', 'vnc_tls = 1', 'capability_filters = [ "a", "b" ]']
+    assert notes == ['define check: could not copy chardev_tls, nbd_tls from %s (only plain one-line values of the '
+                     'expected type are copied); domains that depend on them may be judged as with libvirt\'s '
+                     'defaults' % conf]
+    fifo = tmp_path / 'fifo.conf'
+    os.mkfifo(fifo)
+    notes = []
+    assert mirrored_settings(str(fifo), notes) == [] and 'is not a regular file' in notes[0]
+    assert mirrored_settings(str(tmp_path / 'missing.conf'), []) == []
+
+
+def test_a_rollback_never_overwrites_what_someone_else_changed_and_says_so(system_domains, tmp_path):
+    """The other side of M1: a domain edited by someone else after this run defined it is not put back
+    over that edit, and a backup that no longer holds what the run wrote is not used; both are named."""
+    from ansible_collections.kvmio.tuning.plugins.module_utils._backup import write_backup
+    from ansible_collections.kvmio.tuning.plugins.module_utils._define import roll_back
+    from ansible_collections.kvmio.tuning.plugins.module_utils._disk_plan import TunePolicy, plan_domain
+    from ansible_collections.kvmio.tuning.plugins.module_utils._disk_policy import DiskSettings
+    from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import LibvirtClient
+    factory = system_domains
+    names = [factory.name('rb') for _index in range(3)]
+    for name in names:
+        factory.define(dx.domain(name, [dx.disk(factory.image(name + '.qcow2'), 'vda', 'virtio')]))
+    policy = TunePolicy(settings=DiskSettings(cache='writeback', io='keep'))
+    with LibvirtClient('qemu:///system') as client:
+        doms = {name: client.lookup(name) for name in names}
+        plans = [plan_domain(client.inactive_xml(doms[name]), policy) for name in names]
+        backups = {plan.name: write_backup(str(tmp_path / 'b'), plan.name, plan.source) for plan in plans}
+        for plan in plans:
+            plan.after = client.inactive_xml(client.define(plan.after, plan.name))     # this run's define
+        edited = plans[1].after.replace('<memory unit', '<description>edited by hand</description><memory unit', 1)
+        client.define(edited, names[1])
+        with open(backups[names[2]], 'a', encoding='utf-8') as handle:
+            handle.write('<!-- changed -->')
+        rolled_back, failed = roll_back(client, doms, plans, backups)
+        assert rolled_back == [names[0]]
+        assert failed[names[1]].startswith('it was changed again by someone else after this run defined it')
+        assert failed[names[2]] == 'its backup %s does not hold what this run wrote to it' % backups[names[2]]
+        assert client.inactive_xml(doms[names[0]]) == plans[0].source
+        assert 'edited by hand' in client.inactive_xml(doms[names[1]])
+        assert "cache='writeback'" in client.inactive_xml(doms[names[2]])
