@@ -53,11 +53,20 @@ def template(name='web', emulator=QEMU, extra_devices=''):
                      extra_devices=extra_devices).replace(QEMU, emulator)
 
 
-BACKUPS = tempfile.mkdtemp(prefix='kvmio-hostile-backups-')     # root's, 0700
+@pytest.fixture(scope='module', autouse=True)
+def backups():
+    """Where these tests' runs keep backups: root's, 0700 (never in another user's directory)."""
+    path = tempfile.mkdtemp(prefix='kvmio-hostile-backups-')
+    BACKUPS[:] = [path]
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+BACKUPS = []
 
 
 def tune_file(path, check=True, diff=False, **options):
-    args = {'xml_path': str(path), 'probe_storage': False, 'cache': 'none', 'io': 'native', 'backup_dir': BACKUPS}
+    args = {'xml_path': str(path), 'probe_storage': False, 'cache': 'none', 'io': 'native', 'backup_dir': BACKUPS[0]}
     args.update(options)
     return run_module(kvm_disk_tune, args, check_mode=check, diff=diff)
 
@@ -149,7 +158,7 @@ def test_an_emulator_path_in_a_template_is_never_read_unbounded_or_opened_blocki
         started = time.monotonic()
         result, _proc = run_file_module({'xml_path': path, 'probe_storage': False, 'define_check': False,
                                          'cache': 'none', 'io': 'auto',
-                                         'backup_dir': BACKUPS}, timeout=30)
+                                         'backup_dir': BACKUPS[0]}, timeout=30)
         assert result is not None, 'the run hung on the emulator %s' % emulator
         assert not result.failed, result['msg']
         assert time.monotonic() - started < 20
@@ -546,21 +555,23 @@ def test_xml_path_keeps_acls_and_extended_attributes():
     became plain 0664: nobody lost write, the group gained it) and its extended attributes."""
     home = tempfile.mkdtemp(prefix='kvmio-acl-', dir='/var/tmp')
     os.chmod(home, 0o755)
-    path = pathlib.Path(home) / 'web.xml'
-    path.write_text(template())
-    os.chmod(path, 0o664)
-    acl = _acl((1, 6, 0xffffffff), (2, 6, NOBODY), (4, 4, 0xffffffff), (0x10, 6, 0xffffffff), (0x20, 4, 0xffffffff))
-    os.setxattr(path, 'system.posix_acl_access', acl)
-    os.setxattr(path, 'user.origin', b'git@example.com:templates')
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    result = tune_file(path, check=False)
-    assert not result.failed and result['changed'], result.get('msg')
-    assert "cache='none'" in path.read_text()
-    assert os.getxattr(path, 'system.posix_acl_access') == acl
-    assert os.getxattr(path, 'user.origin') == b'git@example.com:templates'
-    assert stat.S_IMODE(os.stat(path).st_mode) == mode
-    as_nobody('sh', '-c', 'echo "<!-- nobody may still write -->" >> "$1"', 'sh', str(path))
-    shutil.rmtree(home)
+    try:
+        path = pathlib.Path(home) / 'web.xml'
+        path.write_text(template())
+        os.chmod(path, 0o664)
+        acl = _acl((1, 6, 0xffffffff), (2, 6, NOBODY), (4, 4, 0xffffffff), (0x10, 6, 0xffffffff), (0x20, 4, 0xffffffff))
+        os.setxattr(path, 'system.posix_acl_access', acl)
+        os.setxattr(path, 'user.origin', b'git@example.com:templates')
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        result = tune_file(path, check=False)
+        assert not result.failed and result['changed'], result.get('msg')
+        assert "cache='none'" in path.read_text()
+        assert os.getxattr(path, 'system.posix_acl_access') == acl
+        assert os.getxattr(path, 'user.origin') == b'git@example.com:templates'
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode
+        as_nobody('sh', '-c', 'echo "<!-- nobody may still write -->" >> "$1"', 'sh', str(path))
+    finally:
+        shutil.rmtree(home)
 
 
 def test_xml_path_with_domains_or_exclude_fails_instead_of_ignoring_them(tmp_path):
