@@ -39,6 +39,11 @@ LIBVIRT_REQUIREMENT = 'libvirt-python (Debian/Ubuntu: python3-libvirt, RHEL: pyt
 
 _EVENT_LOOP_LOCK = threading.Lock()
 _EVENT_LOOP_STARTED = []
+# libvirt registers the embedded driver anew on every open of a qemu:///embed URI, and a process can
+# register only about fifteen drivers ("Too many drivers, cannot register QEMU"). So a process keeps one
+# connection per embedded root and shares it: a module run opens it once anyway; a process that runs
+# many (tests, the demo's in-process runs) would otherwise stop after a dozen.
+_EMBEDDED_CONNECTIONS = {}
 
 
 def _start_event_loop():
@@ -54,6 +59,29 @@ def _start_event_loop():
 
         threading.Thread(target=run, name='libvirt-event-loop', daemon=True).start()
         _EVENT_LOOP_STARTED.append(True)
+
+
+def is_embedded(uri):
+    return uri.startswith(('qemu:///embed', 'qemu+unix:///embed'))
+
+
+def open_connection(uri):
+    """A libvirt connection to ``uri``: a new one, or for an embedded root the process's shared one."""
+    if not is_embedded(uri):
+        return libvirt.open(uri)
+    _start_event_loop()
+    with _EVENT_LOOP_LOCK:
+        conn = _EMBEDDED_CONNECTIONS.get(uri)
+        if conn is None or not conn.isAlive():
+            conn = _EMBEDDED_CONNECTIONS[uri] = libvirt.open(uri)
+        return conn
+
+
+def close_connection(uri, conn):
+    """Closes ``conn`` unless it is the process's shared connection to an embedded root."""
+    if _EMBEDDED_CONNECTIONS.get(uri) is conn:
+        return
+    conn.close()
 
 
 def library_version():
@@ -103,10 +131,8 @@ class LibvirtClient:
         # libvirt prints every error to stderr unless told otherwise; ours arrive as exceptions and are
         # reported once, in the result.
         libvirt.registerErrorHandler(_ignore_error, None)
-        if self.uri.startswith(('qemu:///embed', 'qemu+unix:///embed')):
-            _start_event_loop()
         try:
-            self.conn = libvirt.open(self.uri)
+            self.conn = open_connection(self.uri)
         except libvirt.libvirtError as err:
             raise LibvirtUnavailable(
                 "cannot connect to libvirt at URI '%s': %s. Check the URI, and that libvirtd "
@@ -117,7 +143,7 @@ class LibvirtClient:
     def close(self):
         if self.conn is not None:
             try:
-                self.conn.close()
+                close_connection(self.uri, self.conn)
             except libvirt.libvirtError:
                 pass
             self.conn = None

@@ -282,6 +282,13 @@ refused:
   returned: when libvirt refuses a planned XML
   type: dict
   sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
+oversized:
+  description: >-
+    When the run failed because a planned XML is longer than libvirt can define and read back (its RPC carries
+    at most 4 MiB), each such domain with the planned XML's size in bytes.
+  returned: when a planned XML is too long
+  type: dict
+  sample: {db03: 4190000}
 backups:
   description: Files holding each redefined domain's original XML.
   returned: always
@@ -289,11 +296,28 @@ backups:
   elements: str
   sample: [/var/lib/kvmio/backups/web01.20261126T101500.123456Z.xml]
 defined:
-  description: When a define failed, the domains this run had defined before it stopped.
+  description: >-
+    When a define failed, the domains this run defined and could not put back (see RV(rolled_back)). Empty when
+    everything was put back.
   returned: on failure after the first define
   type: list
   elements: str
   sample: [web01]
+rolled_back:
+  description: >-
+    When a define failed, the domains this run had defined before it stopped and then defined again from the
+    backups it had just written (each read back and verified), so they are as before the run.
+  returned: on failure after the first define
+  type: list
+  elements: str
+  sample: [web01, web02]
+rollback_failed:
+  description: >-
+    When a define failed, the domains this run had defined that could not be put back, each with the reason
+    (they also appear in RV(defined); restore them with M(kvmio.tuning.domain_restore) from RV(backups)).
+  returned: on failure after the first define
+  type: dict
+  sample: {}
 failed_domain:
   description: When writing a backup or a define failed, the domain it failed on.
   returned: on failure while backing up or defining
