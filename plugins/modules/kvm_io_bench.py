@@ -91,7 +91,7 @@ options:
       - Default all five with O(mode=host); all but V(default) with O(alternatives=matrix).
     type: list
     elements: str
-    choices: [default, writethrough, writeback, none, directsync]
+    choices: [default, none, writeback, directsync, writethrough]
   preallocations:
     description: qcow2 preallocation modes to measure (O(mode=host), and O(mode=guest) with O(alternatives=matrix)).
     type: list
