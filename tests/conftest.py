@@ -75,13 +75,11 @@ class DomainFactory:
 
 
 def _open(uri):
-    import libvirt
+    # The modules' own opener: an embedded root gets the process's one shared connection (libvirt can
+    # register the embedded driver only about fifteen times per process).
+    from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import open_connection
 
-    if 'embed' in uri:
-        from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import _start_event_loop
-
-        _start_event_loop()
-    return libvirt.open(uri)
+    return open_connection(uri)
 
 
 IN_EMBED_PROCESS = os.environ.get('KVMIO_EMBED_PROCESS') == '1'
@@ -124,11 +122,9 @@ def embed_uri(embed_root):
 
 @pytest.fixture(scope='session')
 def embed_conn(embed_uri):
-    # Held open for the whole session: closing the last connection tears the embedded driver
-    # down, and libvirt can register it again only a few times per process.
-    conn = _open(embed_uri)
-    yield conn
-    conn.close()
+    # The process's shared connection to its embedded root (see _libvirt.open_connection): the modules
+    # run in-process use it too, and it stays open until the process ends.
+    return _open(embed_uri)
 
 
 @pytest.fixture

@@ -67,9 +67,20 @@ options:
         and planned XML into a throwaway embedded libvirt (V(qemu:///embed?root=DIR)) in a child process.
         If libvirt refuses any planned XML, the module fails naming each refused domain and libvirt's
         message, and changes nothing (no backup, no define). The real libvirt is never touched by it.
-      - A domain whose current XML even the embedded driver refuses (a remote O(uri), an emulator that only
-        the real host has, a SPICE TLS port that needs the daemon's C(qemu.conf)) is not checked; it is
-        listed in RV(define_check) with the reason, and a warning says so.
+      - The check stands for this host's QEMU driver (V(qemu:///system), V(qemu:///session),
+        V(qemu:///embed?root=DIR)); with another O(uri) (a remote host, another driver) every domain is
+        unchecked. The settings of the daemon's C(qemu.conf) that change what libvirt accepts (C(spice_tls),
+        C(vnc_tls), C(chardev_tls), C(capability_filters) and the like) are copied into the throwaway one.
+      - A domain whose current XML even the embedded driver refuses (an emulator that only the real host
+        has) is not checked; nor is one whose C(<emulator>) is not a program only root can change (a
+        regular file that only root owns and can write, in directories only root can change), because libvirt runs
+        the emulator to probe it, as root, so the check never runs any other. Each is listed in
+        RV(define_check) with the reason, and a warning says so.
+      - A planned XML longer than libvirt can carry (4 MiB less 64 KiB for what libvirt adds) fails the run
+        before any define, with or without the check.
+      - Whatever the check says, a define that fails part-way (on a domain the check could not check, or
+        with O(define_check=false)) does not leave the run half done - every domain it already defined is
+        defined again from the backup written just before, and verified (RV(rolled_back)).
       - The first run on a host, and the first after QEMU or libvirt changed, take a few seconds more
         (libvirt probes QEMU's capabilities); later runs reuse the probe from a root-only (0700) cache,
         C(/var/cache/kvmio/define-check) (for other users C(~/.cache/kvmio/define-check)). A cache path
@@ -77,7 +88,7 @@ options:
       - Needs libvirt >= 6.1 on the managed host; with an older libvirt every domain is listed as unchecked.
       - Set V(false) only where libvirt's embedded driver cannot run on the host (for example a confined
         environment that forbids the module to start QEMU for the probe); a planned XML libvirt refuses then
-        stops the run at its define, and RV(defined) lists what was already defined. With the roles, set it
+        stops the run at its define, and the domains already defined are put back from their backups. With the roles, set it
         through C(module_defaults) for M(kvmio.tuning.kvm_disk_tune), M(kvmio.tuning.iothread_pin) and
         M(kvmio.tuning.domain_restore).
     type: bool

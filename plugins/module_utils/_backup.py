@@ -69,14 +69,15 @@ def _fsync(path, flags=0):
 
 
 def write_atomic(path, text, mode=0o600, durable=True):
-    """Writes ``text`` to ``path`` through a temporary file in the same directory, then renames.
+    """Writes ``text`` (str, or bytes as they are) to ``path`` through a temporary file in the same
+    directory (a random name, O_EXCL), then renames.
 
     A reader sees the old file or the new one, never half of one; a full disk leaves the old file.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix='.kvmio-', suffix='.tmp', dir=directory)
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+        with (os.fdopen(fd, 'wb') if isinstance(text, bytes) else os.fdopen(fd, 'w', encoding='utf-8')) as handle:
             handle.write(text)
             handle.flush()
             if durable:

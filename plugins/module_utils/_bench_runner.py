@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 
-from ._disk_policy import AUTO_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
+from ._disk_policy import AUTO_CACHES, MEASURABLE_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
 from ._errors import PlanError
 from ._fio import WORKLOADS as GUEST_WORKLOADS
 from ._guest_bench import GUEST_ARGUMENT_SPEC
@@ -39,7 +39,7 @@ WORKLOADS = {
 }
 # 'default': no cache attribute and no io attribute, as virt-install makes a disk (QEMU runs writeback
 # and threads): the baseline every ratio is taken against.
-CACHES = ('default', 'writethrough', 'writeback', 'none', 'directsync')
+CACHES = MEASURABLE_CACHES
 BASELINE = ('default', 'off')
 # qemu-img bench reports milliseconds: a shorter run is mostly rounding error.
 MEASURABLE_SECONDS = 0.05

@@ -17,7 +17,8 @@ disks of its bus still use (libvirt defines every controller from 0 to the highe
 names). Otherwise the stored XML would differ from the plan and the next run would change it again.
 
 Some disks cannot move at all (``move_blocker``): libvirt refuses them on any other bus, and
-dropping what ties them to their bus would change what the guest sees. Each rule below was checked
+dropping what ties them to their bus would change what the guest sees (a virtio disk at function 0 of
+a PCI slot that other devices share: without it, the guest sees none of them). Each rule below was checked
 against libvirt 9.0 (define, and a start for those it accepts): see tests/integration/test_define_safety.py.
 """
 
@@ -82,6 +83,11 @@ def move_blocker(disk, want_bus):
     if want_bus == 'scsi' and acpi is not None and acpi.get('index'):
         return ('it has ACPI index %s, which only PCI devices have (libvirt refuses it on bus scsi, and the guest '
                 'may name the disk by it)' % acpi.get('index'))
+    shared = _slot_sharers(disk) if bus == 'virtio' and want_bus != 'virtio' else []
+    if shared:
+        return ('it is function 0 of a multifunction PCI slot that %s also use%s; without function 0 the guest '
+                'sees no other function of that slot (Linux stops scanning a slot at a missing function 0)'
+                % (', '.join(shared), '' if len(shared) > 1 else 's'))
     geometry = disk.find('geometry')
     if (bus == 'ide' and want_bus != 'ide' and geometry is not None
             and all(_set(geometry.get(key)) for key in ('cyls', 'heads', 'secs'))
@@ -89,6 +95,35 @@ def move_blocker(disk, want_bus):
         return ("its geometry sets the BIOS translation trans=%s, which only bus ide has (libvirt refuses it on "
                 "bus %s, and the guest's partitions may depend on it)" % (geometry.get('trans'), want_bus))
     return ''
+
+
+def pci_slot(device):
+    """((domain, bus, slot), function) of a device's own PCI address, or None without one."""
+    address = device.find('address')
+    if address is None or address.get('type') != 'pci':
+        return None
+    try:
+        numbers = [int(address.get(key) or '0', 0) for key in ('domain', 'bus', 'slot', 'function')]
+    except ValueError:
+        return None
+    return tuple(numbers[:3]), numbers[3]
+
+
+def _slot_sharers(disk):
+    """The other devices at the PCI slot of ``disk`` when the disk is its function 0 (moving it away
+    would leave them without one), e.g. ['interface (function 1)']."""
+    here = pci_slot(disk)
+    devices = disk.getparent()
+    if here is None or here[1] != 0 or devices is None:
+        return []
+    found = []
+    for device in devices:
+        if device is disk or not isinstance(device.tag, str):
+            continue
+        there = pci_slot(device)
+        if there is not None and there[0] == here[0]:
+            found.append('%s (function %d)' % (device.tag, there[1]))
+    return found
 
 
 def disk_index(dev):
@@ -205,6 +240,7 @@ class BusConversion:
         scsi = controllers_of_type(self.devices, 'scsi')
         for index in sorted(scsi):
             if scsi[index].get('model') == 'virtio-scsi':
+                self._give_iothread(scsi[index], index, iothread)
                 return index
         attrs = {}
         if self.scsi_queues is not None:
@@ -245,6 +281,19 @@ class BusConversion:
         self.changes.append(Change('controller scsi %d' % index, 'model', None, 'virtio-scsi' + settings,
                                    'bus=scsi needs a virtio-scsi controller'))
         return index
+
+    def _give_iothread(self, ctrl, index, iothread):
+        """An existing virtio-scsi controller without an iothread takes the one the moving disks ran in:
+        a SCSI disk runs in its controller's iothread, and losing it costs random I/O."""
+        driver = ctrl.find('driver')
+        if iothread is None or (driver is not None and driver.get('iothread')):
+            return
+        if driver is None:
+            driver = make_child(ctrl, 'driver', index=0)
+        set_attr(driver, 'iothread', iothread)
+        self.changes.append(Change('controller scsi %d' % index, 'iothread', None, str(iothread),
+                                   'the moved disks ran in iothread %s; a SCSI disk runs in its controller\'s '
+                                   'iothread' % iothread))
 
     def _set_queues(self, ctrl, index):
         if self.scsi_queues is None:

@@ -14,10 +14,21 @@ and the module still has to talk to the real libvirt. The child never opens any 
 
 What it proves: libvirt's own parser and validators (the same code as the daemon's) accept the XML.
 Each domain's current XML is defined first and the planned XML over it; when the embedded driver
-refuses even the current XML (it lacks something the real host has: another QEMU binary, a remote
-URI's host), the domain is reported as unchecked, never as refused. Pools, networks, secrets,
-nwfilters and host devices are not looked up at define time, so they need nothing in the empty root
-(verified on libvirt 9.0). Start-time checks (a missing image, O_DIRECT) are out of its reach.
+refuses even the current XML (it lacks something the real host has: another QEMU binary), the domain
+is reported as unchecked, never as refused. Pools, networks, secrets, nwfilters and host devices are
+not looked up at define time, so they need nothing in the empty root (verified on libvirt 9.0).
+Start-time checks (a missing image, O_DIRECT) are out of its reach. The check stands for this host's
+QEMU driver: for a URI of another host or driver every domain is unchecked. The daemon's qemu.conf
+settings that change what libvirt accepts (SPICE TLS above all) are copied into the throwaway one,
+where they can be read. And whatever the check says, ``_define.define_plans`` puts back the domains a
+run defined when a later define fails.
+
+What it runs: libvirt's embedded driver runs each emulator a domain names to probe its capabilities,
+as root. An ``xml_path`` template may be written by another user, so a domain whose XML names an
+emulator that is not a program only root can change (``_trusted_binary``) is not sent to libvirt at
+all: it is reported unchecked, naming the emulator. The child's PATH (where libvirt finds a default
+emulator) holds only root-only directories, and the child ends itself with its probes when the module
+is gone (``_define_check_child``).
 
 Cost: nothing when no domain changes (a second run). Else the embedded driver probes QEMU's
 capabilities on first use (4-5 s per emulator binary on the test machine); the probe is cached under
@@ -30,6 +41,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -38,9 +50,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 from . import _define_check_child
-from ._errors import PlanError
+from ._domain_xml import PLANNED_XML_MARGIN, RPC_STRING_MAX, parse_domain
+from ._errors import KvmioError, PlanError
+from ._trusted_binary import binary_problem
+from ._trusted_files import trusted_directory
 
 DEFINE_CHECK_ARGUMENT_SPEC = {'define_check': {'type': 'bool', 'default': True}}
 
@@ -57,6 +73,19 @@ STALE_ROOT_SECONDS = 6 * 3600
 TIMEOUT_SECONDS = 120
 TIMEOUT_PER_DOMAIN = 0.05
 CHILD_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+# The daemon's qemu.conf, by URI path; an embedded root's is ROOT/etc/qemu.conf.
+SYSTEM_QEMU_CONF = '/etc/libvirt/qemu.conf'
+# qemu.conf settings that change what libvirt accepts when it defines a domain (spice_tls: "spice TLS
+# port set in XML configuration, but TLS is disabled in qemu.conf", libvirt 9.0) or what QEMU features
+# it sees (capability_filters), copied into the throwaway qemu.conf. Never a path, a helper program or
+# the security driver: those would make the embedded driver read, run or write outside its root.
+_NUMBER, _STRING, _STRINGS = r'-?\d+', r'"[^"\\\n]*"', r'\[(?:\s*"[^"\\\n]*"\s*,?)*\s*\]'
+MIRRORED_SETTINGS = dict([(name, _NUMBER) for name in (
+    'spice_tls', 'spice_sasl', 'spice_auto_unix_socket', 'vnc_tls', 'vnc_sasl', 'vnc_auto_unix_socket', 'chardev_tls',
+    'nbd_tls', 'vxhs_tls', 'migrate_tls_force', 'seccomp_sandbox')],
+    capability_filters=_STRINGS, deprecation_behavior=_STRING)
+_SETTING = re.compile(r'^\s*([a-z_]+)\s*=\s*(.*?)\s*(?:#[^"]*)?$')
+MAX_QEMU_CONF_BYTES = 1 << 20
 
 
 @dataclass
@@ -188,33 +217,105 @@ def _make_root(cache_dir, notes):
     return root
 
 
-def _write_config(root):
+def check_target(uri):
+    """(None, the daemon's qemu.conf path) when the check can stand for ``uri``: this host's QEMU
+    driver (``qemu:///system``, ``qemu:///session``, ``qemu:///embed?root=``; None: an ``xml_path``
+    file, for this host's daemon). Else (why not, None)."""
+    if uri is None:
+        return None, SYSTEM_QEMU_CONF
+    parts = urlsplit(uri)
+    if parts.scheme not in ('qemu', 'qemu+unix') or parts.netloc:
+        return ('the URI %s is not this host\'s QEMU driver, and the check stands for this host\'s libvirt and '
+                'QEMU only' % uri), None
+    if parts.path == '/system':
+        return None, SYSTEM_QEMU_CONF
+    if parts.path == '/embed':
+        roots = parse_qs(parts.query).get('root') or ['']
+        return None, os.path.join(roots[0], 'etc', 'qemu.conf') if roots[0].startswith('/') else None
+    if parts.path == '/session':
+        base = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config')
+        return None, os.path.join(base, 'libvirt', 'qemu.conf')
+    return 'the URI %s is not one the check knows (qemu:///system, /session or /embed)' % uri, None
+
+
+def mirrored_settings(path, notes):
+    """The MIRRORED_SETTINGS lines of the qemu.conf at ``path`` (a regular file, read without blocking
+    and bounded), as they are written there; nothing when it cannot be read."""
+    if not path:
+        return []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0))
+    except OSError:
+        return []
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_QEMU_CONF_BYTES:
+            notes.append('define check: %s is not a regular file of at most %d bytes; none of its settings were '
+                         'copied' % (path, MAX_QEMU_CONF_BYTES))
+            return []
+        data = os.read(fd, MAX_QEMU_CONF_BYTES + 1)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    lines, unread = [], set()
+    for line in data.decode('utf-8', 'replace').splitlines():
+        key = line.split('=', 1)[0].strip()
+        if key not in MIRRORED_SETTINGS:
+            continue
+        match = _SETTING.match(line)
+        if match and re.fullmatch(MIRRORED_SETTINGS[key], match.group(2)):
+            lines.append('%s = %s' % (key, match.group(2)))
+        else:
+            unread.add(key)
+    if unread:
+        notes.append('define check: could not copy %s from %s (only plain one-line values of the expected type are '
+                     'copied); domains that depend on them may be judged as with libvirt\'s defaults'
+                     % (', '.join(sorted(unread)), path))
+    return lines
+
+
+def _write_config(root, settings):
     os.mkdir(os.path.join(root, 'etc'), 0o700)
+    lines = list(settings)
     if os.geteuid() == 0:
         # QEMU probes run as this user, as they do for the module's own embedded connections; a user
-        # that cannot open /dev/kvm would make libvirt probe QEMU again on every run.
-        with open(os.path.join(root, 'etc', 'qemu.conf'), 'x', encoding='utf-8') as handle:
-            handle.write('user = "+%d"\ngroup = "+%d"\n' % (os.geteuid(), os.getegid()))
+        # that cannot open /dev/kvm would make libvirt probe QEMU again on every run. Only programs
+        # only root can change are ever probed (see the module docstring).
+        lines = ['user = "+%d"' % os.geteuid(), 'group = "+%d"' % os.getegid()] + lines
+    with open(os.path.join(root, 'etc', 'qemu.conf'), 'x', encoding='utf-8') as handle:
+        handle.write(''.join(line + '\n' for line in lines))
 
 
-def _kill_probes(root):
-    """QEMU capability probes daemonize and leave the child's process group: end those of this root."""
-    for top, _dirs, files in os.walk(root):
-        for name in files:
-            if not name.endswith('.pid'):
-                continue
-            try:
-                with open(os.path.join(top, name), encoding='ascii') as handle:
-                    pid = int(handle.read().strip())
-                with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-                    ours = root.encode() in handle.read()
-            except (OSError, ValueError):
-                continue
-            if ours:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+def child_path():
+    """CHILD_PATH without the directories that someone other than root (or this user) can change:
+    libvirt finds the default emulator of a domain that names none there."""
+    kept = []
+    for directory in CHILD_PATH.split(':'):
+        try:
+            trusted_directory(directory, 'PATH directory %s' % directory)
+        except KvmioError:
+            continue
+        kept.append(directory)
+    return ':'.join(kept) or '/usr/bin'
+
+
+def emulator_problem(xml):
+    """None when every emulator ``xml`` names (none: libvirt's default, found on child_path()) is a
+    program only root can change; else why the domain must not reach libvirt's probe."""
+    if xml is None:
+        return None
+    try:
+        root = parse_domain(xml)
+    except KvmioError as err:
+        return 'its XML cannot be read safely (%s)' % err.msg
+    for element in root.iter('emulator'):
+        path = element.text or ''
+        problem = binary_problem(path)
+        if problem:
+            return ('its emulator %s is not a program only root can change (%s), and the check runs no other: '
+                    'libvirt would run it as root to probe it' % (path, problem))
+    return None
 
 
 def _run_child(request, timeout):
@@ -222,7 +323,7 @@ def _run_child(request, timeout):
     # Whatever libvirt keeps per user (an unprivileged embedded driver uses HOME and the XDG
     # directories) stays inside the throwaway root too.
     root = request['root']
-    env = {'PATH': CHILD_PATH, 'LC_ALL': 'C', 'HOME': root, 'XDG_CACHE_HOME': os.path.join(root, 'cache'),
+    env = {'PATH': child_path(), 'LC_ALL': 'C', 'HOME': root, 'XDG_CACHE_HOME': os.path.join(root, 'cache'),
            'XDG_CONFIG_HOME': os.path.join(root, 'etc'), 'XDG_RUNTIME_DIR': os.path.join(root, 'run')}
     proc = subprocess.Popen([sys.executable, '-I', '-c', source], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd='/', env=env, start_new_session=True, close_fds=True)
@@ -230,7 +331,7 @@ def _run_child(request, timeout):
         out, err = proc.communicate(json.dumps(request).encode('utf-8'), timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        _kill_probes(request['root'])
+        _define_check_child.kill_probes(request['root'])
         proc.communicate()
         raise PlanError('the define check (every planned XML defined into a throwaway embedded libvirt) did not '
                         'finish within %d s, so nothing was changed. Run again; if it keeps happening, set '
@@ -248,10 +349,10 @@ def _run_child(request, timeout):
     return answer['domains']
 
 
-def check_defines(items, cache_dir=None, timeout=None, redefine=True):
+def check_defines(items, cache_dir=None, timeout=None, redefine=True, uri=None):
     """Defines each ``(name, current XML or None, planned XML)`` into a throwaway embedded root: the
     planned XML over the current one (``redefine``, as a run against libvirt will), or in its place
-    (a file no libvirt holds yet).
+    (a file no libvirt holds yet). ``uri``: the libvirt the run defines into (None: an xml_path file).
 
     Returns a DefineCheck; raises PlanError when the check itself cannot run (it never guesses).
     """
@@ -259,25 +360,37 @@ def check_defines(items, cache_dir=None, timeout=None, redefine=True):
     items = list(items)
     if not items:
         return check
+    not_here, qemu_conf = check_target(uri)
     libvirt, why_not = _local_libvirt()
-    if why_not:
-        check.unchecked = {name: why_not for name, _before, _after in items}
+    if not_here or why_not:
+        check.unchecked = {name: not_here or why_not for name, _before, _after in items}
+        return check
+    sent = []
+    for name, before, after in items:
+        problem = emulator_problem(before) or emulator_problem(after)
+        if problem:
+            check.unchecked[name] = problem
+        else:
+            sent.append((name, before, after))
+    if not sent:
         return check
     root = None
+    timeout = timeout or TIMEOUT_SECONDS + TIMEOUT_PER_DOMAIN * len(sent)
     try:
         root = _make_root(cache_dir or default_cache_dir(), check.notes)
-        _write_config(root)
+        _write_config(root, mirrored_settings(qemu_conf, check.notes))
         request = {'root': root, 'libvirt_dir': os.path.dirname(os.path.abspath(libvirt.__file__)),
+                   'parent': os.getpid(), 'timeout': timeout + 5,
                    'domains': [{'name': name, 'before': before, 'after': after, 'redefine': redefine}
-                               for name, before, after in items]}
-        verdicts = _run_child(request, timeout or TIMEOUT_SECONDS + TIMEOUT_PER_DOMAIN * len(items))
+                               for name, before, after in sent]}
+        verdicts = _run_child(request, timeout)
     except OSError as err:
         raise PlanError('the define check could not prepare its embedded libvirt root (%s). Nothing was changed; '
                         'set define_check=false to run without it.' % err) from None
     finally:
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
-    for name, _before, _after in items:
+    for name, _before, _after in sent:
         verdict = verdicts.get(name) or {'after': 'no answer from the check', 'before': 'no answer'}
         if verdict['after'] is None:
             check.checked.append(name)
@@ -289,14 +402,34 @@ def check_defines(items, cache_dir=None, timeout=None, redefine=True):
     return check
 
 
-def check_plans(plans, enabled=True, cache_dir=None, redefine=True):
-    """The define check of the changed ``plans`` (DomainPlan); raises PlanError naming every domain
-    whose planned XML libvirt refuses, before anything has changed."""
+def planned_xml_limit():
+    return RPC_STRING_MAX - PLANNED_XML_MARGIN
+
+
+def refuse_oversized(plans):
+    """Raises PlanError naming every changed plan whose XML libvirt could not carry (see RPC_STRING_MAX)."""
+    limit = planned_xml_limit()
+    sizes = {plan.name: len(plan.after.encode('utf-8')) for plan in plans}
+    over = sorted(name for name, size in sizes.items() if size > limit)
+    if over:
+        raise PlanError('the planned XML of %s is larger than libvirt can define and read back (%s); nothing was '
+                        'changed. libvirt carries a domain XML in one message of at most %d bytes '
+                        '(VIR_NET_MESSAGE_STRING_MAX) and adds its defaults when it stores it, so a planned XML '
+                        'may have at most %d bytes.'
+                        % (', '.join(over), ', '.join('%s: %d bytes' % (name, sizes[name]) for name in over),
+                           RPC_STRING_MAX, limit), oversized={name: sizes[name] for name in over})
+
+
+def check_plans(plans, enabled=True, cache_dir=None, redefine=True, uri=None):
+    """The define check of the changed ``plans`` (DomainPlan) for the libvirt at ``uri`` (None: an
+    xml_path file); raises PlanError naming every domain whose planned XML libvirt refuses, or could
+    not carry, before anything has changed."""
     plans = [plan for plan in plans if plan.changed]
+    refuse_oversized(plans)
     if not enabled:
         return DefineCheck(unchecked={plan.name: 'define_check=false' for plan in plans})
     check = check_defines([(plan.name, plan.source or None, plan.after) for plan in plans],
-                          cache_dir=cache_dir, redefine=redefine)
+                          cache_dir=cache_dir, redefine=redefine, uri=uri)
     if check.refused:
         names = sorted(check.refused)
         raise PlanError('libvirt refuses the planned XML of %s, so nothing was changed (every planned XML was '

@@ -42,6 +42,9 @@ ODIRECT_CACHES = frozenset(('none', 'directsync'))
 # The cache modes cache=auto chooses from (never writethrough, whose guest sees no write cache and
 # whose every write waits, never unsafe).
 AUTO_CACHES = ('none', 'writeback')
+# What a benchmark can measure: 'default' (no cache attribute, what QEMU runs for a disk as virt-install
+# makes it: the baseline), then every explicit mode but unsafe (which loses data by design).
+MEASURABLE_CACHES = ('default', 'none', 'writeback', 'directsync', 'writethrough')
 # The <disk><driver> attributes this collection owns, as libvirt names them.
 SETTINGS = ('cache', 'io', 'discard', 'detect_zeroes')
 # What QEMU runs when the XML sets nothing (libvirt then passes nothing): cache writeback since

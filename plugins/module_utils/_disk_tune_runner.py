@@ -107,6 +107,13 @@ class LiveContext:
     backups: list
 
 
+def _remove_backup(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _storage(prober, sources):
     """{path: StorageFacts} of ``sources`` ({path: declared format})."""
     if prober is None:
@@ -164,11 +171,12 @@ class DiskTuneRun:
             self._fail_on_plan_errors(plans)
             check_literal_rules(plans, params, self.overrides, known)
             # Check mode too: it reports what a real run would be refused.
-            checked = check_plans(plans, params['define_check'])
+            checked = check_plans(plans, params['define_check'], uri=params['uri'])
             active = client.active_names()
             backups = []
             if not self.module.check_mode:
-                backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'])
+                backups = define_plans(client, doms, [p for p in plans if p.changed], params['backup_dir'],
+                                       checked=checked, warn=self.module.warn)
             live = {}
             if params['apply'] != 'config':
                 live = self._apply_live(client, doms, plans, active, LiveContext(host, guards, backups))
@@ -212,6 +220,11 @@ class DiskTuneRun:
         if self.params['apply'] != 'config':
             raise PlanError('apply=%s brings running domains of libvirt to their settings; with xml_path there is '
                             'none: use apply=config' % self.params['apply'])
+        if self.params['domains'] != ['*'] or self.params['exclude']:
+            # They select libvirt's domains; ignoring them would tune a file the user meant to leave alone.
+            raise PlanError('domains and exclude select domains of libvirt, and xml_path names one file: give either '
+                            'xml_path or domains/exclude (to leave a file alone, use overrides with skip: true); '
+                            'nothing was changed')
         with XmlFile(path) as xml_file:
             text = xml_file.text
             root = parse_domain(text, path)
@@ -232,13 +245,19 @@ class DiskTuneRun:
             self._fail_on_plan_errors([plan])
             check_literal_rules([plan], self.params, self.overrides, known)
             new_text = self._render(keeper, root, plan, text, path) if plan.changed else text
+            if plan.changed and xml_file.replace_problem():
+                raise PlanError(xml_file.replace_problem())
             # A file no libvirt holds: its planned XML is defined in place of the current one.
             checked = check_plans([dataclasses.replace(plan, after=new_text)], self.params['define_check'],
                                   redefine=False)
             backups = []
             if plan.changed and not self.module.check_mode:
                 backups.append(write_backup(self.params['backup_dir'], plan.name, text))
-                xml_file.replace(new_text)
+                try:
+                    xml_file.replace(new_text)
+                except KvmioError:
+                    _remove_backup(backups.pop())    # the file is unchanged: a backup of it would mislead
+                    raise
         result = self._result([plan], set(), backups, checked)
         if self.module._diff and plan.changed:
             # The file's own text before and after: exactly what a git diff will show, secrets apart.

@@ -19,13 +19,13 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
-from ._disk_policy import GUEST_WRITE_CACHE, ODIRECT_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
+from ._disk_policy import GUEST_WRITE_CACHE, MEASURABLE_CACHES, ODIRECT_CACHES, DiskInfo, DiskSettings, decide_disk, effective_settings
 from ._fio import WORKLOADS
 from ._image_plan import WantedImage
 from ._initramfs import DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE
 
 BUSES = ('virtio', 'scsi', 'sata', 'ide')
-BENCH_CACHES = ('default', 'none', 'writeback', 'directsync', 'writethrough')
+BENCH_CACHES = MEASURABLE_CACHES
 BENCH_IOS = ('default', 'native', 'io_uring', 'threads')
 PRESETS = ('none', 'quick', 'standard', 'matrix')
 BASELINE = 'virt-install'

@@ -40,10 +40,12 @@ import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
 
+from ._backup import write_atomic
 from ._errors import KvmioError
 from ._initramfs import (BUS_DRIVERS, BUS_MODULES, DEFAULT_CACHE_DIR, DEFAULT_KERNEL_PACKAGE, INIT_SCRIPT,
                          TOOL_PACKAGES, ElfError, cpio_archive, cpio_names, depends_names, elf_dynamic,
                          elf_interpreter, init_script, modinfo, module_load_order, module_name)
+from ._trusted_files import trusted_directory
 
 # Where the dynamic loader of an x86_64 Debian system looks (the guest gets the same layout).
 LIBRARY_DIRS = ('/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib')
@@ -96,19 +98,9 @@ def module_process_runner(module):
 # --- files ---------------------------------------------------------------------------------------
 
 def private_directory(path):
-    """Creates ``path`` (0700) or checks that it is a directory of ours that nobody else can write."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as err:
-        raise GuestImageError('cannot create the guest cache directory %s: %s' % (path, err.strerror)) from None
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise GuestImageError('guest cache directory %s is not a directory (a symlink?); refusing it' % path)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise GuestImageError('guest cache directory %s must be owned by uid %d with mode 0700 (it is uid %d, '
-                              'mode %04o); refusing to use files others could have replaced'
-                              % (path, os.geteuid(), st.st_uid, st.st_mode & 0o7777))
-    return path
+    """Creates ``path`` (0700) or checks that nobody but root or the running user can change it, nor
+    any directory above it (the rule of ``_trusted_files``, as for backups)."""
+    return trusted_directory(path, 'the guest cache directory', create=True, mode=0o700)
 
 
 def _read_private(path, limit):
@@ -122,24 +114,6 @@ def _read_private(path, limit):
             return handle.read(limit + 1)
     finally:
         os.close(fd)
-
-
-def _write_file(path, data, mode=0o600):
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def file_sha256(path, follow=True):
@@ -423,12 +397,12 @@ def _build(cache_dir, run_command, kernel_package, update_lists):
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stem = os.path.join(cache_dir, _safe_name(kernel_package))
-    _write_file(stem + '.vmlinuz', vmlinuz)
-    _write_file(stem + '.initrd', initrd)
+    write_atomic(stem + '.vmlinuz', vmlinuz)
+    write_atomic(stem + '.initrd', initrd)
     manifest.update({'kernel_package': kernel_package,
                      'sha256': {'kernel': hashlib.sha256(vmlinuz).hexdigest(),
                                 'initrd': hashlib.sha256(initrd).hexdigest()}})
-    _write_file(stem + '.json', json.dumps(manifest, indent=1, sort_keys=True).encode('utf-8'))
+    write_atomic(stem + '.json', json.dumps(manifest, indent=1, sort_keys=True).encode('utf-8'))
     return _image(stem, manifest, 'built')
 
 

@@ -192,11 +192,12 @@ class IothreadPinRun:
             if errors:
                 raise PlanError('; '.join(errors) + '. Nothing was changed.')
             # Check mode too: it reports what a real run would be refused.
-            checked = check_plans(plans, params['define_check'])
+            checked = check_plans(plans, params['define_check'], uri=params['uri'])
             active = client.active_names() & set(names)
             backups = []
             if not self.module.check_mode:
-                backups = define_plans(client, handles, [p for p in plans if p.changed], params['backup_dir'])
+                backups = define_plans(client, handles, [p for p in plans if p.changed], params['backup_dir'],
+                                       checked=checked, warn=self.module.warn)
             live = {}
             if params['live']:
                 for name in sorted(active):

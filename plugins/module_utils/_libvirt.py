@@ -42,6 +42,11 @@ LIBVIRT_REQUIREMENT = 'libvirt-python (Debian/Ubuntu: python3-libvirt, RHEL: pyt
 
 _EVENT_LOOP_LOCK = threading.Lock()
 _EVENT_LOOP_STARTED = []
+# libvirt registers the embedded driver anew on every open of a qemu:///embed URI, and a process can
+# register only about fifteen drivers ("Too many drivers, cannot register QEMU"). So a process keeps one
+# connection per embedded root and shares it: a module run opens it once anyway; a process that runs
+# many (tests, the demo's in-process runs) would otherwise stop after a dozen.
+_EMBEDDED_CONNECTIONS = {}
 
 
 def _start_event_loop():
@@ -87,6 +92,29 @@ def lock_subject(uri):
         roots = parse_qs(parts.query).get('root') or ['']
         query = '?root=' + (posixpath.normpath(roots[0]) if roots[0] else '')
     return '%s://%s%s%s' % (driver, netloc, path, query)
+
+
+def is_embedded(uri):
+    return uri.startswith(('qemu:///embed', 'qemu+unix:///embed'))
+
+
+def open_connection(uri):
+    """A libvirt connection to ``uri``: a new one, or for an embedded root the process's shared one."""
+    if not is_embedded(uri):
+        return libvirt.open(uri)
+    _start_event_loop()
+    with _EVENT_LOOP_LOCK:
+        conn = _EMBEDDED_CONNECTIONS.get(uri)
+        if conn is None or not conn.isAlive():
+            conn = _EMBEDDED_CONNECTIONS[uri] = libvirt.open(uri)
+        return conn
+
+
+def close_connection(uri, conn):
+    """Closes ``conn`` unless it is the process's shared connection to an embedded root."""
+    if _EMBEDDED_CONNECTIONS.get(uri) is conn:
+        return
+    conn.close()
 
 
 def library_version():
@@ -136,10 +164,8 @@ class LibvirtClient:
         # libvirt prints every error to stderr unless told otherwise; ours arrive as exceptions and are
         # reported once, in the result.
         libvirt.registerErrorHandler(_ignore_error, None)
-        if self.uri.startswith(('qemu:///embed', 'qemu+unix:///embed')):
-            _start_event_loop()
         try:
-            self.conn = libvirt.open(self.uri)
+            self.conn = open_connection(self.uri)
         except libvirt.libvirtError as err:
             raise LibvirtUnavailable(
                 "cannot connect to libvirt at URI '%s': %s. Check the URI, and that libvirtd "
@@ -148,14 +174,14 @@ class LibvirtClient:
         return self
 
     def another(self):
-        """A new connection to the same URI (opened; close it): for the checks after an operation whose
-        connection was lost, when libvirt may have carried the operation out."""
+        """A new connection to the same URI (opened; close it; an embedded root has one per process): for
+        the checks after an operation whose connection was lost, when libvirt may have carried it out."""
         return LibvirtClient(self.uri).open()
 
     def close(self):
         if self.conn is not None:
             try:
-                self.conn.close()
+                close_connection(self.uri, self.conn)
             except libvirt.libvirtError:
                 pass
             self.conn = None

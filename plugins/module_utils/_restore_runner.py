@@ -21,14 +21,14 @@ from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backu
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import DomainPlan, diff_entry
-from ._domain_xml import domain_name, domain_uuid, parse_domain, same_document, to_text
+from ._domain_xml import RPC_STRING_MAX, domain_name, domain_uuid, parse_domain, same_document, to_text
 from ._errors import KvmioError, PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
 from ._trusted_files import entry_problem, open_trusted_file
 
-# A domain's XML is a few KiB; libvirt's own limit for XML documents is 10 MiB.
-MAX_BACKUP_BYTES = 10 << 20
+# A domain's XML is a few KiB; libvirt cannot carry one longer than RPC_STRING_MAX (4 MiB).
+MAX_BACKUP_BYTES = RPC_STRING_MAX
 
 
 def argument_spec():
@@ -162,13 +162,14 @@ class RestoreRun:
                 sources[name] = path
                 plans.append(plan)
             # Check mode too: a backup libvirt would refuse fails before anything is restored.
-            checked = check_plans(plans, self.params['define_check'])
+            checked = check_plans(plans, self.params['define_check'], uri=self.params['uri'])
             active = {p.name for p in plans if p.changed and client.is_active(handles[p.name])}
             backups = []
             if not self.module.check_mode:
                 # Kept apart, so that the next 'latest backup' is still the one restored (idempotent).
                 backups = define_plans(client, handles, [p for p in plans if p.changed],
-                                       os.path.join(self.params['backup_dir'], 'before-restore'))
+                                       os.path.join(self.params['backup_dir'], 'before-restore'),
+                                       checked=checked, warn=self.module.warn)
         result = {'changed': any(p.changed for p in plans),
                   'domains': [{'name': p.name, 'changed': p.changed, 'restored_from': sources[p.name]} for p in plans],
                   'restart_required': sorted(active), 'backups': backups, 'define_check': checked.as_dict()}

@@ -15,11 +15,17 @@ planted. So:
   directory: swapping a directory for a link half-way changes nothing;
 - a link owned by another user may only lead to a file that user owns (else root would write where
   that user cannot);
-- only a regular file of bounded size is read, opened without following a link and without blocking
-  (a FIFO or ``/dev/zero`` is refused, never read); only UTF-8 without a DOCTYPE is accepted;
+- nothing is opened for reading before it is known to be a regular file and the links on the way
+  are known to be acceptable: the name is opened with ``O_PATH`` (which opens no device and no FIFO),
+  checked with ``fstat``, and only that inode is opened for reading (through ``/proc/self/fd``);
+  a device or FIFO is refused unopened (opening one can have effects: a watchdog arms, a tape
+  rewinds, a FIFO's writer wakes up). Only a bounded size is read; only UTF-8 without a DOCTYPE;
 - the new text goes to a new file with a random name created with O_EXCL in the real file's directory
-  (never through a planted link), gets the original's owner, group and mode through its descriptor,
-  is flushed, and replaces the file by ``rename`` only if the file at that name is still the one read.
+  (never through a planted link), gets the original's owner, group, mode and extended attributes
+  (ACLs, SELinux labels) through its descriptor, is flushed, and replaces the file by ``rename``
+  only if the file at that name is still the one read, with the bytes read (an edit in place during
+  the run is not overwritten). A file with several names (hard links) is refused: a rename would
+  leave the other names with the old text.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import re
 import secrets
 import stat
 
+from ._domain_xml import RPC_STRING_MAX
 from ._errors import KvmioError
 
-# virsh reads XML files of up to 10 MiB (VSH_MAX_XML_FILE); a domain XML is a few KiB.
-MAX_XML_BYTES = 10 * 1024 * 1024
+# A domain XML is a few KiB; libvirt cannot carry one longer than RPC_STRING_MAX (4 MiB), so a
+# longer file could never be defined (virsh reads up to 10 MiB, then the define fails).
+MAX_XML_BYTES = RPC_STRING_MAX
 _MAX_LINKS = 40
 _UTF8_NAMES = ('utf-8', 'utf8', 'us-ascii', 'ascii')
 _PROLOG = re.compile(r'\ufeff?(?:\s+|<\?.*?\?>|<!--.*?-->)*', re.S)
@@ -80,7 +88,10 @@ class XmlFile:
         self.text = None
         self._dir_fd = None
         self._name = None
+        self._lstat = None
         self._stat = None
+        self._fd = None         # the file read, held open until close(): its content and attributes
+        self._data = None
 
     def __enter__(self):
         try:
@@ -96,9 +107,10 @@ class XmlFile:
         return False
 
     def close(self):
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
+        for attr in ('_fd', '_dir_fd'):
+            if getattr(self, attr) is not None:
+                os.close(getattr(self, attr))
+                setattr(self, attr, None)
 
     def _fail(self, what, err):
         return KvmioError('cannot %s xml_path %s: %s' % (what, self.path, err.strerror or err))
@@ -133,6 +145,7 @@ class XmlFile:
                     current = os.path.dirname(current) if part == '..' else os.path.join(current, part)
                 else:
                     self._name = part
+                    self._lstat = info
                     self.real_path = os.path.join(current, part)
             if self._name is None:
                 raise KvmioError('xml_path %s is a directory, not a file' % self.path)
@@ -153,38 +166,106 @@ class XmlFile:
                                  'Nothing was changed; give the real path if this is intended.'
                                  % (self.path, link, link_owner, self.real_path, owner))
 
-    def _read(self):
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0)
+    def _open_checked(self):
+        """A read descriptor of the file found by _walk, opened only once it is known to be a regular file
+        reached through acceptable links (see the module docstring)."""
+        if not stat.S_ISREG(self._lstat.st_mode):
+            raise KvmioError('xml_path %s is %s, not a regular file; nothing was read' % (
+                self.path, _kind(self._lstat.st_mode)))
+        self._check_links(self._lstat.st_uid)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0)
         try:
-            fd = os.open(self._name, flags, dir_fd=self._dir_fd)
+            handle = os.open(self._name, (getattr(os, 'O_PATH', 0) or flags) | os.O_NOFOLLOW | getattr(os, 'O_CLOEXEC', 0),
+                             dir_fd=self._dir_fd)
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise KvmioError('xml_path %s became a symbolic link while it was read; nothing was changed'
                                  % self.path) from None
             raise self._fail('read', err) from None
         try:
-            info = self._stat = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise KvmioError('xml_path %s is %s, not a regular file; nothing was read' % (
-                    self.path, _kind(info.st_mode)))
-            self._check_links(info.st_uid)
-            if info.st_size > MAX_XML_BYTES:
-                raise KvmioError('xml_path %s has %d bytes; a domain XML file has at most %d' % (
-                    self.path, info.st_size, MAX_XML_BYTES))
-            chunks, size = [], 0
-            while size <= MAX_XML_BYTES:
-                chunk = os.read(fd, 1024 * 1024)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (self._lstat.st_dev, self._lstat.st_ino):
+                raise KvmioError('xml_path %s was replaced while it was read; nothing was changed' % self.path)
+            if not hasattr(os, 'O_PATH'):
+                return handle       # opened for reading already (no O_PATH on this system)
+            try:
+                fd = os.open('/proc/self/fd/%d' % handle, flags)
+            except FileNotFoundError:       # no /proc: the name again, checked after the open
+                fd = os.open(self._name, flags | os.O_NOFOLLOW, dir_fd=self._dir_fd)
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+                os.close(fd)
+                raise KvmioError('xml_path %s was replaced while it was read; nothing was changed' % self.path)
+            return fd
         except OSError as err:
             raise self._fail('read', err) from None
         finally:
-            os.close(fd)
-        if size > MAX_XML_BYTES:
+            if hasattr(os, 'O_PATH'):
+                os.close(handle)
+
+    def _read(self):
+        fd = self._fd = self._open_checked()
+        try:
+            info = self._stat = os.fstat(fd)
+            if info.st_size > MAX_XML_BYTES:
+                raise KvmioError('xml_path %s has %d bytes; a domain XML file has at most %d' % (
+                    self.path, info.st_size, MAX_XML_BYTES))
+            data = self._data = self._read_all(fd)
+        except OSError as err:
+            raise self._fail('read', err) from None
+        if len(data) > MAX_XML_BYTES:
             raise KvmioError('xml_path %s grew past %d bytes while it was read' % (self.path, MAX_XML_BYTES))
-        self.text = _decode(b''.join(chunks), self.path)
+        self.text = _decode(data, self.path)
+
+    @staticmethod
+    def _read_all(fd):
+        chunks, size, offset = [], 0, 0
+        while size <= MAX_XML_BYTES:
+            chunk = os.pread(fd, 1024 * 1024, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            offset += len(chunk)
+        return b''.join(chunks)
+
+    def replace_problem(self):
+        """Why the file cannot be replaced as it is (None when it can): checked before a run changes
+        anything, in check mode too."""
+        if self._stat.st_nlink > 1:
+            return ('xml_path %s has %d names (hard links); replacing it would leave the others with the old text. '
+                    'Nothing was changed; give the file a single name (or copy it) and run again.'
+                    % (self.path, self._stat.st_nlink))
+        return None
+
+    def _unchanged_since_read(self):
+        """Raises KvmioError when the file at the name is no longer the one read, as it was read."""
+        now = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (self._stat.st_dev, self._stat.st_ino):
+            raise KvmioError('xml_path %s was replaced while this run worked on it; not overwriting that. '
+                             'Nothing was changed; run again.' % self.path)
+        held = os.fstat(self._fd)
+        if ((held.st_size, held.st_mtime_ns, held.st_ctime_ns) != (
+                self._stat.st_size, self._stat.st_mtime_ns, self._stat.st_ctime_ns)
+                or self._read_all(self._fd) != self._data):
+            raise KvmioError('xml_path %s was edited while this run worked on it; not overwriting that. '
+                             'Nothing was changed; run again.' % self.path)
+
+    def _copy_attributes(self, fd):
+        """The original's extended attributes (POSIX ACLs, security labels, user attributes) on ``fd``:
+        without its ACL, a file's group bits would become its ACL mask, widening or narrowing access."""
+        try:
+            names = os.listxattr(self._fd)
+        except OSError as err:
+            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return
+            raise
+        for name in names:
+            try:
+                os.setxattr(fd, name, os.getxattr(self._fd, name))
+            except OSError as err:
+                raise KvmioError('cannot keep the extended attribute %s of xml_path %s on its new text (%s); the '
+                                 'file is unchanged' % (name, self.path, err.strerror or err)) from None
 
     def replace(self, text):
         """Replaces the file with ``text``, keeping owner, group and mode; the file stays as it was when
@@ -192,8 +273,10 @@ class XmlFile:
         info = self._stat
         tmp = None
         try:
+            # At most 100 bytes of the name (a name may be 255 bytes, of characters of up to 4 bytes).
+            stem = os.fsdecode(os.fsencode(self._name)[:100])
             for _attempt in range(100):
-                candidate = '.%s.%s.kvmio-tmp' % (self._name[:100], secrets.token_hex(8))
+                candidate = '.%s.%s.kvmio-tmp' % (stem, secrets.token_hex(8))
                 try:
                     fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                  | getattr(os, 'O_CLOEXEC', 0), 0o600, dir_fd=self._dir_fd)
@@ -207,16 +290,17 @@ class XmlFile:
                 if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
                     os.fchown(fd, info.st_uid, info.st_gid)
                 os.fchmod(fd, stat.S_IMODE(info.st_mode))
+                self._copy_attributes(fd)
                 data = memoryview(text.encode('utf-8'))
                 while data:
                     data = data[os.write(fd, data):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            now = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
-            if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-                raise KvmioError('xml_path %s was replaced while this run worked on it; not overwriting that. '
-                                 'Nothing was changed; run again.' % self.path)
+            problem = self.replace_problem()
+            if problem:
+                raise KvmioError(problem)
+            self._unchanged_since_read()
             os.rename(tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             tmp = None
         except OSError as err:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ._domain_xml import etree, parse_domain, redact_tree, to_text
+from ._domain_xml import attribute_dict, etree, parse_domain, redact_tree, to_text
 from ._errors import KvmioError
 
 _NAME = r'[^\s/>=<"\']+'
@@ -204,7 +204,7 @@ class LayoutKeeper:
             kind = _node_kind(node)
             if kind != span.kind or (kind == 'element' and etree.QName(node).localname != _local(span.qname)):
                 raise LayoutError('the scanner and the parser disagree at offset %d' % span.start)
-            self.originals[node] = _Original(span, dict(node.attrib) if kind == 'element' else {}, node.text,
+            self.originals[node] = _Original(span, attribute_dict(node) if kind == 'element' else {}, node.text,
                                              node.tail)
         for node, original in self.originals.items():
             span = original.span
@@ -283,29 +283,35 @@ class LayoutKeeper:
         return ''.join(pieces)
 
     def _start_tag(self, node, original):
+        """The start tag with only the changed attributes edited, in time linear in their number (lxml's
+        ``get`` searches the attributes one by one: the values are read once, ``attribute_dict``)."""
         span = original.span
-        tag = self.text[span.start:span.tag_end]
-        edits = []      # (start, end, replacement), offsets in the document
+        nsmap = node.nsmap
+        values = attribute_dict(node)
+        edits = []      # (start, end, replacement), offsets in the document, in document order
         seen = set()
         for attr in span.attributes:
-            name = _lxml_name(attr.qname, node.nsmap)
+            name = _lxml_name(attr.qname, nsmap)
             if name is None:
                 continue
             seen.add(name)
-            value = node.get(name)
+            value = values.get(name)
             if value is None:
                 edits.append((attr.start, attr.value_end + 1, ''))
             elif value != original.attrib.get(name):
                 edits.append((attr.value_start, attr.value_end, self._attribute(value, attr.quote)))
-        added = [(name, value) for name, value in node.attrib.items() if name not in seen]
+        added = [(name, value) for name, value in values.items() if name not in seen]
         if added:
             quote = span.attributes[0].quote if span.attributes else self.quote
             edits.append((span.attribute_end, span.attribute_end, ''.join(
-                ' %s=%s%s%s' % (_written_name(name, node.nsmap), quote, self._attribute(value, quote), quote)
+                ' %s=%s%s%s' % (_written_name(name, nsmap), quote, self._attribute(value, quote), quote)
                 for name, value in added)))
-        for start, end, replacement in sorted(edits, reverse=True):
-            tag = tag[:start - span.start] + replacement + tag[end - span.start:]
-        return tag
+        pieces, cursor = [], span.start
+        for start, end, replacement in sorted(edits):
+            pieces.extend((self.text[cursor:start], replacement))
+            cursor = end
+        pieces.append(self.text[cursor:span.tag_end])
+        return ''.join(pieces)
 
     def _new(self, node):
         """A node the transform added: written in the document's style where that is simple."""

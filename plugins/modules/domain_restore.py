@@ -34,7 +34,7 @@ options:
     description:
       - Backup files to restore, at most one per domain (the domain is the one named inside each file).
       - Each must be a regular file (not a link), owned by root or the running user, not writable by
-        group or others, UTF-8 domain XML without a DOCTYPE, at most 10 MiB.
+        group or others, UTF-8 domain XML without a DOCTYPE, at most 4 MiB (what libvirt can carry).
     type: list
     elements: path
     default: []
@@ -109,6 +109,13 @@ refused:
   returned: when libvirt refuses a planned XML
   type: dict
   sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
+oversized:
+  description: >-
+    When the run failed because a planned XML is longer than libvirt can define and read back (its RPC carries
+    at most 4 MiB), each such domain with the planned XML's size in bytes.
+  returned: when a planned XML is too long
+  type: dict
+  sample: {db03: 4190000}
 backups:
   description: Files holding the XML each domain had before the restore.
   returned: always
@@ -116,11 +123,28 @@ backups:
   elements: str
   sample: [/var/lib/kvmio/backups/before-restore/web01.20261126T103000.654321Z.xml]
 defined:
-  description: When a restore failed, the domains already restored by this run (RV(backups) holds what they had).
+  description: >-
+    When a restore failed, the domains this run restored and could not put back (see RV(rolled_back)); RV(backups)
+    holds what they had. Empty when everything was put back.
   returned: on failure after the first restore
   type: list
   elements: str
-  sample: [web01]
+  sample: []
+rolled_back:
+  description: >-
+    When a define failed, the domains this run had defined before it stopped and then defined again from the
+    backups it had just written (each read back and verified), so they are as before the run.
+  returned: on failure after the first define
+  type: list
+  elements: str
+  sample: [web01, web02]
+rollback_failed:
+  description: >-
+    When a define failed, the domains this run had defined that could not be put back, each with the reason
+    (they also appear in RV(defined); restore them with M(kvmio.tuning.domain_restore) from RV(backups)).
+  returned: on failure after the first define
+  type: dict
+  sample: {}
 failed_domain:
   description: The domain whose backup or restore failed.
   returned: on failure

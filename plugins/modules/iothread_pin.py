@@ -167,15 +167,15 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-changed:
-  description: Whether any configuration or live pin changed (in check mode, would change).
-  returned: always
-  type: bool
 domains:
   description: The host plan, one entry per selected domain.
   returned: always
   type: list
   elements: dict
+  sample: [{name: web01, changed: true, active: true, iothreads: 1, restart_required: false,
+            placement: {node: 0, kept: false, vcpus: {'0': '1'}, emulator: '0', iothreads: {'1': '0'}},
+            config_changes: [{device: vcpu 0, setting: pin, before: null, after: '1', reason: '', live: true}],
+            live_changes: [{device: vcpu 0, setting: pin, before: 0-1, after: '1', reason: '', live: true}]}]
   contains:
     name:
       description: Domain name.
@@ -205,12 +205,50 @@ domains:
       elements: dict
       sample: [{device: vcpu 0, setting: pin, before: null, after: '2', reason: '', live: true},
                {device: vda, setting: iothread, before: null, after: '1', reason: '', live: false}]
+      contains:
+        device:
+          description: What changes, as a user names it (V(vcpu 0), V(emulator), V(iothread 1), V(vda), V(domain)).
+          type: str
+        setting:
+          description: The setting (V(pin), V(iothread), V(iothreads), V(numatune memory)).
+          type: str
+        before:
+          description: The value before; null when unset.
+          type: raw
+        after:
+          description: The value after; null when removed.
+          type: raw
+        reason:
+          description: Why, when it is not what was asked (a stale pin removed, for example).
+          type: str
+        live:
+          description: Whether the change also reaches the running domain without a restart.
+          type: bool
     live_changes:
       description: What changed in the running domain through live calls (same shape as RV(domains[].config_changes)).
       returned: when O(result_detail=full)
       type: list
       elements: dict
       sample: [{device: iothread 1, setting: iothread, before: null, after: added, reason: '', live: true}]
+      contains:
+        device:
+          description: What changes, as a user names it (V(vcpu 0), V(emulator), V(iothread 1), V(vda), V(domain)).
+          type: str
+        setting:
+          description: The setting (V(pin), V(iothread), V(iothreads), V(numatune memory)).
+          type: str
+        before:
+          description: The value before; null when unset.
+          type: raw
+        after:
+          description: The value after; null when removed.
+          type: raw
+        reason:
+          description: Why, when it is not what was asked (a stale pin removed, for example).
+          type: str
+        live:
+          description: Whether the change also reaches the running domain without a restart.
+          type: bool
     restart_required:
       description: The running domain has configuration changes that apply at its next boot only.
       type: bool
@@ -226,6 +264,7 @@ restart_required:
   returned: always
   type: list
   elements: str
+  sample: [db01]
 unplaced:
   description: Domains the allocator could not fit, with the reason.
   returned: always
@@ -243,25 +282,67 @@ refused:
   returned: when libvirt refuses a planned XML
   type: dict
   sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
+oversized:
+  description: >-
+    When the run failed because a planned XML is longer than libvirt can define and read back (its RPC carries
+    at most 4 MiB), each such domain with the planned XML's size in bytes.
+  returned: when a planned XML is too long
+  type: dict
+  sample: {db03: 4190000}
 backups:
   description: Files holding each redefined domain's original XML.
   returned: always
   type: list
   elements: str
+  sample: [/var/lib/kvmio/backups/web01.20261126T101500.123456Z.xml]
 defined:
-  description: When a define failed, the domains this run had defined before it stopped.
+  description: >-
+    When a define failed, the domains this run defined and could not put back (see RV(rolled_back)). Empty when
+    everything was put back.
   returned: on failure after the first define
   type: list
   elements: str
+  sample: [web01]
+rolled_back:
+  description: >-
+    When a define failed, the domains this run had defined before it stopped and then defined again from the
+    backups it had just written (each read back and verified), so they are as before the run.
+  returned: on failure after the first define
+  type: list
+  elements: str
+  sample: [web01, web02]
+rollback_failed:
+  description: >-
+    When a define failed, the domains this run had defined that could not be put back, each with the reason
+    (they also appear in RV(defined); restore them with M(kvmio.tuning.domain_restore) from RV(backups)).
+  returned: on failure after the first define
+  type: dict
+  sample: {}
 failed_domain:
   description: When writing a backup or a define failed, the domain it failed on.
   returned: on failure while backing up or defining
   type: str
+  sample: web02
 diff:
-  description: Before/after XML of each changed domain.
+  description: Before/after XML of each changed domain, secrets (graphics passwords and the like) shown as C(********).
   returned: when diff mode is on
   type: list
   elements: dict
+  sample: [{before_header: web01 (inactive XML, before), after_header: web01 (inactive XML, after),
+            before: "<domain type='kvm'>...", after: "<domain type='kvm'>..."}]
+  contains:
+    before_header:
+      description: Which XML the left side is.
+      type: str
+    after_header:
+      description: Which XML the right side is.
+      type: str
+    before:
+      description: The domain's inactive XML before the run.
+      type: str
+    after:
+      description: The inactive XML libvirt stores after the run (in check mode, the planned one).
+      type: str
 '''
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module

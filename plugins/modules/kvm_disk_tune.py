@@ -45,22 +45,25 @@ extends_documentation_fragment:
 options:
   xml_path:
     description:
-      - Tune this domain XML file instead of libvirt domains. O(uri), O(domains) and O(exclude) are
-        then not used, and nothing is defined. O(overrides) apply to the file's domain by its C(<name>);
+      - Tune this domain XML file instead of libvirt domains. O(uri) is then not used, and nothing is
+        defined. O(overrides) apply to the file's domain by its C(<name>);
         a key without glob characters that names another domain fails, as in libvirt mode.
       - Only what changes is rewritten - a changed attribute value inside its quotes, a new attribute after
         the last one, a new element in the file's quote style and line ends. The XML declaration, a BOM,
         comments, CDATA, character references, quotes and CRLF line ends stay byte for byte, so a template
         kept in git gets a diff only where a setting changed. The rebuilt text is parsed again and must hold
         exactly the planned document.
-      - The file must be UTF-8 without a DOCTYPE, a regular file of at most 10 MiB. A FIFO, a device or a
-        directory is refused without reading it.
+      - The file must be UTF-8 without a DOCTYPE, a regular file of at most 4 MiB (what libvirt can carry). A
+        FIFO, a device or a directory is refused without being opened. O(domains) and O(exclude) select
+        libvirt's domains - given with O(xml_path), the module fails (use O(overrides) with C(skip) instead).
       - A symbolic link is followed to the real file, which is replaced (through a new file in its directory,
-        then C(rename)) keeping its owner, group and mode; its original goes to O(backup_dir). A link owned
-        by another user may only lead to a file that user owns, so the module never writes where the link's
-        owner could not.
+        then C(rename)) keeping its owner, group, mode and extended attributes (ACLs, SELinux labels); its
+        original goes to O(backup_dir). A link owned by another user may only lead to a file that user owns,
+        so the module never writes where the link's owner could not. A file with several names (hard links)
+        is refused, and a file edited while the module works on it is not overwritten.
       - The define check (O(define_check)) defines the new file's text in place of the old one in a
-        throwaway embedded libvirt; a file for another host (another emulator) is reported unchecked.
+        throwaway embedded libvirt; a file for another host (another emulator) is reported unchecked, and so
+        is a file whose C(<emulator>) is not a program only root can change (the check never runs it).
     type: path
   cache:
     description:
@@ -278,8 +281,9 @@ notes:
   - The embedded driver URI (V(qemu:///embed?root=DIR)) allows one process at a time per root directory.
   - Order of work, for all matching domains at once - read every inactive XML, plan, validate, run the define
     check; write every backup and flush it to disk; then define. Reads and defines run four at a time over the one connection.
-    If a define fails, no define that has not begun yet starts, and the error lists in RV(defined) exactly
-    the domains that were defined, with RV(backups).
+    If a define fails, no define that has not begun yet starts, and every domain this run already defined is
+    defined again from the backup it wrote just before, read back and verified (RV(rolled_back)); the error says
+    so, and lists in RV(defined) any domain that could not be put back, with RV(backups).
 seealso:
   - module: kvmio.tuning.qcow2_create
   - module: kvmio.tuning.kvm_io_info
@@ -549,6 +553,13 @@ refused:
   returned: when libvirt refuses a planned XML
   type: dict
   sample: {db03: "unsupported configuration: io='native' needs either no disk cache or directsync cache mode"}
+oversized:
+  description: >-
+    When the run failed because a planned XML is longer than libvirt can define and read back (its RPC carries
+    at most 4 MiB), each such domain with the planned XML's size in bytes.
+  returned: when a planned XML is too long
+  type: dict
+  sample: {db03: 4190000}
 backups:
   description: Files holding each redefined domain's original XML, written before the define.
   returned: always
@@ -557,12 +568,28 @@ backups:
   sample: [/var/lib/kvmio/backups/web01.20261123T101500.123456Z.xml]
 defined:
   description: >-
-    When a define failed, the domains this run had defined before it stopped (their backups are in
-    RV(backups)); when a live apply failed, the domains this run had defined.
+    When a define failed, the domains this run defined and could not put back (see RV(rolled_back)): they hold
+    the new XML; their backups are in RV(backups). Empty when everything was put back. When a live apply
+    failed, every domain this run defined (the configurations were stored before it; nothing is put back).
   returned: on failure after the first define, or while applying live
   type: list
   elements: str
+  sample: []
+rolled_back:
+  description: >-
+    When a define failed, the domains this run had defined before it stopped and then defined again from the
+    backups it had just written (each read back and verified), so they are as before the run.
+  returned: on failure after the first define
+  type: list
+  elements: str
   sample: [web01, web02]
+rollback_failed:
+  description: >-
+    When a define failed, the domains this run had defined that could not be put back, each with the reason
+    (they also appear in RV(defined); restore them with M(kvmio.tuning.domain_restore) from RV(backups)).
+  returned: on failure after the first define
+  type: dict
+  sample: {}
 failed_domain:
   description: >-
     When writing a backup, a define or a live apply failed, the domain it failed on. A live apply that

@@ -91,7 +91,7 @@ options:
       - Default all five with O(mode=host); all but V(default) with O(alternatives=matrix).
     type: list
     elements: str
-    choices: [default, writethrough, writeback, none, directsync]
+    choices: [default, none, writeback, directsync, writethrough]
   preallocations:
     description: qcow2 preallocation modes to measure (O(mode=host), and O(mode=guest) with O(alternatives=matrix)).
     type: list
@@ -350,6 +350,34 @@ results:
   elements: dict
   sample: [{cache: writeback, io: io_uring, baseline: false, preallocation: metadata, workload: write, count: 4000,
             seconds: 0.05, iops: 80000, mb_per_s: 327.7}]
+  contains:
+    cache:
+      description: The cache mode run (V(writeback) for the baseline disk).
+      type: str
+    io:
+      description: The io mode run, as M(kvmio.tuning.kvm_disk_tune) would set it with that cache mode.
+      type: str
+    baseline:
+      description: True for the disk as C(virt-install) makes it (no cache or io attribute).
+      type: bool
+    preallocation:
+      description: The scratch image's preallocation.
+      type: str
+    workload:
+      description: V(write), V(read) or V(seqwrite).
+      type: str
+    count:
+      description: Requests measured.
+      type: int
+    seconds:
+      description: What C(qemu-img bench) reported.
+      type: float
+    iops:
+      description: Requests per second.
+      type: int
+    mb_per_s:
+      description: Megabytes (10^6) per second.
+      type: float
 recommendation:
   description:
     - O(mode=host) - the fastest setup for 4K writes of those O(kvmio.tuning.kvm_disk_tune#module:cache=auto) may
@@ -393,6 +421,46 @@ candidates:
             results: {randwrite: {metric: iops, median: 5486.7, min: 5390.2, max: 5601.0,
                                   values: [5486.7, 5390.2, 5601.0], runs: 3, spread: 0.038, p99_us: 13172.7,
                                   ratio: 1.0}}}]
+  contains:
+    name:
+      description: The configuration's name.
+      type: str
+    origin:
+      description: V(baseline), V(collection), V(domain), V(alternative) or V(user).
+      type: str
+    bus:
+      description: V(virtio), V(scsi) or V(sata).
+      type: str
+    cache:
+      description: The cache attribute written (V(default) - none).
+      type: str
+    io:
+      description: The io attribute written (V(default) - none).
+      type: str
+    effective_cache:
+      description: The cache mode QEMU runs.
+      type: str
+    effective_io:
+      description: The io mode QEMU runs.
+      type: str
+    iothread:
+      description: Whether the disk (or its controller) had an iothread.
+      type: bool
+    preallocation:
+      description: The scratch image's preallocation.
+      type: str
+    format:
+      description: The scratch image's format.
+      type: str
+    guest_write_cache:
+      description: What the guest's C(/sys/block/*/queue/write_cache) says.
+      type: str
+    note:
+      description: Why a configuration was skipped, or other remarks.
+      type: str
+    results:
+      description: Per workload - C(metric), C(median), C(min), C(max), C(values), C(runs), C(spread), C(p99_us), C(ratio).
+      type: dict
 runs:
   description:
     - O(mode=guest). Each guest boot in the order run - C(candidate), C(repetition), C(domain) (the transient
@@ -413,6 +481,53 @@ runs:
                          size: '4194304'},
             figures: {randwrite: {iops: 5486.7, mb_per_s: 22.47, p99_us: 13172.7, seconds: 10.0, ios: 54867}},
             notes: []}]
+  contains:
+    candidate:
+      description: The configuration booted.
+      type: str
+    repetition:
+      description: Which repetition (1 first).
+      type: int
+    domain:
+      description: The transient domain's name.
+      type: str
+    accelerator:
+      description: V(kvm) or V(tcg).
+      type: str
+    seconds:
+      description: Wall clock of the boot.
+      type: float
+    phases:
+      description: Seconds to make the image, to start the domain, in the guest.
+      type: dict
+    since_start:
+      description: Seconds from the start to the guest's first output, its init and fio.
+      type: dict
+    boot_seconds:
+      description: Guest uptime at its init.
+      type: float
+    fio_start_seconds:
+      description: Guest uptime at the first fio job.
+      type: float
+    ended:
+      description: V(done), or what went wrong.
+      type: str
+    cache_drop:
+      description: Whether the scratch image was evicted from the host page cache before the boot.
+      type: str
+    guest_disk:
+      description: The device as the guest sees it (C(name), C(write_cache), C(path), C(size)).
+      type: dict
+    figures:
+      description: Per workload C(iops), C(mb_per_s), C(p99_us), C(seconds), C(ios) (C(sync_p99_us) for V(syncwrite)), or the reason there are none.
+      type: dict
+    notes:
+      description: Remarks on the run.
+      type: list
+      elements: str
+    console_tail:
+      description: The end of the guest's console, when the run failed.
+      type: str
 guest:
   description:
     - O(mode=guest). The benchmark guest - C(kernel) and C(initrd) (paths; C(source) V(built), V(cache) or

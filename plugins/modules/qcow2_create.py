@@ -437,6 +437,42 @@ images:
       cleaned: []
       format_source: null
       used_by: null
+  contains:
+    path:
+      description: The image, as given.
+      type: str
+    action:
+      description: As RV(action) for O(path).
+      type: str
+    changed:
+      description: Whether this image changed (in check mode, would change).
+      type: bool
+    drift:
+      description: As RV(drift).
+      type: dict
+    image:
+      description: As RV(image) (not with O(result_detail=summary)).
+      type: dict
+    size:
+      description: As RV(size) (not with O(result_detail=summary)).
+      type: str
+    filesystem:
+      description: As RV(filesystem) (not with O(result_detail=summary)).
+      type: dict
+    backup_file:
+      description: As RV(backup_file).
+      type: str
+    cleaned:
+      description: As RV(cleaned).
+      type: list
+      elements: str
+    format_source:
+      description: As RV(format_source) (not with O(result_detail=summary)).
+      type: str
+    used_by:
+      description: As RV(used_by) (not with O(result_detail=summary)).
+      type: list
+      elements: str
 counts:
   description: >-
     How many images the list had and changed, and how many took each action (C(created), C(converted),

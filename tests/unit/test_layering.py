@@ -28,7 +28,7 @@ PURE = {
 IO = {
     '_backup', '_define', '_define_check', '_define_check_child', '_guest_image', '_host_probe', '_image_chain',
     '_image_users', '_image_workdir', '_libvirt', '_live_apply', '_lock', '_module', '_parallel', '_qemu_img',
-    '_save_image', '_storage_probe', '_trusted_files', '_xml_file',
+    '_save_image', '_storage_probe', '_trusted_binary', '_trusted_files', '_xml_file',
 }
 FORBIDDEN_IN_PURE = ('os', 'subprocess', 'ansible', 'libvirt', 'libvirt_qemu', 'shutil', 'tempfile', 'socket',
                      'fcntl', 'threading', 'glob', 'mmap', 'time')

@@ -183,9 +183,10 @@ def test_a_domain_edited_between_plan_and_define_is_not_overwritten(system_domai
         assert 'edited by hand' in now and "cache='writeback'" not in now
 
 
-def test_overlapping_defines_stop_at_an_edited_domain_and_say_what_they_did(system_domains, tmp_path):
-    # Defines overlap (4 at a time): the edited domain stops every define not yet begun; the error
-    # lists exactly the domains that were defined, and every other domain keeps its XML.
+def test_overlapping_defines_stop_at_an_edited_domain_and_put_back_what_they_did(system_domains, tmp_path):
+    # Defines overlap (4 at a time): the edited domain stops every define not yet begun; the domains
+    # already defined are defined again from their backups (verified), the error names them, and every
+    # domain but the edited one holds its original XML again.
     prefix = system_domains.name('overlap')
     doms = many_domains(system_domains, 24, prefix)
     edited_name = doms[9].name()
@@ -199,17 +200,19 @@ def test_overlapping_defines_stop_at_an_edited_domain_and_say_what_they_did(syst
         with pytest.raises(ApplyError) as err:
             define_plans(client, handles, plans, str(tmp_path / 'b'))
         details = err.value.details
-        assert details['failed_domain'] == edited_name and edited_name not in details['defined']
+        assert details['failed_domain'] == edited_name and edited_name not in details['rolled_back']
         assert len(details['backups']) == len(plans), 'every backup is written before the first define'
+        assert details['defined'] == [] and details['rollback_failed'] == {}
+        assert 0 < len(details['rolled_back']) < len(plans) - 1, 'defines not yet begun were not started'
+        assert err.value.msg.endswith('Nothing was changed: the %d domain(s) this run had defined before it stopped '
+                                      'were defined again from the backups it wrote, and verified: %s.'
+                                      % (len(details['rolled_back']), ', '.join(details['rolled_back'])))
         for name in handles:
             now = canonical(client.inactive_xml(client.lookup(name)))
             if name == edited_name:
                 assert 'edited by hand' in now and 'cache="writeback"' not in now
-            elif name in details['defined']:
-                assert 'cache="writeback"' in now, name
             else:
-                assert now == originals[name], '%s was defined but not reported' % name
-        assert len(details['defined']) < len(plans) - 1, 'defines not yet begun were not started'
+                assert now == originals[name], '%s was not put back' % name
 
 
 HOSTILE_NAMES = ["vm with spaces", "quote'n\"dq", "ünïcødé-vm-ß", "semi;rm -rf ~;$(touch pwned)`id`"]

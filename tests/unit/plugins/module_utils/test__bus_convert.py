@@ -85,3 +85,48 @@ def test_disk_names_map_to_libvirt_indexes():
     assert [disk_index(name) for name in ('sda', 'vdz', 'hdaa', 'xvdb', 'sdB', 'sd1', None, 'cdrom')] == \
         [0, 25, 26, 1, None, None, None, None]
     assert all(disk_index('sd' + dev_suffix(i)) == i for i in range(1000))
+
+
+MULTIFUNCTION = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/mf.qcow2'/>"
+                 "<target dev='vdb' bus='virtio'/><address type='pci' domain='0x0000' bus='0x00' slot='0x05' "
+                 "function='0x0' multifunction='on'/></disk>")
+
+
+@pytest.mark.parametrize('sharer, stays', [
+    ("<interface type='user'><model type='virtio'/><address type='pci' domain='0x0000' bus='0x00' slot='0x05' "
+     "function='0x1'/></interface>", True),
+    ("<controller type='usb' index='0' model='qemu-xhci'><address type='pci' bus='0' slot='5' function='2'/>"
+     "</controller>", True),
+    ("<interface type='user'><model type='virtio'/><address type='pci' domain='0x0000' bus='0x00' slot='0x06' "
+     "function='0x1'/></interface>", False),
+    ('', False),
+])
+def test_a_disk_at_function_0_of_a_shared_slot_stays(sharer, stays):
+    """The review's M6: moving vdb (slot 5, function 0) to SCSI dropped its address and left the NIC
+    at function 1 of slot 5 without a function 0, which Linux never scans: the guest lost the NIC."""
+    plan = plan_domain(domain([MULTIFUNCTION, sharer]), TunePolicy(settings=KEEP, bus='scsi'))
+    moved = any(c.device == 'vdb' and c.setting == 'bus' for c in plan.changes)
+    assert moved is not stays, plan.changes
+    warning = [w for w in plan.warnings if w.startswith('d: disk vdb stays on bus virtio')]
+    assert bool(warning) is stays, plan.warnings
+    if stays:
+        assert 'it is function 0 of a multifunction PCI slot that %s (function ' % sharer[1:sharer.index(' ')] \
+            in warning[0]
+
+
+def test_a_disk_moving_onto_a_virtio_scsi_controller_without_an_iothread_brings_its_own():
+    """The review's L6: vde ran in iothread 1; moved onto the domain's virtio-scsi controller (which had
+    none), it lost it (recorded, but random I/O got slower). The controller now takes the iothread;
+    one that has an iothread keeps it."""
+    controller = "<controller type='scsi' index='0' model='virtio-scsi'/>"
+    plan = plan_domain(domain([DISKS['vde'], controller]), TunePolicy(settings=KEEP, bus='scsi'))
+    ctrl = etree.fromstring(plan.after.encode()).find("devices/controller[@type='scsi']")
+    assert ctrl.find('driver').get('iothread') == '1', plan.after
+    assert [(c.device, c.setting, c.after) for c in plan.changes if c.device == 'controller scsi 0'] == [
+        ('controller scsi 0', 'iothread', '1')]
+    busy = controller.replace('/>', "><driver iothread='2'/></controller>")
+    plan = plan_domain(domain([DISKS['vde'], busy]).replace('<iothreads>1', '<iothreads>2'),
+                       TunePolicy(settings=KEEP, bus='scsi'))
+    ctrl = etree.fromstring(plan.after.encode()).find("devices/controller[@type='scsi']")
+    assert ctrl.find('driver').get('iothread') == '2'
+    assert any(c.device == 'vde' and c.setting == 'iothread' and c.after is None for c in plan.changes)

@@ -13,20 +13,24 @@ import os
 import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils import _guest_image as gi
+from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
 from ansible_collections.kvmio.tuning.plugins.module_utils._initramfs import cpio_archive
 
 
-def test_cache_directory_must_be_ours_and_closed(tmp_path):
+def test_cache_directory_is_one_only_root_or_we_can_change(tmp_path):
+    # The rule backups use (_trusted_files): nobody else may write the directory or one above it.
     made = gi.private_directory(str(tmp_path / 'new' / 'cache'))
     assert os.stat(made).st_mode & 0o777 == 0o700
     open_dir = tmp_path / 'open'
     open_dir.mkdir()
-    os.chmod(open_dir, 0o755)
-    with pytest.raises(gi.GuestImageError, match='mode 0700'):
+    os.chmod(open_dir, 0o777)
+    with pytest.raises(KvmioError, match='writable'):
         gi.private_directory(str(open_dir))
-    os.symlink(made, str(tmp_path / 'link'))
-    with pytest.raises(gi.GuestImageError, match='not a directory'):
-        gi.private_directory(str(tmp_path / 'link'))
+    theirs = tmp_path / 'theirs'
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(KvmioError, match='nobody|65534'):
+        gi.private_directory(str(theirs / 'cache'))
 
 
 def _fake_cache(directory, kernel=b'kernel', initrd=b'initrd'):
