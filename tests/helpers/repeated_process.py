@@ -76,8 +76,10 @@ def main(argv):
         next_pid(tid - delta)
         dom.create()
         if vcpu_thread(dom) != tid:
+            # Another process took a pid meanwhile: saved again for the next attempt (a destroy would
+            # drop the saved state, and a fresh start runs the configuration).
             print(json.dumps({'id': dom.ID(), 'tid': vcpu_thread(dom)}))
-            dom.destroy()
+            dom.managedSave(0)
             return
         hmp(dom, 'qemu-io -d %s "write -P 0x7 0 1M"' % DEVICE)
         hmp(dom, 'qemu-io -d %s "flush"' % DEVICE)

@@ -305,6 +305,7 @@ def test_a_process_that_repeats_the_ids_of_an_earlier_one_is_another_process(tmp
             again = step('again', str(first['tid']), str(measured['delta']))
             if again['tid'] == first['tid']:
                 break
+            measured = step('measure')
         assert (again['id'], again['tid']) == (first['id'], first['tid']), 'the same ids as the first process'
         # A new process, restored from the managed save: QEMU runs discard=ignore again, and the module
         # sees it and applies unmap again (the record of the first process is not trusted).
