@@ -130,7 +130,8 @@ class RunningDomain:
             return TAINT
         return TAINT if _tainted(self.client.taint_messages(self.dom) or []) else None
 
-    def _targets(self):
+    def targets(self):
+        """(live <disk>, target, alias) of every disk with a target."""
         for disk in self.live_root.findall('devices/disk'):
             target, alias = disk.find('target'), disk.find('alias')
             if target is not None and target.get('dev'):
@@ -140,7 +141,7 @@ class RunningDomain:
         """{target: bool} the write cache each guest device runs with (query-block; ``devices`` already read)."""
         devices = device_states(self.qmp('query-block')) if devices is None else devices
         caches = {}
-        for _disk, target, alias in self._targets():
+        for _disk, target, alias in self.targets():
             device = _device_of(devices, alias)
             if device is not None:
                 caches[target] = device.write_cache
@@ -152,7 +153,7 @@ class RunningDomain:
         if self.devices is not None:
             return self.write_caches(self.devices)
         return {target: running_from_live_xml(target, driver_settings(disk)).write_cache
-                for disk, target, _alias in self._targets()}
+                for disk, target, _alias in self.targets()}
 
     def running(self, live_disk):
         """(DiskChain, RunningDisk, why a reopen cannot touch the disk or '') of a live ``<disk>``."""
@@ -498,7 +499,7 @@ class LiveApply:
         write cache of every guest device, which must be the one it ran with before the save."""
         restored = RunningDomain(self.client, domain.dom)
         restored.read_qemu()
-        live = {target: disk for disk, target, _alias in restored._targets()}   # pylint: disable=protected-access
+        live = {target: disk for disk, target, _alias in restored.targets()}
         for position, outcome in enumerate(plan.disks):
             if not outcome.changes or outcome.target not in live:
                 continue
