@@ -27,7 +27,6 @@ SATA = 'sata0-0-0'
 SCSI = 'scsi0-0-0-0'
 
 
-
 def qmp(dom, command, **arguments):
     reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, json.dumps({'execute': command, 'arguments': arguments}), 0))
     assert 'error' not in reply, reply
