@@ -404,6 +404,9 @@ class LiveApply:
             try:
                 domain.qmp('blockdev-reopen', options=options)
             except KvmioError as err:
+                if self._stopped(domain.dom):
+                    raise DomainNotRunning('domain %s stopped during this run (%s): what was applied live went with '
+                                           'its QEMU process' % (domain.name, err.msg), domain=domain.name) from None
                 # blockdev-reopen is atomic: a refused one changed nothing.
                 plan.disks[position] = undone(outcome, err.msg)
                 self.warn('%s: disk %s: %s; left as it runs' % (domain.name, outcome.target, err.msg))
