@@ -374,6 +374,17 @@ domains:
   returned: always
   type: list
   elements: dict
+  sample: [{name: web01, changed: true, restart_required: false,
+            changes: [{device: vda, setting: cache, before: null, after: none, reason: "auto: O_DIRECT works on ext4",
+                       live: false}],
+            disks: [{target: vda, device: disk, source: /var/lib/libvirt/images/web01.qcow2, skipped: '',
+                     before: {cache: null, io: null, discard: null, detect_zeroes: null, bus: virtio, target: vda,
+                              effective: {cache: writeback, io: threads, discard: ignore, detect_zeroes: 'off',
+                                          guest_write_cache: true, odirect: false}},
+                     after: {cache: none, io: native, discard: null, detect_zeroes: null, bus: virtio, target: vda,
+                             effective: {cache: none, io: native, discard: ignore, detect_zeroes: 'off',
+                                         guest_write_cache: true, odirect: true}},
+                     reasons: {cache: "auto: O_DIRECT works on ext4", io: "auto: cache=none uses O_DIRECT, so Linux native AIO works"}}]}]
   contains:
     name:
       description: Domain name.
@@ -424,6 +435,31 @@ domains:
       returned: when O(result_detail=full)
       type: list
       elements: dict
+      contains:
+        target:
+          description: The disk's target device (after a bus change, the new one).
+          type: str
+        device:
+          description: V(disk), V(cdrom), V(floppy) or V(lun).
+          type: str
+        source:
+          description: The image path, block device, or C(protocol:name) of a network disk.
+          type: str
+        skipped:
+          description: Why the disk was left alone entirely, or empty.
+          type: str
+        before:
+          description:
+            - The literal C(cache), C(io), C(discard), C(detect_zeroes), C(bus) and C(target) before (null when unset),
+              and C(effective) - what QEMU runs with them (a disk without a cache mode runs V(writeback) on QEMU 1.2
+              and later), C(guest_write_cache) (whether the guest sees a volatile write cache) and C(odirect).
+          type: dict
+        after:
+          description: The same, after the run (in check mode, as planned).
+          type: dict
+        reasons:
+          description: Why each setting was chosen.
+          type: dict
     live:
       description:
         - What O(apply) did to the running domain (in check mode, would do, predicted from the live XML
@@ -477,10 +513,35 @@ domains:
           type: list
           elements: dict
           sample: [{target: vdb, cache: writethrough, was: writeback}]
+          contains:
+            target:
+              description: The disk.
+              type: str
+            cache:
+              description: The cache mode it was given.
+              type: str
+            was:
+              description: The cache mode its live XML had.
+              type: str
         pending:
           description: Changes of the domain other than disk settings (controllers), which wait for the next boot.
           type: list
           elements: dict
+          sample: [{device: controller scsi 0, setting: model, before: null, after: virtio-scsi, reason: bus=scsi,
+                    live: false}]
+          contains:
+            device:
+              description: As in RV(domains[].changes).
+              type: str
+            setting:
+              description: As in RV(domains[].changes).
+              type: str
+            before:
+              description: As in RV(domains[].changes).
+              type: raw
+            after:
+              description: As in RV(domains[].changes).
+              type: raw
         disks:
           description: >-
             Per hard disk the run tunes - C(target), C(status) (as above), C(method), C(running) (what QEMU
@@ -506,12 +567,80 @@ domains:
                   why: "the guest's write cache (WCE) cannot change while it runs: it runs as directsync until a restart"
               reopen_ms: 3.2
               host_sync_ms: 0.4
+          contains:
+            target:
+              description: The disk's target device.
+              type: str
+            status:
+              description: As the domain's C(status), for this disk.
+              type: str
+            method:
+              description: V(blockdev-reopen), V(save-restore), or null.
+              type: str
+            running:
+              description: What QEMU ran before.
+              type: dict
+            now:
+              description: What QEMU runs now.
+              type: dict
+            wanted:
+              description: What the run brings it to.
+              type: dict
+            applied:
+              description: The settings changed.
+              type: list
+              elements: str
+            pending:
+              description: Each setting still waiting for a restart.
+              type: list
+              elements: dict
+              contains:
+                setting:
+                  description: The setting.
+                  type: str
+                running:
+                  description: What QEMU runs.
+                  type: str
+                wanted:
+                  description: What the configuration says.
+                  type: str
+                why:
+                  description: Why it could not be applied live.
+                  type: str
+            reopen_ms:
+              description: How long the reopen took.
+              type: float
+            host_sync_ms:
+              description: The host's write-back of the chain before the reopen.
+              type: float
+            error:
+              description: What went wrong on this disk, if anything.
+              type: str
     live_changes:
       description: Each setting changed in the running QEMU, in the shape of RV(domains[].changes), with C(live=true).
       returned: for running domains, when O(apply) is V(live) or V(live_or_pause) and O(result_detail=full)
       type: list
       elements: dict
       sample: [{device: vda, setting: cache, before: writeback, after: none, reason: "blockdev-reopen, without a restart", live: true}]
+      contains:
+        device:
+          description: As in RV(domains[].changes).
+          type: str
+        setting:
+          description: As in RV(domains[].changes).
+          type: str
+        before:
+          description: What QEMU ran.
+          type: raw
+        after:
+          description: What QEMU runs now.
+          type: raw
+        reason:
+          description: How it was applied.
+          type: str
+        live:
+          description: Always true here.
+          type: bool
 counts:
   description: How many domains were planned, changed and need a restart, their disks, and the settings changed.
   returned: always
@@ -611,10 +740,27 @@ save_image:
   type: str
   sample: /var/lib/kvmio/save/kvmio-save-1a2b3c/domain.save
 diff:
-  description: Before/after XML of each changed domain; with O(xml_path), the file's own text before and after.
+  description:
+    - Before/after XML of each changed domain; with O(xml_path), the file's own text before and after.
+    - Secrets (graphics passwords, network disk cookies and the like) are shown as C(********).
   returned: when diff mode is on
   type: list
   elements: dict
+  sample: [{before_header: web01 (inactive XML, before), after_header: web01 (inactive XML, after),
+            before: "<domain type='kvm'>...", after: "<domain type='kvm'>..."}]
+  contains:
+    before_header:
+      description: Which XML the left side is.
+      type: str
+    after_header:
+      description: Which XML the right side is.
+      type: str
+    before:
+      description: The XML before the run.
+      type: str
+    after:
+      description: The XML after the run (in check mode, as planned).
+      type: str
 '''
 
 from ansible_collections.kvmio.tuning.plugins.module_utils._module import run_module
