@@ -76,6 +76,7 @@ class GuestBench:
         self.region = parse_size(params.get('size') or DEFAULT_REGION, 'size')
         self.image = None
         self._dom = None
+        self._starting = None         # (client, name) of the guest being started
 
     # --- checks -----------------------------------------------------------------------------
 
@@ -202,6 +203,9 @@ class GuestBench:
                          memory_mib=self.params['memory'],
                          disk=GuestDisk(path=image, image_format=candidate.image_format, bus=candidate.bus,
                                         cache=candidate.cache, io=candidate.io, iothread=candidate.iothread))
+        # The name first: a SIGTERM that lands while createXML runs (the domain exists, the call has not
+        # returned) still lets _destroy find the guest.
+        self._starting = (client, spec.name)
         self._dom = client.create_transient(guest_domain_xml(spec), spec.name)
         return spec.name
 
@@ -243,6 +247,13 @@ class GuestBench:
 
     def _destroy(self):
         dom, self._dom = self._dom, None
+        starting, self._starting = self._starting, None
+        if dom is None and starting is not None:
+            client, name = starting
+            try:
+                dom = client.conn.lookupByName(name)
+            except libvirt.libvirtError:
+                return            # never started
         if dom is None:
             return
         try:

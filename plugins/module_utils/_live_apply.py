@@ -38,7 +38,7 @@ from ._blockdev import chain_mismatch, device_states, disk_chain, node_states, r
 from ._disk_policy import Guards
 from ._disk_xml import disk_info
 from ._domain_xml import parse_domain
-from ._errors import KvmioError
+from ._errors import ApplyError, KvmioError
 from ._live_plan import (METHOD_LABELS, RECORD_NAMESPACE, broken_live_rules, choose_method, driver_settings,
                          live_iothreads, memory_bytes, merged_discards, observed, pair_disks, plan_reopen, plan_restore,
                          record_is_current, record_of, record_xml, recorded_discards, refused_by_rule, restore_xml,
@@ -487,9 +487,17 @@ class LiveApply:
             report['error'] = pause.error
             return plan, report, self._reread(domain)
         report['write_cache_kept'] = kept
-        if pause.error:
-            report['error'] = pause.error
-        return plan, report, self._verify_restore(domain, plan, caches, report)
+        if not pause.error:
+            return plan, report, self._verify_restore(domain, plan, caches, report)
+        # libvirt restored the domain with its new XML although the call failed (this connection was lost):
+        # the check of the new QEMU may fail the same way; then the message says what was done.
+        report['error'] = pause.error
+        try:
+            return plan, report, self._verify_restore(domain, plan, caches, report)
+        except KvmioError as err:
+            raise ApplyError('domain %s runs again, restored with the new settings, but they could not be checked '
+                             '(%s; then: %s): check them with virsh dumpxml %s'
+                             % (domain.name, pause.error, err.msg, domain.name), domain=domain.name) from None
 
     def _reread(self, domain):
         try:

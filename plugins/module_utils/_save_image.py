@@ -141,6 +141,7 @@ class _Pause:
         self.paused_by_us = False
         self.start = None
         self.path = self.run_dir = None
+        self.refusal = None         # why the change was refused, once it is
 
     def stopped(self):
         self.report.pause_seconds = time.monotonic() - self.start
@@ -171,6 +172,7 @@ class _Pause:
             return True         # cannot tell: act as if it runs (resume it), and say so if that fails
 
     def refused(self, why, suffix='the domain was left as it was'):
+        self.refusal = why
         self.report.error = '%s; %s' % (why, suffix)
         self.report.restored_unchanged = True
         return self.report
@@ -235,11 +237,13 @@ class _Pause:
             if other.is_active(dom):
                 self.report.error = '%s (libvirt restored the domain all the same)' % failure.msg
                 return
-            if not changed or original is None:
-                raise _kept(self.name, self.path, failure.msg)
-            # The new XML did not start: the domain is shut off. The image gets its original XML back.
-            self.refused(failure.msg, 'the domain was restored unchanged')
-            other.save_image_define(self.path, original)
+            # The domain is shut off: the new XML did not start, or the restore never reached libvirt (the
+            # connection was lost after the save). The image, with its original XML, is tried once more on
+            # the new connection; if that fails too, the image is kept and the message says how to restore it.
+            if changed:
+                other.save_image_define(self.path, original)
+            why = failure.msg if self.refusal is None else '%s; then: %s' % (self.refusal, failure.msg)
+            self.refused(why, 'the domain was restored unchanged')
             other.restore(self.path)
         except ApplyError:
             raise
