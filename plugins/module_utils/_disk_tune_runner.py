@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ._backup import DEFAULT_BACKUP_DIR, write_backup
+from ._backup import DEFAULT_BACKUP_DIR, write_file_backup
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
 from ._disk_plan import plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES
 from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import domain_name, parse_domain
+from ._domain_xml import domain_name, emulator_path, parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient
@@ -144,7 +144,8 @@ class DiskTuneRun:
                 for key in volume_sources(root):
                     if key not in volume_paths:
                         volume_paths[key] = client.volume_path(*key)
-            emulators = sorted({r.findtext('devices/emulator') or '' for r in roots.values()} - {''})
+            # The emulator as libvirt reads it (the element's string value, not lxml's first text node).
+            emulators = sorted({emulator_path(r) or '' for r in roots.values()} - {''})
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
@@ -218,7 +219,7 @@ class DiskTuneRun:
                 return self._result([], set(), [], DefineCheck())
             keeper = self._layout_keeper(text, root, path)
             storage = _storage(self.prober, local_source_formats(root))
-            host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
+            host = host_support(None, None, [emulator_path(root) or '/usr/bin/qemu-system-x86_64'])
             plan = plan_domain(text, policy, storage, host, origin=path, root=root)
             self._fail_on_plan_errors([plan])
             check_literal_rules([plan], self.params, self.overrides, known)
@@ -230,7 +231,9 @@ class DiskTuneRun:
                                   redefine=False)
             backups = []
             if plan.changed and not self.module.check_mode:
-                backups.append(write_backup(self.params['backup_dir'], plan.name, text))
+                # Apart from the backups of libvirt's domains: the file may be another user's template,
+                # and domain_restore must never take its text for a backup of a real domain.
+                backups.append(write_file_backup(self.params['backup_dir'], xml_file.real_path, text))
                 try:
                     xml_file.replace(new_text)
                 except KvmioError:

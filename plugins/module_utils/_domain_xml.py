@@ -159,6 +159,44 @@ def same_document(text_a, text_b):
     return True
 
 
+def string_value(element):
+    """What libvirt reads from an element that holds a path as text (``<emulator>``, ``<loader>``,
+    ``<nvram>``, ``<kernel>``, ``<initrd>``): its XPath string value, every text node inside it joined
+    (libvirt's ``virXPathString("string(./devices/emulator[1])")`` and ``xmlNodeGetContent``), comments
+    and processing instructions left out. Never lxml's ``.text``: it stops at the first child node, so
+    ``<emulator>/etc/profile<!---->.d/../x</emulator>`` would read ``/etc/profile`` where libvirt reads
+    ``/etc/profile.d/../x``."""
+    return element.xpath('string()')
+
+
+def markup_inside(element):
+    """None when ``element`` holds text only; else what the first node inside it is (a comment, a
+    processing instruction, an element): libvirt never writes one inside a path, so a path element
+    holding markup is one someone wrote to make two readers see two paths."""
+    for child in element:
+        if child.tag is etree.Comment:
+            return 'a comment'
+        if child.tag is etree.PI:
+            return 'a processing instruction'
+        if isinstance(child.tag, str):
+            return 'an element <%s>' % etree.QName(child).localname
+        return 'a %s node' % type(child).__name__
+    return None
+
+
+def path_elements(root, path):
+    """[(element, libvirt's value of it, markup inside or None)] of the elements at ``path`` (an
+    ElementPath such as ``devices/emulator``)."""
+    return [(element, string_value(element), markup_inside(element)) for element in root.findall(path)]
+
+
+def emulator_path(root):
+    """The emulator libvirt runs for this domain: the string value of its first ``devices/emulator``
+    (libvirt reads only that one), or None when it names none (libvirt then picks its default)."""
+    element = root.find('devices/emulator')
+    return None if element is None else string_value(element)
+
+
 def domain_name(root):
     return (root.findtext('name') or '').strip()
 

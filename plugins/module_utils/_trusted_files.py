@@ -190,6 +190,22 @@ def trusted_directory(path, what, create=False, mode=0o700):
     raise KvmioError('%s: %s keeps changing while it is being created' % (what, path))
 
 
+def private_directory(path, what, create=True):
+    """The resolved path of a directory of the running user's alone: ``trusted_directory``'s rule (every
+    directory and link from ``/`` down to it only root or this user can change; missing ones created
+    0700), and the directory itself owned by this user with no access for group or others. One rule
+    for every private directory (the define check's cache, ``save_dir``, the playbooks' report and demo
+    directories through the ``private_directory`` module). Raises UntrustedPath or KvmioError."""
+    real = trusted_directory(path, what, create=create, mode=0o700)
+    info = os.lstat(real)
+    me = os.geteuid()
+    if info.st_uid != me or info.st_mode & 0o077:
+        problem = '%s must belong to uid %d with mode 0700 (it has uid %d, mode %04o)' % (
+            path, me, info.st_uid, stat.S_IMODE(info.st_mode))
+        raise UntrustedPath('%s: %s' % (what, problem), untrusted=problem)
+    return real
+
+
 def open_trusted_file(path, what, max_bytes, directory_checked=False):
     """Reads a regular file that only root or the running user can change, without following a
     link at its name and without blocking (a FIFO is refused, not waited on). Returns its bytes.

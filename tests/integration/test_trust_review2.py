@@ -1,0 +1,220 @@
+# Copyright (c) 2026, kvmio.tuning contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The second adversarial review of issue 14 (/work/review2-14-report.md, F1-F10), as the attacks
+happen: templates and files another user writes (``setpriv --reuid=65534``), planted links, renames in
+world-writable directories, FUSE mounts that never answer, nested loop devices. Each test failed on
+the code before its fix (main 81bd8ae).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+
+from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune
+from helpers import domain_xml as dx
+from helpers.modules import run_module
+
+NOBODY = 65534
+QEMU = '/usr/bin/qemu-system-x86_64'
+WRAPPER = '#!/bin/sh\nid >> %s\nexec %s "$@"\n'
+
+
+def as_nobody(*argv, **kwargs):
+    return subprocess.run(['setpriv', '--reuid=%d' % NOBODY, '--regid=%d' % NOBODY, '--clear-groups'] + list(argv),
+                          check=True, **kwargs)
+
+
+def write_as_nobody(path, text):
+    as_nobody('sh', '-c', 'printf "%s" "$1" > "$2"', 'sh', text, str(path))
+
+
+@pytest.fixture
+def nobody_home():
+    """A directory under /var/tmp that belongs to the unprivileged user (as their home would)."""
+    path = tempfile.mkdtemp(prefix='kvmio-r2-nobody-', dir='/var/tmp')
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def backup_dir():
+    """Root's backup directory for these runs (0700)."""
+    path = tempfile.mkdtemp(prefix='kvmio-r2-backups-')
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def template(name='web', emulator=QEMU, extra_devices='', disk='/var/lib/libvirt/images/web.qcow2'):
+    return dx.domain(name, [dx.disk(disk, 'vda', 'virtio')], extra_devices=extra_devices).replace(
+        '<emulator>%s</emulator>' % QEMU, '<emulator>%s</emulator>' % emulator)
+
+
+def tune_file(path, backups, check=True, diff=False, **options):
+    args = {'xml_path': str(path), 'probe_storage': False, 'cache': 'none', 'io': 'native', 'backup_dir': backups}
+    args.update(options)
+    return run_module(kvm_disk_tune, args, check_mode=check, diff=diff)
+
+
+# --- F1: libvirt reads the string value of <emulator>; nothing a template names runs as root ---------
+
+def test_markup_inside_emulator_never_makes_root_run_what_libvirt_reads(nobody_home, backup_dir):
+    """F1: the check read ``<emulator>``'s first text node (``/etc/profile``, a root-owned regular file)
+    while libvirt reads the whole string value (``/etc/profile.d/../../<nobody's dir>/q``): nobody's
+    script ran as root, in check mode. A comment, a processing instruction and an element inside the
+    emulator each split the path; every one is refused (unchecked, never probed), naming the markup."""
+    pwned = os.path.join(nobody_home, 'pwned')
+    script = os.path.join(nobody_home, 'q')
+    as_nobody('sh', '-c', 'printf "$1" > "$2" && chmod 755 "$2"', 'sh', WRAPPER % (pwned, QEMU), script)
+    climb = os.path.relpath(script, '/etc/profile.d')
+    for markup, emulator in (('a comment', '/etc/profile<!---->.d/' + climb),
+                             ('a processing instruction', '/etc/profile<?x?>.d/' + climb),
+                             ('an element <x>', '/etc/profile<x>.d/</x>' + climb)):
+        path = os.path.join(nobody_home, 'web.xml')
+        write_as_nobody(path, template(emulator=emulator))
+        for check in (True, False):
+            result = tune_file(path, backup_dir, check=check)
+            assert not result.failed, result['msg']
+            assert not os.path.exists(pwned), 'root ran %s: %s' % (emulator, open(pwned).read())
+            assert result['define_check']['checked'] == [], (emulator, result['define_check'])
+            reason = result['define_check']['unchecked']['web']
+            assert 'its <emulator> holds %s' % markup in reason, reason
+
+
+def test_a_root_only_file_without_an_execute_bit_is_no_program(backup_dir, tmp_path):
+    """F10/F1: any root-only regular file passed as a "program" (/etc/profile, mode 0644); it is not one."""
+    path = tmp_path / 'web.xml'
+    path.write_text(template(emulator='/etc/profile'))
+    result = tune_file(path, backup_dir)
+    assert not result.failed, result['msg']
+    reason = result['define_check']['unchecked'].get('web', '')
+    assert 'its emulator /etc/profile is not a program only root can change (/etc/profile is not a program ' \
+           '(mode 0644: no execute bit))' in reason, result['define_check']
+
+
+def test_the_check_probes_qemu_as_the_daemon_s_qemu_user_not_as_root(backup_dir, tmp_path):
+    """F1 ("consider not probing as root at all"): the check's embedded libvirt ran QEMU's capability
+    probe as root (``user = "+0"``); the daemon probes as its QEMU user. A root-only wrapper records who
+    runs it."""
+    import pwd
+    expected = pwd.getpwnam('libvirt-qemu').pw_uid
+    home = tempfile.mkdtemp(prefix='kvmio-r2-probe-', dir='/var/tmp')
+    try:
+        os.chmod(home, 0o755)
+        ids = os.path.join(home, 'ids')
+        with open(ids, 'w', encoding='utf-8'):
+            pass
+        os.chmod(ids, 0o666)
+        wrapper = os.path.join(home, 'qemu-system-x86_64')
+        with open(wrapper, 'w', encoding='utf-8') as handle:
+            handle.write('#!/bin/sh\nid -u >> %s\nexec %s "$@"\n' % (ids, QEMU))
+        os.chmod(wrapper, 0o755)
+        path = tmp_path / 'web.xml'
+        path.write_text(template(emulator=wrapper))
+        result = tune_file(path, backup_dir)
+        assert not result.failed, result['msg']
+        assert result['define_check'] == {'checked': ['web'], 'unchecked': {}}, result['define_check']
+        with open(ids, encoding='utf-8') as handle:
+            seen = {int(line) for line in handle if line.strip()}
+        assert seen == {expected}, 'the probe ran as uid %s' % sorted(seen)
+    finally:
+        shutil.rmtree(home)
+
+
+# --- F2: a template's backup is never restored into a real domain ----------------------------------
+
+INACTIVE_SECURE = 3         # VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_INACTIVE
+
+
+def restore(args, check=False, diff=False):
+    from ansible_collections.kvmio.tuning.plugins.modules import domain_restore
+    return run_module(domain_restore, dict({'uri': 'qemu:///system'}, **args), check_mode=check, diff=diff)
+
+
+@pytest.fixture
+def pwned_log(nobody_home):
+    """A file nobody's script appends to, whoever runs it (libvirtd's probes run as libvirt-qemu)."""
+    path = os.path.join(nobody_home, 'pwned')
+    as_nobody('sh', '-c', ': > "$1" && chmod 666 "$1"', 'sh', path)
+    return path
+
+
+def test_a_template_s_backup_is_never_restored_into_the_domain_it_names(system_domains, nobody_home, pwned_log,
+                                                                         backup_dir):
+    """F2: kvm_disk_tune wrote the backup of nobody's template (the real domain's name and UUID, an
+    emulator of nobody's) into backup_dir beside the domains' backups; domain_restore domains:[X] then
+    restored it into X, and libvirtd ran nobody's script at the define. The template's backups now live
+    in backup_dir/xml_path, which domain_restore never reads and refuses when named."""
+    factory = system_domains
+    name = factory.name('r2-restore')
+    dom = factory.define(dx.domain(name, [dx.disk(factory.image(name + '.qcow2'), 'vda', 'virtio')]))
+    original = dom.XMLDesc(INACTIVE_SECURE)
+    script = os.path.join(nobody_home, 'q')
+    as_nobody('sh', '-c', 'printf "$1" > "$2" && chmod 755 "$2"', 'sh', WRAPPER % (pwned_log, QEMU), script)
+    poisoned = original.replace('<emulator>%s</emulator>' % QEMU, '<emulator>%s</emulator>' % script)
+    template_path = os.path.join(nobody_home, 'prod.xml')
+    write_as_nobody(template_path, poisoned.replace('%', '%%'))
+    tuned = tune_file(template_path, backup_dir, check=False)
+    assert not tuned.failed and tuned['backups'], tuned.get('msg')
+    by_name = restore({'domains': [name], 'backup_dir': backup_dir})
+    assert open(pwned_log).read() == '', 'libvirtd ran nobody\'s script'
+    assert dom.XMLDesc(INACTIVE_SECURE) == original
+    assert by_name.failed and by_name['msg'] == 'no backup of domain %s in %s' % (name, backup_dir), by_name['msg']
+    assert os.path.dirname(tuned['backups'][0]) == os.path.join(backup_dir, 'xml_path'), tuned['backups']
+    named = restore({'backups': tuned['backups'], 'backup_dir': backup_dir})
+    assert named.failed and named['msg'].startswith('backup %s is the backup of an xml_path file' % tuned['backups'][0]), \
+        named['msg']
+    assert dom.XMLDesc(INACTIVE_SECURE) == original
+    assert open(pwned_log).read() == '', 'libvirtd ran nobody\'s script'
+
+
+def test_a_backup_naming_an_emulator_others_can_change_is_refused_unless_it_is_the_domain_s_own(
+        system_domains, nobody_home, pwned_log, backup_dir):
+    """F2: a backup in root's backup_dir whose emulator is another user's program (a template's backup
+    written there before this fix, a file copied by hand) was restored, and libvirtd ran the program at
+    the define. It is refused now, naming the emulator; a backup whose emulator is the one the domain
+    already has (however it got it) is restored as before."""
+    from ansible_collections.kvmio.tuning.plugins.module_utils._backup import write_backup
+    factory = system_domains
+    name = factory.name('r2-emu')
+    dom = factory.define(dx.domain(name, [dx.disk(factory.image(name + '.qcow2'), 'vda', 'virtio')]))
+    original = dom.XMLDesc(INACTIVE_SECURE)
+    script = os.path.join(nobody_home, 'q')
+    as_nobody('sh', '-c', 'printf "$1" > "$2" && chmod 755 "$2"', 'sh', WRAPPER % (pwned_log, QEMU), script)
+    planted = write_backup(backup_dir, name, original.replace('<emulator>%s</emulator>' % QEMU,
+                                                              '<emulator>%s</emulator>' % script))
+    for args in ({'domains': [name]}, {'backups': [planted]}):
+        for check in (True, False):
+            result = restore(dict(args, backup_dir=backup_dir), check=check)
+            assert result.failed and result['msg'].startswith(
+                'backup %s of domain %s is not restored: its emulator %s is not a program only root can change'
+                % (planted, name, script)), result.get('msg')
+    assert dom.XMLDesc(INACTIVE_SECURE) == original
+    assert open(pwned_log).read() == '', 'libvirtd ran nobody\'s script'
+    os.unlink(planted)
+    # The domain's own emulator (group-writable, so not trusted, but already the one libvirt runs).
+    shared = tempfile.mkdtemp(prefix='kvmio-r2-emu-', dir='/var/tmp')
+    try:
+        os.chmod(shared, 0o755)
+        loose = os.path.join(shared, 'qemu')
+        with open(loose, 'w', encoding='utf-8') as handle:
+            handle.write('#!/bin/sh\nexec %s "$@"\n' % QEMU)
+        os.chmod(loose, 0o775)
+        current = original.replace('<emulator>%s</emulator>' % QEMU, '<emulator>%s</emulator>' % loose)
+        factory.conn.defineXML(current)
+        held = dom.XMLDesc(INACTIVE_SECURE)
+        backup = write_backup(backup_dir, name, held.replace('</name>', '</name><description>restored</description>'))
+        done = restore({'backups': [backup], 'backup_dir': backup_dir})
+        assert not done.failed and done['changed'], done.get('msg')
+        assert '<emulator>%s</emulator>' % loose in dom.XMLDesc(INACTIVE_SECURE)
+        assert '<description>restored</description>' in dom.XMLDesc(INACTIVE_SECURE)
+    finally:
+        shutil.rmtree(shared)
