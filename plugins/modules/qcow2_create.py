@@ -275,10 +275,12 @@ notes:
     but such a directory lets any user replace or remove the images themselves.
   - O(owner), O(group) and O(mode) are set on the open file, never by a path; new images are V(0600)
     unless O(mode) says otherwise, and a conversion keeps the original's owner, group and mode.
-  - In a directory other users can write, an existing file with more than one name (a hard link) is
-    not given another owner, group or mode, nor grown in place (its other name may be a file elsewhere
-    that a user linked there); SELinux contexts and file attributes, which Ansible sets by path, are
-    not set there at all.
+  - In a directory other users can write, O(owner), O(group) and O(mode) are given only to images the
+    module creates there: an existing file keeps its own (the module fails if they differ, in check
+    mode too), since a user may have renamed another file (another domain's root-only image) to that
+    name. An existing file with more than one name (a hard link) is not grown in place there (its other
+    name may be a file elsewhere that a user linked there); SELinux contexts and file attributes, which
+    Ansible sets by path, are not set there at all.
   - A lock on bytes 100-299 of an image is read as "a QEMU process uses it". QEMU takes such locks on
     every image it opens, but any process can take them (a backup tool, a script), and such an image
     is then kept as if a QEMU held it. A QEMU started with C(file.locking=off) takes none; only the

@@ -218,3 +218,61 @@ def test_a_backup_naming_an_emulator_others_can_change_is_refused_unless_it_is_t
         assert '<description>restored</description>' in dom.XMLDesc(INACTIVE_SECURE)
     finally:
         shutil.rmtree(shared)
+
+
+# --- F3: owner, group and mode only for files this run created, where others can rename --------------
+
+def qcow2(path, check=False, **options):
+    from ansible_collections.kvmio.tuning.plugins.modules import qcow2_create
+    return run_module(qcow2_create, dict({'path': str(path), 'uri': 'qemu:///system'}, **options), check_mode=check)
+
+
+def file_state(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+@pytest.fixture
+def world_writable_pool():
+    """An image directory anyone can write (0777, no sticky bit: a pool shared by mistake)."""
+    parent = tempfile.mkdtemp(prefix='kvmio-r2-pool-', dir='/var/tmp')
+    os.chmod(parent, 0o755)
+    pool = os.path.join(parent, 'pool')
+    os.mkdir(pool)
+    os.chmod(pool, 0o777)
+    yield pool
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize('options', [
+    {'size': '16M', 'owner': str(NOBODY), 'mode': '0644'},
+    {'size': '16M', 'mode': '0644'},
+    {'size': '16M', 'group': str(NOBODY)},
+    {'convert': True, 'mode': '0644', 'source_format': 'raw'},
+])
+def test_a_file_another_user_renamed_into_the_image_name_keeps_its_owner_and_mode(world_writable_pool, options):
+    """F3: in a directory others can write, nobody renamed root's 0600 image (another domain's disk)
+    to the name of the image the run manages; owner/mode requests then made it nobody's, or 0644, and
+    convert gave its copy the requested mode. Owner, group and mode are now given only to files the run
+    creates there; for an existing file the run refuses, naming the directory."""
+    from helpers import qemu_img
+    victim = os.path.join(world_writable_pool, 'victim.raw')
+    managed = os.path.join(world_writable_pool, 'web.raw')
+    qemu_img.create(victim, '16M', fmt='raw')
+    qemu_img.create(managed, '16M', fmt='raw')
+    os.chmod(victim, 0o600)
+    os.chmod(managed, 0o600)
+    before = file_state(victim)
+    as_nobody('sh', '-c', 'cd "$1" && mv web.raw .gone && mv victim.raw web.raw', 'sh', world_writable_pool)
+    for check in (False, True):
+        result = qcow2(managed, check=check, preallocation='off', **options)
+        now = file_state(managed)
+        assert (now[1:] == before[1:]), 'the renamed file became %s' % (now,)
+        assert result.failed and result['msg'].startswith(
+            '%s lies in a directory another user can change (%s is writable by others (mode 0777))'
+            % (managed, world_writable_pool)), result.get('msg')
+    # A file this run creates there gets what was asked.
+    created = os.path.join(world_writable_pool, 'new.qcow2')
+    made = qcow2(created, size='8M', mode='0640', owner=str(NOBODY))
+    assert not made.failed and made['action'] == 'created', made.get('msg')
+    assert file_state(created)[1:] == (NOBODY, 0, 0o640)
