@@ -29,7 +29,8 @@ import struct
 from dataclasses import dataclass, field
 
 from ._errors import PlanError
-from ._qcow2_header import HEADER_READ, HeaderError, decode_name, is_protocol, is_qcow2, other_format, parse_header
+from ._qcow2_header import HEADER_READ, HeaderError, decode_name, is_protocol, is_qcow2, other_format, parse_header, \
+    read_backing_name
 
 # libvirt's QEMU driver refuses a backing chain deeper than this; a walk stops there.
 MAX_CHAIN = 200
@@ -297,8 +298,9 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
     with two meanings, more than ``max_depth`` layers). Otherwise (who uses what, storage probes) the
     walk stops there and ``Chain.stopped`` says why, ``Chain.incomplete`` whether files may lie beyond;
     an external data file is recorded (``Layer.data_path``) and the walk goes on, a second meaning of a
-    relative name is recorded (``Layer.backing_other``), and a URL or JSON backing name is not a stop
-    (``Chain.remote_backing`` names it). A non-strict walk whose first file cannot be opened returns a
+    relative name is recorded (``Layer.backing_other``), a JSON backing name is read as libvirt reads it
+    (``read_backing_name``: a local file it names is followed, one that names a network protocol is not
+    a stop, ``Chain.remote_backing`` names it, and any other makes the walk incomplete), as is a URL. A non-strict walk whose first file cannot be opened returns a
     Chain without layers.
     """
     chain = Chain()
@@ -353,16 +355,25 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
             if layer.backing_name is None:
                 return chain
             name = layer.backing_name
-            if is_protocol(name) and not strict:
-                chain.remote_backing = name
-                return chain
-            if is_protocol(name):
+            if is_protocol(name) and strict:
                 return stop('%s names %s as its backing file, which is not a local file; qcow2_create follows '
                             'only local files (write ./%s if it is one)'
                             % (printable(current), printable(name), printable(name)), False)
+            local = None
+            if is_protocol(name):
+                # As libvirt reads it: a json: name may name a local file, which the chain uses.
+                read = read_backing_name(name)
+                if read.kind == 'remote':
+                    chain.remote_backing = name
+                    return chain
+                if read.kind == 'unknown':
+                    return stop('%s names %s as its backing file: %s' % (printable(current), printable(name),
+                                                                         read.why), True)
+                # QEMU under libvirtd opens a relative filename of a JSON description from '/'.
+                local = read.path if read.path.startswith('/') else '/' + read.path
             if len(chain.layers) >= max_depth:
                 return stop('the backing chain of %s is longer than %d files' % (printable(path), max_depth), True)
-            current, other = resolve_relative(name, layer.path, layer.real)
+            current, other = (local, None) if local is not None else resolve_relative(name, layer.path, layer.real)
             if other is not None:
                 if strict:
                     raise two_meanings(name, current, other, layer.path)

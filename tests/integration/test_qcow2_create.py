@@ -1096,25 +1096,6 @@ def test_an_image_name_too_long_for_the_backup_name_is_converted(tmp_path):
     assert qemu_img.guest_sha256(path) == checksum and qemu_img.guest_sha256(result['backup_file']) == checksum
 
 
-@pytest.fixture
-def private_libvirt():
-    """Domains defined on an embedded libvirt of this test's own (virsh in a child process; the module,
-    run as a process, opens it after): for domains no other test on this host must meet (a disk on a
-    hung mount, a chain too deep to read). Yields a function taking domain XMLs and returning the URI."""
-    root = embed.make_root()
-    uri = 'qemu:///embed?root=%s' % root
-
-    def define(*xmls):
-        for number, xml in enumerate(xmls):
-            path = os.path.join(root, 'domain-%d.xml' % number)
-            with open(path, 'w', encoding='utf-8') as handle:
-                handle.write(xml)
-            subprocess.run(['virsh', '-q', '-c', uri, 'define', path], check=True, capture_output=True)
-        return uri
-    yield define
-    subprocess.run(['rm', '-rf', root], check=False)
-
-
 def test_a_disk_on_a_hung_mount_makes_users_unknown_not_a_hung_run(tmp_path, hung_mount, private_libvirt):
     # M4: another domain's disk on a dead mount (a FUSE daemon that never answers) hung every run that
     # read the domains' chains, forever, holding its locks. Now each walk is bounded (one wait per

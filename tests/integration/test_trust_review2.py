@@ -276,3 +276,74 @@ def test_a_file_another_user_renamed_into_the_image_name_keeps_its_owner_and_mod
     made = qcow2(created, size='8M', mode='0640', owner=str(NOBODY))
     assert not made.failed and made['action'] == 'created', made.get('msg')
     assert file_state(created)[1:] == (NOBODY, 0, 0o640)
+
+
+# --- F4: a file behind a json: backing name is used ---------------------------------------------------
+
+def module_process(module_name, args, timeout=120):
+    """A module in its own process, as Ansible runs it (needed for an embedded libvirt URI); killed if it hangs."""
+    import signal
+    from helpers.modules import finish_module_process, start_module_process
+    proc, args_file = start_module_process(module_name, args)
+    try:
+        return finish_module_process(proc, args_file, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        os.unlink(args_file)
+        return None
+
+
+def json_overlay(path, description, backing_format='raw'):
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', 'json:' + description, '-F', backing_format,
+                    str(path), '16M'], check=True)
+    return str(path)
+
+
+def test_a_file_behind_a_json_backing_name_counts_as_used(tmp_path, private_libvirt):
+    """F4: a qcow2 whose backing name is json:{"driver":"raw","file":{"driver":"file","filename":...}}
+    boots under libvirt 9.0 on that file, but the usage walk took every protocol-like name for a remote
+    one: state=absent removed the file (used_by []) and convert: true converted it under the domain.
+    The name is read as libvirt reads it: the nested form, the flattened one and the file wrapper all
+    name the file; a JSON name libvirt would not read, or a prefix that is no network protocol, makes
+    the users unknown."""
+    from helpers import qemu_img
+    hidden = qemu_img.create(str(tmp_path / 'hidden.raw'), '16M', fmt='raw')
+    flat = qemu_img.create(str(tmp_path / 'flat.raw'), '16M', fmt='raw')
+    wrapped = qemu_img.create(str(tmp_path / 'wrapped.raw'), '16M', fmt='raw')
+    uri = private_libvirt(
+        dx.domain('nested', [dx.disk(json_overlay(tmp_path / 'nested.qcow2',
+                                                  '{"driver":"raw","file":{"driver":"file","filename":"%s"}}' % hidden),
+                                     'vda', 'virtio')]),
+        dx.domain('flat', [dx.disk(json_overlay(tmp_path / 'flat.qcow2',
+                                                '{"driver":"raw","file.driver":"file","file.filename":"%s"}' % flat),
+                                   'vda', 'virtio')]),
+        dx.domain('wrapped', [dx.disk(json_overlay(tmp_path / 'wrapped.qcow2',
+                                                   '{"file":{"driver":"file","filename":"%s"}}' % wrapped),
+                                      'vda', 'virtio')]))
+    for path, domain in ((hidden, 'nested'), (flat, 'flat'), (wrapped, 'wrapped')):
+        removed = module_process('qcow2_create', {'path': path, 'state': 'absent', 'uri': uri})
+        assert removed.failed and removed['msg'].startswith('%s is a disk of domain %s (through ' % (path, domain)), \
+            removed.get('msg') or removed
+        converted = module_process('qcow2_create', {'path': path, 'convert': True, 'uri': uri,
+                                                    '_ansible_check_mode': True})
+        assert converted.failed and converted['msg'].startswith('%s is read as raw by domain %s' % (path, domain)), \
+            converted.get('msg') or converted
+        assert os.path.exists(path)
+
+
+def test_a_backing_name_libvirt_would_not_read_makes_users_unknown(tmp_path, private_libvirt):
+    from helpers import qemu_img
+    loose = qemu_img.create(str(tmp_path / 'loose.raw'), '16M', fmt='raw')
+    for number, name in enumerate(('json:{"driver":"qcow2","file":{"driver":"file","filename":"%s"}}' % loose,
+                                   'file:%s' % loose)):
+        top = tmp_path / ('odd-%d.qcow2' % number)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', name, '-F', 'raw', str(top), '16M'],
+                       check=True)
+        uri = private_libvirt(dx.domain('odd-%d' % number, [dx.disk(str(top), 'vda', 'virtio')]))
+        removed = module_process('qcow2_create', {'path': loose, 'state': 'absent', 'uri': uri})
+        assert removed.failed and removed['msg'].startswith('cannot check whether a domain uses %s (' % loose), \
+            removed.get('msg') or removed
+        assert 'domain odd-%d, disk %s: %s names %s as its backing file: ' % (number, top, top, name) \
+            in removed['msg'], removed['msg']
+        assert os.path.exists(loose)
