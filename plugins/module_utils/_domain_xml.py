@@ -210,14 +210,28 @@ def domain_uuid(root):
 # to restore them. What libvirt adds only with VIR_DOMAIN_XML_SECURE (graphics passwords, the cookies of
 # network disk sources; checked against libvirt 9.0), and what any XML may carry in the clear: QEMU
 # command line arguments and environment (``-object secret,data=...``), SMBIOS and fw_cfg entries
-# (``<sysinfo>``: OEM strings and fw_cfg blobs often carry provisioning tokens) and the launch security
-# blobs of confidential guests (SEV session keys and certificates, SNP identity blocks).
+# (``<sysinfo>``: OEM strings and fw_cfg blobs often carry provisioning tokens), the launch security
+# blobs of confidential guests (SEV session keys and certificates, SNP identity blocks), the query of a
+# network disk's URL (``<source protocol='https' query='token=...'>``: pre-signed URLs) and the guest
+# kernel's command line (``<os><cmdline>``: passwords, cloud-init seeds).
 REDACTED = '********'
 QEMU_NAMESPACE = 'http://libvirt.org/schemas/domain/qemu/1.0'
 
 
+def _redact_content(element):
+    """Replaces the whole content of ``element`` (every text node, and every comment, processing
+    instruction or element inside it with its tail) by REDACTED; True when there was any."""
+    if not len(element) and not (element.text or '').strip():
+        return False
+    for child in list(element):
+        element.remove(child)
+    element.text = REDACTED
+    return True
+
+
 def redact_tree(root):
-    """Replaces every secret in the tree ``root`` by REDACTED, in place; returns how many."""
+    """Replaces every secret in the tree ``root`` by REDACTED, in place; returns how many. An element
+    holding a secret loses all its content (not only its first text node: ``OEM-<!-- -->SECRET``)."""
     count = 0
     for el in root.iter(etree.Element):
         if el.get('passwd') is not None:
@@ -226,15 +240,18 @@ def redact_tree(root):
         if el.tag.startswith('{%s}' % QEMU_NAMESPACE) and el.get('value') is not None:
             el.set('value', REDACTED)       # qemu:arg, qemu:env, qemu:property
             count += 1
+        if el.tag == 'source' and el.get('query') is not None:
+            el.set('query', REDACTED)
+            count += 1
     texts = [cookie for cookie in root.iter('cookie')
              if cookie.getparent() is not None and cookie.getparent().tag == 'cookies']
     for sysinfo in root.iter('sysinfo'):
         texts.extend(sysinfo.iter('entry'))
     for security in root.iter('launchSecurity'):
         texts.extend(el for el in security.iter(etree.Element) if el is not security)
+    texts.extend(root.findall('os/cmdline'))
     for el in texts:
-        if el.text and el.text.strip():
-            el.text = REDACTED
+        if _redact_content(el):
             count += 1
     return count
 

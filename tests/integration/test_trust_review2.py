@@ -347,3 +347,48 @@ def test_a_backing_name_libvirt_would_not_read_makes_users_unknown(tmp_path, pri
         assert 'domain odd-%d, disk %s: %s names %s as its backing file: ' % (number, top, top, name) \
             in removed['msg'], removed['msg']
         assert os.path.exists(loose)
+
+
+# --- F5: no secret in any diff: URL queries, kernel command lines, text after markup ------------------
+
+def secret_domain(name, disk, secret, comment=False):
+    """A domain whose network disk URL carries a token, whose kernel command line carries a password, and
+    (in a file) whose OEM string hides its secret after a comment."""
+    oem = 'OEM-<!-- a note -->TAIL-%s' % secret if comment else 'OEM-TAIL-%s' % secret
+    network = ("<disk type='network' device='cdrom'><driver name='qemu' type='raw'/>"
+               "<source protocol='https' name='/images/seed.iso' query='token=QUERY-%s'>"
+               "<host name='images.example.com' port='443'/></source><target dev='sda' bus='sata'/><readonly/></disk>"
+               % secret)
+    xml = dx.domain(name, [dx.disk(disk, 'vda', 'virtio'), network],
+                    metadata="\n  <sysinfo type='smbios'><oemStrings><entry>%s</entry></oemStrings></sysinfo>" % oem)
+    return xml.replace("<boot dev='hd'/>", "<kernel>/boot/vmlinuz-kvmio-test</kernel>"
+                                           "<cmdline>console=ttyS0 rootpw=CMDLINE-%s</cmdline>" % secret)
+
+
+def test_diffs_never_carry_url_tokens_kernel_command_lines_or_text_after_a_comment(system_domains, backup_dir,
+                                                                                    tmp_path):
+    """F5: <source query='token=...'> and <os><cmdline> were shown in the diffs of kvm_disk_tune,
+    iothread_pin and domain_restore, and the text after a comment inside a redacted element
+    (``<entry>OEM-<!-- -->TAIL-SECRET</entry>``) in an xml_path diff."""
+    from ansible_collections.kvmio.tuning.plugins.modules import iothread_pin
+    import json
+    secret = os.urandom(6).hex()
+    name = system_domains.name('r2-secrets')
+    dom = system_domains.define(secret_domain(name, system_domains.image(name + '.qcow2'), secret))
+    held = dom.XMLDesc(INACTIVE_SECURE)
+    assert 'QUERY-%s' % secret in held and 'CMDLINE-%s' % secret in held, held
+    args = {'uri': 'qemu:///system', 'domains': [name], 'backup_dir': backup_dir, 'probe_storage': False}
+    tuned = run_module(kvm_disk_tune, dict(args, cache='writeback'), diff=True)
+    pinned = run_module(iothread_pin, {'uri': 'qemu:///system', 'domains': [name], 'backup_dir': backup_dir},
+                        diff=True)
+    restored = restore({'backups': tuned['backups'][:1], 'backup_dir': backup_dir}, diff=True)
+    template = tmp_path / 'template.xml'
+    template.write_text(secret_domain('template', str(tmp_path / 'disk.qcow2'), secret, comment=True))
+    in_file = tune_file(template, backup_dir, check=False, diff=True, cache='writeback', io='threads')
+    for result in (tuned, pinned, restored, in_file):
+        assert not result.failed and result['diff'], result.get('msg')
+        assert secret not in json.dumps(result['diff']), 'a secret reached the diff: %s' % json.dumps(result['diff'])
+    assert 'TAIL-%s' % secret in template.read_text(), 'the file itself keeps its secrets'
+    changed = [line for line in in_file['diff'][0]['after'].splitlines()
+               if line not in in_file['diff'][0]['before'].splitlines()]
+    assert changed and all('<driver' in line for line in changed), changed
