@@ -276,7 +276,7 @@ notes:
   - O(owner), O(group) and O(mode) are set on the open file, never by a path; new images are V(0600)
     unless O(mode) says otherwise, and a conversion keeps the original's owner, group and mode.
   - In a directory other users can write, O(owner), O(group) and O(mode) are given only to images the
-    module creates there: an existing file keeps its own (the module fails if they differ, in check
+    module creates there; an existing file keeps its own (the module fails if they differ, in check
     mode too), since a user may have renamed another file (another domain's root-only image) to that
     name. An existing file with more than one name (a hard link) is not grown in place there (its other
     name may be a file elsewhere that a user linked there); SELinux contexts and file attributes, which
