@@ -13,6 +13,7 @@ mode) -> result + diff. Errors are raised as KvmioError and turned into ``fail_j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -36,7 +37,7 @@ from ._parallel import map_threads
 from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._save_image import DEFAULT_SAVE_DIR
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
-from ._storage_probe import StorageProber
+from ._storage_probe import BoundedReads, StorageProber
 from ._xml_file import XmlFile
 from ._xml_layout import LayoutError, LayoutKeeper, redacted_text
 
@@ -204,7 +205,7 @@ class DiskTuneRun:
             raise PlanError('domains and exclude select domains of libvirt, and xml_path names one file: give either '
                             'xml_path or domains/exclude (to leave a file alone, use overrides with skip: true); '
                             'nothing was changed')
-        with XmlFile(path) as xml_file:
+        with self._open_file(path) as xml_file:
             text = xml_file.text
             root = parse_domain(text, path)
             name = domain_name(root) or os.path.basename(xml_file.real_path)
@@ -245,6 +246,24 @@ class DiskTuneRun:
             result['diff'] = [{'before': redacted_text(text), 'after': redacted_text(new_text),
                                'before_header': '%s (before)' % path, 'after_header': '%s (after)' % path}]
         return result
+
+    @contextlib.contextmanager
+    def _open_file(self, path):
+        """``with``: the XmlFile of ``path``, walked and read bounded in time (a dead NFS server or a FUSE
+        daemon that never answers gives a clear error, not a run that hangs), closed at the end."""
+        reads = self.prober.reads if self.prober is not None else BoundedReads()
+
+        def open_and_read():
+            xml_file = XmlFile(path)
+            return xml_file.__enter__()     # pylint: disable=unnecessary-dunder-call
+
+        done, value = reads.call(path, open_and_read)
+        if not done:
+            raise PlanError('xml_path %s: %s; nothing was changed' % (path, reads.why(path, value)))
+        try:
+            yield value         # entered in the worker: a second __enter__ would walk and read again, unbounded
+        finally:
+            value.close()
 
     def _layout_keeper(self, text, root, path):
         try:

@@ -26,6 +26,7 @@ import json
 import os
 import stat
 import struct
+import threading
 from dataclasses import dataclass, field
 
 from ._errors import PlanError
@@ -43,6 +44,24 @@ _FLOCK = 'hhqqi4x'
 # struct loop_info64 (linux/loop.h) as LOOP_GET_STATUS64 returns it: lo_device and lo_inode come first.
 _LOOP_GET_STATUS64 = 0x4C05
 _LOOP_INFO64 = struct.Struct('=QQQQQIIII64s64s32sQQ')
+
+
+_THREAD = threading.local()
+
+
+def watch_reads(watcher):
+    """Makes ``watcher(path)`` be called (in this thread) before each path this module looks up: the
+    bounded reader (``_storage_probe.BoundedReads``) running a walk then knows which file a hang
+    happened on (a local overlay's backing file on a dead mount hangs on that mount, not the
+    overlay's), and refuses at once a path on a mount already known to hang (the watcher raises
+    OSError). None stops it."""
+    _THREAD.watcher = watcher
+
+
+def note_read(path):
+    watcher = getattr(_THREAD, 'watcher', None)
+    if watcher is not None:
+        watcher(path)
 
 
 def printable(path):
@@ -120,6 +139,8 @@ def open_file(path, nofollow=False, dir_fd=None):
     anything that is not an image.
     """
     flags = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    if dir_fd is None:
+        note_read(path)
     handle = os.open(path, flags, dir_fd=dir_fd)
     try:
         kind = kind_of(os.fstat(handle).st_mode)
@@ -212,6 +233,7 @@ def _same_target(first, second):
     idents = []
     for path in (first, second):
         try:
+            note_read(path)
             st = os.stat(path)
         except OSError:
             idents.append(None)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ._domain_xml import parse_domain
 from ._errors import KvmioError
-from ._image_chain import loop_backing, printable, walk_chain
+from ._image_chain import loop_backing, note_read, printable, walk_chain
 from ._image_plan import ImageUse, image_disks
 from ._libvirt import LibvirtClient
 from ._parallel import map_threads
@@ -175,6 +175,7 @@ def read_image_uses(uri, reads=None):
 def file_ident(path):
     """(st_dev, st_ino) of ``path`` (followed), or None."""
     try:
+        note_read(path)
         st = os.stat(path)
     except OSError:
         return None

@@ -392,3 +392,47 @@ def test_diffs_never_carry_url_tokens_kernel_command_lines_or_text_after_a_comme
     changed = [line for line in in_file['diff'][0]['after'].splitlines()
                if line not in in_file['diff'][0]['before'].splitlines()]
     assert changed and all('<driver' in line for line in changed), changed
+
+
+# --- F6: a hang is blamed on the mount that hung; xml_path on a hung mount is bounded -----------------
+
+@pytest.mark.parametrize('through', ['name', 'local link'])
+def test_a_hang_behind_a_local_overlay_blocks_only_the_mount_that_hung(tmp_path, hung_mount, private_libvirt, through):
+    """F6: a domain's local overlay whose backing file is on a dead mount: the walk timed out, and the
+    hang was put on the overlay's own mount (/), so every later read on / was refused: a list creating
+    a new image beside an existing one failed with "not read: an earlier read on / did not finish".
+    Only the mount that hung is given up on now, also when the backing name is a local link into it."""
+    import time
+    from helpers import qemu_img
+    overlay = tmp_path / 'far-overlay.qcow2'
+    base = os.path.join(hung_mount, 'base.qcow2')
+    if through == 'local link':
+        os.symlink(base, str(tmp_path / 'base-link.qcow2'))
+        base = str(tmp_path / 'base-link.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', base,
+                    '-F', 'qcow2', str(overlay), '16M'], check=True)
+    uri = private_libvirt(dx.domain('far', [dx.disk(str(overlay), 'vda', 'virtio')]))
+    existing = qemu_img.create(str(tmp_path / 'unrelated.qcow2'), '8M')
+    new = str(tmp_path / 'new2.qcow2')
+    started = time.monotonic()
+    result = module_process('qcow2_create', {'images': [{'path': existing, 'size': '8M'}, {'path': new, 'size': '8M'}],
+                                             'preallocation': 'off', 'uri': uri}, timeout=120)
+    assert result is not None and time.monotonic() - started < 60
+    assert not result.failed, result['msg']
+    assert [image['action'] for image in result['images']] == ['none', 'created']
+    warned = ' '.join(result.warning_messages)
+    assert 'domain far, disk %s: the read of %s did not finish within 10 s' % (overlay, base) in warned, warned
+
+
+def test_xml_path_on_a_hung_mount_is_a_clear_error_not_a_hung_run(hung_mount, backup_dir):
+    """F6: xml_path on a mount that never answers hung the module forever (its walk and read were not
+    bounded)."""
+    import time
+    started = time.monotonic()
+    path = os.path.join(hung_mount, 'web.xml')
+    result = module_process('kvm_disk_tune', {'xml_path': path, 'probe_storage': False, 'backup_dir': backup_dir},
+                            timeout=40)
+    assert result is not None, 'the module hung on %s' % path
+    assert time.monotonic() - started < 35
+    assert result.failed and result['msg'].startswith('xml_path %s: the read of %s did not finish within 10 s'
+                                                      % (path, path)), result['msg']
