@@ -436,3 +436,30 @@ def test_xml_path_on_a_hung_mount_is_a_clear_error_not_a_hung_run(hung_mount, ba
     assert time.monotonic() - started < 35
     assert result.failed and result['msg'].startswith('xml_path %s: the read of %s did not finish within 10 s'
                                                       % (path, path)), result['msg']
+
+
+# --- F7: kvm_io_bench mode=host follows only links root or the running user made -------------------
+
+def test_bench_never_follows_a_link_another_user_planted_for_path(nobody_home):
+    """F7: ``path`` was resolved with realpath: nobody's link to a root-only directory made root create
+    its work directory and scratch images there (and check free space there). The link is refused now,
+    in check mode too, and nothing is written; root's own link is followed as before."""
+    from ansible_collections.kvmio.tuning.plugins.modules import kvm_io_bench
+    target = tempfile.mkdtemp(prefix='kvmio-r2-rootonly-', dir='/var/tmp')
+    try:
+        link = os.path.join(nobody_home, 'pool')
+        as_nobody('ln', '-s', target, link)
+        for check in (True, False):
+            result = run_module(kvm_io_bench, {'path': link, 'count': 10, 'size': '16M', 'caches': ['writeback'],
+                                               'workloads': ['write'], 'preallocations': ['off']}, check_mode=check)
+            assert result.failed and result['msg'].startswith('path %s is not followed: the link %s' % (link, link)), \
+                result['msg']
+            assert 'nothing was written' in result['msg']
+            assert os.listdir(target) == [], 'root wrote through nobody\'s link'
+        own = os.path.join(target, 'own-link')
+        os.symlink(target, own)
+        result = run_module(kvm_io_bench, {'path': own, 'count': 10, 'size': '16M', 'caches': ['writeback'],
+                                           'workloads': ['write'], 'preallocations': ['off']}, check_mode=True)
+        assert not result.failed, result['msg']
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
