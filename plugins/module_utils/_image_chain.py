@@ -426,6 +426,93 @@ def loop_backing(fd):
     return (device, inode), name
 
 
+# Block devices followed from one disk (partitions, slaves, loops on loops): far more than any real stack.
+MAX_BLOCK_DEVICES = 64
+
+
+def block_backing_files(st):
+    """([(file identity, loop device, its backing file's name)], why the list may be incomplete or '')
+    of the files behind the block device ``st`` (its stat): the backing file of every loop device under
+    it, followed through partitions (the disk they are on), ``/sys/block/*/slaves`` (device-mapper,
+    md, bcache over other devices) and loop devices whose backing file is itself a block device (a loop
+    on a loop). Each loop device is opened under /dev by its kernel name and checked to be that device
+    before its backing file is asked for (``loop_backing``: the identity the kernel holds, not a name)."""
+    found, pending, seen = [], [_sysfs_dir(st.st_rdev)], set()
+    while pending:
+        sysdir = pending.pop()
+        if sysdir is None or sysdir in seen:
+            continue
+        if len(seen) >= MAX_BLOCK_DEVICES:
+            return found, 'more than %d block devices under %s; the files behind the rest are not known' % (
+                MAX_BLOCK_DEVICES, sysdir)
+        seen.add(sysdir)
+        if os.path.exists(os.path.join(sysdir, 'partition')):
+            pending.append(os.path.dirname(sysdir))      # a partition: the disk it is on holds its data
+            continue
+        try:
+            slaves = os.listdir(os.path.join(sysdir, 'slaves'))
+        except OSError:
+            slaves = []
+        pending.extend(os.path.realpath(os.path.join(sysdir, 'slaves', name)) for name in slaves)
+        if os.path.isdir(os.path.join(sysdir, 'loop')):
+            device = '/dev/' + os.path.basename(sysdir)
+            behind = _loop_of(device, sysdir)
+            if behind is None:
+                return found, 'cannot read which file the loop device %s is on' % device
+            ident, name = behind
+            found.append((ident, device, name))
+            under = _block_file(name, ident)
+            if under is not None:                # a loop on a block device: follow that device too
+                pending.append(_sysfs_dir(under.st_rdev))
+    return found, ''
+
+
+def _sysfs_dir(rdev):
+    """The sysfs directory of the block device ``rdev``, or None."""
+    number = '%d:%d' % (os.major(rdev), os.minor(rdev))
+    path = '/sys/dev/block/' + number
+    if os.path.exists(path):
+        return os.path.realpath(path)
+    # Some sysfs views (containers) have an empty /sys/dev/block: every device's 'dev' file says its numbers.
+    try:
+        names = os.listdir('/sys/class/block')
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open('/sys/class/block/%s/dev' % name, encoding='ascii') as handle:
+                if handle.read().strip() == number:
+                    return os.path.realpath('/sys/class/block/' + name)
+        except OSError:
+            continue
+    return None
+
+
+def _loop_of(device, sysdir):
+    """``loop_backing`` of the loop device ``device`` if it is the device of ``sysdir``; None if not."""
+    try:
+        with open(os.path.join(sysdir, 'dev'), encoding='ascii') as handle:
+            major, minor = (int(n) for n in handle.read().split(':'))
+        fd, st = open_file(device, nofollow=True)
+    except (OSError, ValueError, PlanError):
+        return None
+    try:
+        if not stat.S_ISBLK(st.st_mode) or st.st_rdev != os.makedev(major, minor):
+            return None
+        return loop_backing(fd)
+    finally:
+        os.close(fd)
+
+
+def _block_file(name, ident):
+    """The stat of the block device a loop device's backing file is, when ``name`` still names it."""
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return st if stat.S_ISBLK(st.st_mode) and (st.st_dev, st.st_ino) == ident else None
+
+
 def qemu_holds(fd):
     """True when a QEMU process holds one of its image locks on the open file ``fd``."""
     query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _QEMU_LOCK_START, _QEMU_LOCK_LEN, 0)

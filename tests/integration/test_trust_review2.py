@@ -463,3 +463,65 @@ def test_bench_never_follows_a_link_another_user_planted_for_path(nobody_home):
         assert not result.failed, result['msg']
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+# --- F8: files a domain uses through stacked block devices, and the host files it boots from ---------
+
+def losetup(*args):
+    return subprocess.run(['losetup', '-f', '--show'] + list(args), check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_a_file_behind_stacked_loop_devices_counts_as_used(tmp_path, private_libvirt):
+    """F8: a domain on /dev/loopB whose backing file is /dev/loopA, backed by base.raw: state=absent
+    removed base.raw (only the first loop device was read). Loops on loops are followed now, as are
+    partitions (the disk they are on) and /sys/block/*/slaves (device-mapper, md), which this host
+    cannot make (no partition scan of loop devices, no device-mapper)."""
+    from helpers import qemu_img
+    base = qemu_img.create(str(tmp_path / 'base.raw'), '32M', fmt='raw')
+    devices = []
+    try:
+        devices.append(losetup(base))
+        devices.append(losetup(devices[0]))
+        devices.append(losetup(devices[1]))
+        uri = private_libvirt(
+            dx.domain('stacked', [dx.disk(devices[1], 'vda', 'virtio', fmt='raw', source_type='block')]),
+            dx.domain('deeper', [dx.disk(devices[2], 'vda', 'virtio', fmt='raw', source_type='block')]))
+        removed = module_process('qcow2_create', {'path': base, 'state': 'absent', 'uri': uri})
+        assert removed.failed and removed['msg'].startswith('%s is a disk of domain ' % base), \
+            removed.get('msg') or removed
+        for domain in ('deeper', 'stacked'):
+            assert '%s (through %s (a loop device on %s))' % (domain, devices[0], base) in removed['msg'], \
+                removed['msg']
+        converted = module_process('qcow2_create', {'path': base, 'convert': True, 'uri': uri,
+                                                    '_ansible_check_mode': True})
+        assert converted.failed and converted['msg'].startswith('%s is read as raw by domain ' % base), \
+            converted.get('msg') or converted
+        assert os.path.exists(base)
+    finally:
+        for device in reversed(devices):
+            subprocess.run(['losetup', '-d', device], check=False)
+
+
+def test_the_firmware_nvram_kernel_and_initrd_of_a_domain_count_as_used(tmp_path, private_libvirt):
+    """F8: a defined UEFI domain's <nvram> file was removable (state=absent: removed, used_by []), and so
+    were its loader, kernel and initrd. Each is a file of that domain now, for removal and conversion."""
+    from helpers import qemu_img
+    files = {role: qemu_img.create(str(tmp_path / name), '1M', fmt='raw') for role, name in (
+        ('loader', 'CODE.fd'), ('NVRAM', 'uefi_VARS.fd'), ('NVRAM template', 'VARS.fd'), ('kernel', 'vmlinuz'),
+        ('initrd', 'initrd.img'))}
+    boot = ("<loader readonly='yes' type='pflash'>%s</loader><nvram template='%s'>%s</nvram>"
+            "<kernel>%s</kernel><initrd>%s</initrd>" % (files['loader'], files['NVRAM template'], files['NVRAM'],
+                                                      files['kernel'], files['initrd']))
+    # libvirt refuses UEFI without ACPI on x86_64.
+    xml = dx.domain('uefi').replace("<boot dev='hd'/></os>", boot + '</os><features><acpi/></features>')
+    uri = private_libvirt(xml)
+    for role, path in files.items():
+        removed = module_process('qcow2_create', {'path': path, 'state': 'absent', 'uri': uri})
+        assert removed.failed and removed['msg'] == (
+            '%s is a file of domain uefi (as its %s); remove it from the domain first, or set force=true'
+            % (path, role)), removed.get('msg') or removed
+        assert os.path.exists(path)
+    converted = module_process('qcow2_create', {'path': files['NVRAM'], 'convert': True, 'uri': uri})
+    assert converted.failed and converted['msg'].startswith(
+        '%s is read as raw by domain uefi (as its NVRAM)' % files['NVRAM']), converted.get('msg') or converted
