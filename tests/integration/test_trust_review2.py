@@ -525,3 +525,61 @@ def test_the_firmware_nvram_kernel_and_initrd_of_a_domain_count_as_used(tmp_path
     converted = module_process('qcow2_create', {'path': files['NVRAM'], 'convert': True, 'uri': uri})
     assert converted.failed and converted['msg'].startswith(
         '%s is read as raw by domain uefi (as its NVRAM)' % files['NVRAM']), converted.get('msg') or converted
+
+
+# --- F9: the playbooks' private directories follow the one rule, every ancestor checked --------------
+
+def test_a_report_directory_below_a_directory_others_can_change_is_refused(tmp_path):
+    """F9: tasks/private_directory.yml checked only the immediate parent: with the report directory at
+    /x/gp/reports/kvm, gp 0777 and reports root's, it passed and made the directory; nobody could later
+    rename reports and put a link in its place before the report files were written. The play now runs
+    kvmio.tuning.private_directory (the rule of _trusted_files): every directory and link from / down."""
+    from helpers.playbook import REPO, run_playbook
+    base = tempfile.mkdtemp(prefix='kvmio-r2-f9-', dir='/var/tmp')
+    try:
+        os.chmod(base, 0o755)
+        open_dir = os.path.join(base, 'gp')
+        os.mkdir(open_dir)
+        os.chmod(open_dir, 0o777)
+        os.mkdir(os.path.join(open_dir, 'reports'), 0o755)
+        sticky = os.path.join(base, 'tmp')
+        os.mkdir(sticky)
+        os.chmod(sticky, 0o1777)
+        play = tmp_path / 'private.yml'
+        play.write_text('- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n'
+                        '    - ansible.builtin.include_tasks: %s/playbooks/tasks/private_directory.yml\n' % REPO)
+        deep = os.path.join(open_dir, 'reports', 'kvm')
+        result = run_playbook(str(play), tmp_path, {'kvmio_private_dir': deep})
+        assert result['rc'] != 0 and 'is not safe to write to: %s is writable by others' % open_dir in result['stdout'], \
+            result['stdout'][-3000:]
+        assert not os.path.exists(deep)
+        mine = os.path.join(sticky, 'mine', 'reports')
+        assert run_playbook(str(play), tmp_path, {'kvmio_private_dir': mine}, check=True)['rc'] == 0
+        assert not os.path.exists(os.path.dirname(mine)), 'check mode made a directory'
+        result = run_playbook(str(play), tmp_path, {'kvmio_private_dir': mine})
+        assert result['rc'] == 0, result['stdout'][-3000:]
+        for path in (os.path.dirname(mine), mine):
+            info = os.lstat(path)
+            assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) == 0o700
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_private_directory_closes_a_directory_of_ours_and_refuses_one_others_can_write(tmp_path):
+    from ansible_collections.kvmio.tuning.plugins.modules import private_directory
+    ours = tmp_path / 'ours'
+    ours.mkdir(mode=0o755)
+    os.chmod(ours, 0o755)
+    checked = run_module(private_directory, {'path': str(ours)}, check_mode=True, diff=True)
+    assert checked['changed'] and checked['done'] == 'tightened' and stat.S_IMODE(os.stat(ours).st_mode) == 0o755
+    made = run_module(private_directory, {'path': str(ours)})
+    assert made['changed'] and stat.S_IMODE(os.stat(ours).st_mode) == 0o700
+    again = run_module(private_directory, {'path': str(ours)})
+    assert not again['changed'] and again['done'] is None and again['path'] == str(ours)
+    open_dir = tmp_path / 'open'
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    refused = run_module(private_directory, {'path': str(open_dir)})
+    assert refused.failed and refused['msg'].startswith('%s is not safe to write to: %s is writable by others'
+                                                        % (open_dir, open_dir)), refused['msg']
+    assert stat.S_IMODE(os.stat(open_dir).st_mode) == 0o777
