@@ -96,6 +96,20 @@ def argument_spec():
 SUMMARY_IMAGE_KEYS = ('path', 'action', 'changed', 'drift', 'backup_file', 'cleaned')
 
 
+_NOTHING_CHANGED = re.compile(r'[;,.]?\s*nothing was (?:changed|done)\.?\s*$', re.IGNORECASE)
+
+
+def _list_failure(message, job, results, later):
+    """The message of a list that failed while applying ``job``: its own error, then exactly what the
+    run did. The error's own "nothing was changed" is about that image alone; left as it is, it would
+    read as if the images changed before it were untouched too."""
+    own, untouched = _NOTHING_CHANGED.subn('', message)
+    done = ', '.join('%s (%s)' % (r['path'], r['action']) for r in results if r['changed'])
+    return '%s%s. Changed before it: %s; not attempted: %s' % (
+        own, '; %s was left as it was' % job.label if untouched else '', done or 'none',
+        ', '.join(j.label for j in later) or 'none')
+
+
 def _counts(results):
     """How many images the list had, changed, and took each action."""
     counts = {'images': len(results), 'changed': sum(1 for r in results if r['changed'])}
@@ -230,17 +244,17 @@ class Qcow2Run:
             for job in jobs:                            # then decide, each refusal before any change
                 self._guarded(job, self._plan_job)
             results = []
-            for job in jobs:
+            for number, job in enumerate(jobs):
                 try:
                     self._apply(job)
                 except KvmioError as err:
                     if len(jobs) == 1:
                         raise
-                    raise ApplyError('%s; images done before it: %s' % (
-                        err.msg, ', '.join(r['path'] for r in results if r['changed']) or 'none'),
-                        images=results, failed_image=job.label, **err.details) from None
+                    raise ApplyError(_list_failure(err.msg, job, results, jobs[number + 1:]),
+                                     images=results, failed_image=job.label, **err.details) from None
                 except OSError as err:
-                    raise ApplyError('cannot %s %s: %s' % (job.plan.action, job.label, err.strerror),
+                    raise ApplyError(_list_failure('cannot %s %s: %s' % (job.plan.action, job.label, err.strerror),
+                                                   job, results, jobs[number + 1:]),
                                      images=results, failed_image=job.label) from None
                 results.append(self._result(job))
         if self.params.get('images') is None:

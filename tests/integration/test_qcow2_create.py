@@ -782,7 +782,12 @@ def test_a_list_that_fails_while_applying_says_what_was_done(tmp_path):
                          {'path': str(tmp_path / 'third.qcow2'), 'size': '8M'}])
         assert result.failed and result['failed_image'] == str(small / 'big.qcow2')
         assert result['msg'].startswith('cannot create %s: ' % (small / 'big.qcow2'))
-        assert result['msg'].endswith('; images done before it: %s' % (tmp_path / 'first.qcow2'))
+        # Exactly what was done (second review of issue 14, F10: it said "nothing was changed; images done
+        # before it: first.qcow2").
+        assert result['msg'].endswith('; %s was left as it was. Changed before it: %s (created); not attempted: %s'
+                                      % (small / 'big.qcow2', tmp_path / 'first.qcow2', tmp_path / 'third.qcow2')), \
+            result['msg']
+        assert 'nothing was changed' not in result['msg']
         assert [(r['path'], r['action']) for r in result['images']] == [(str(tmp_path / 'first.qcow2'), 'created')]
         assert os.listdir(small) == [] and not (tmp_path / 'third.qcow2').exists()
     finally:
