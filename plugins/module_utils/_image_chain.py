@@ -322,8 +322,8 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
     an external data file is recorded (``Layer.data_path``) and the walk goes on, a second meaning of a
     relative name is recorded (``Layer.backing_other``), a JSON backing name is read as libvirt reads it
     (``read_backing_name``: a local file it names is followed, one that names a network protocol is not
-    a stop, ``Chain.remote_backing`` names it, and any other makes the walk incomplete), as is a URL. A non-strict walk whose first file cannot be opened returns a
-    Chain without layers.
+    a stop, ``Chain.remote_backing`` names it, and any other makes the walk incomplete), as is a URL.
+    A non-strict walk whose first file cannot be opened returns a Chain without layers.
     """
     chain = Chain()
     current, current_fmt, seen = path, fmt, set()

@@ -24,7 +24,7 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._image_chain import q
 from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import parse_size
 from ansible_collections.kvmio.tuning.plugins.modules import qcow2_create
 from helpers import domain_xml as dx
-from helpers import embed, qemu_img
+from helpers import qemu_img
 from helpers.modules import finish_module_process, run_module, start_module_process
 
 

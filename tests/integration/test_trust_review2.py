@@ -147,8 +147,8 @@ def pwned_log(nobody_home):
     return path
 
 
-def test_a_template_s_backup_is_never_restored_into_the_domain_it_names(system_domains, nobody_home, pwned_log,
-                                                                         backup_dir):
+def test_a_template_s_backup_is_never_restored_into_the_domain_it_names(
+        system_domains, nobody_home, pwned_log, backup_dir):
     """F2: kvm_disk_tune wrote the backup of nobody's template (the real domain's name and UUID, an
     emulator of nobody's) into backup_dir beside the domains' backups; domain_restore domains:[X] then
     restored it into X, and libvirtd ran nobody's script at the define. The template's backups now live
@@ -365,8 +365,8 @@ def secret_domain(name, disk, secret, comment=False):
                                            "<cmdline>console=ttyS0 rootpw=CMDLINE-%s</cmdline>" % secret)
 
 
-def test_diffs_never_carry_url_tokens_kernel_command_lines_or_text_after_a_comment(system_domains, backup_dir,
-                                                                                    tmp_path):
+def test_diffs_never_carry_url_tokens_kernel_command_lines_or_text_after_a_comment(
+        system_domains, backup_dir, tmp_path):
     """F5: <source query='token=...'> and <os><cmdline> were shown in the diffs of kvm_disk_tune,
     iothread_pin and domain_restore, and the text after a comment inside a redacted element
     (``<entry>OEM-<!-- -->TAIL-SECRET</entry>``) in an xml_path diff."""
@@ -511,8 +511,8 @@ def test_the_firmware_nvram_kernel_and_initrd_of_a_domain_count_as_used(tmp_path
         ('loader', 'CODE.fd'), ('NVRAM', 'uefi_VARS.fd'), ('NVRAM template', 'VARS.fd'), ('kernel', 'vmlinuz'),
         ('initrd', 'initrd.img'))}
     boot = ("<loader readonly='yes' type='pflash'>%s</loader><nvram template='%s'>%s</nvram>"
-            "<kernel>%s</kernel><initrd>%s</initrd>" % (files['loader'], files['NVRAM template'], files['NVRAM'],
-                                                      files['kernel'], files['initrd']))
+            "<kernel>%s</kernel><initrd>%s</initrd>"
+            % (files['loader'], files['NVRAM template'], files['NVRAM'], files['kernel'], files['initrd']))
     # libvirt refuses UEFI without ACPI on x86_64.
     xml = dx.domain('uefi').replace("<boot dev='hd'/></os>", boot + '</os><features><acpi/></features>')
     uri = private_libvirt(xml)
