@@ -32,6 +32,9 @@ FSYNC_WORKERS = 8
 NAME_MAX = 255                                          # bytes in a file name (Linux filesystems)
 _STAMP_FORMAT = '%Y%m%dT%H%M%S.%f'
 _SUFFIX_BYTES = len('.YYYYmmddTHHMMSS.ffffffZ.xml')
+# Backups of xml_path files (kvm_disk_tune on a file, perhaps another user's template) are kept apart
+# from backups of libvirt's domains, in this directory under backup_dir.
+FILE_BACKUP_SUBDIR = 'xml_path'
 BACKUP_NAME_RE = re.compile(r'^(?P<prefix>.+)\.(?P<stamp>\d{8}T\d{6}\.\d{6})Z\.xml$')
 
 
@@ -92,7 +95,21 @@ def write_atomic(path, text, mode=0o600, durable=True):
         raise
 
 
-def write_backup(backup_dir, domain, xml_text, durable=True):
+def file_backup_directory(backup_dir):
+    """Where backups of ``xml_path`` files go: a directory of their own under ``backup_dir``. Such a file
+    may be another user's template: its backup must never be taken for a backup of a domain of
+    libvirt (domain_restore reads only ``backup_dir`` itself, and refuses files from here)."""
+    return os.path.join(backup_dir, FILE_BACKUP_SUBDIR)
+
+
+def write_file_backup(backup_dir, file_path, text, durable=True):
+    """Saves the text of the ``xml_path`` file ``file_path`` (0600) under ``file_backup_directory``,
+    named after the file (not after the domain it names); returns the backup's path."""
+    name = os.path.basename(file_path.rstrip('/')) or 'domain.xml'
+    return write_backup(file_backup_directory(backup_dir), name, text, durable=durable, what='file %s' % file_path)
+
+
+def write_backup(backup_dir, domain, xml_text, durable=True, what=None):
     """Saves a domain's XML (0600) and returns the file's path; raises ApplyError if it cannot.
     With ``durable=False`` the caller must call ``sync_backups`` before relying on the file."""
     try:
@@ -100,11 +117,11 @@ def write_backup(backup_dir, domain, xml_text, durable=True):
         path = os.path.join(backup_dir, backup_name(domain))
         write_atomic(path, xml_text if xml_text.endswith('\n') else xml_text + '\n', mode=0o600, durable=durable)
     except KvmioError as err:
-        raise ApplyError('cannot back up the XML of domain %s to %s (%s); nothing was defined for it'
-                         % (domain, backup_dir, err.msg), domain=domain, **err.details) from None
+        raise ApplyError('cannot back up the XML of %s to %s (%s); nothing was defined for it'
+                         % (what or 'domain %s' % domain, backup_dir, err.msg), domain=domain, **err.details) from None
     except OSError as err:
-        raise ApplyError('cannot back up the XML of domain %s to %s (%s); nothing was defined for it'
-                         % (domain, backup_dir, err.strerror or err), domain=domain) from None
+        raise ApplyError('cannot back up the XML of %s to %s (%s); nothing was defined for it'
+                         % (what or 'domain %s' % domain, backup_dir, err.strerror or err), domain=domain) from None
     return path
 
 

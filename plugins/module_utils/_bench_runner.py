@@ -30,6 +30,7 @@ from ._libvirt import LIBVIRT_ARGUMENT_SPEC, library_version
 from ._qemu_img import QemuImg, module_runner
 from ._storage_probe import SHARED_FILESYSTEMS, filesystem_of, probe_odirect_fd, read_mounts
 from ._support import StorageFacts
+from ._trusted_files import UntrustedPath, resolve_trusted_links
 
 # name: (write, block size, step between requests)
 WORKLOADS = {
@@ -92,19 +93,34 @@ class BenchRun:
                             % (', '.join(wrong), ', '.join(WORKLOADS)))
         return self._run_host()
 
-    def _check(self, size):
+    def _resolve(self):
+        """``path`` with its links resolved, each followed only when root or this user made it, in
+        directories only they can change (``_trusted_files``, as qcow2_create resolves an image's path):
+        a link another user planted would make root write scratch files, and check free space, where
+        that user chose."""
         path = self.params['path']
-        if not os.path.isdir(path):
+        try:
+            return resolve_trusted_links(path, 'path %s' % path)
+        except UntrustedPath as err:
+            raise PlanError('path %s is not followed: %s (only a link that root or the user running the module made, '
+                            'in directories only they can change, is followed); nothing was written'
+                            % (path, err.details.get('untrusted', err.msg))) from None
+        except OSError as err:
+            raise PlanError('cannot resolve path %s: %s; nothing was written' % (path, err.strerror)) from None
+
+    def _check(self, size, real):
+        path = self.params['path']
+        if not os.path.isdir(real):
             raise PlanError('path %s is not a directory (name the storage pool directory to measure)' % path)
         if self.params['count'] < 1 or self.params['depth'] < 1:
             raise PlanError('count and depth must be 1 or more')
-        usage = shutil.disk_usage(path)
+        usage = shutil.disk_usage(real)
         needed = 2 * size + (64 << 20)
         if usage.total == 0:        # ramfs and friends report no size: nothing to check against
-            self.module.warn('%s reports no capacity (ramfs?); free space was not checked' % path)
+            self.module.warn('%s reports no capacity (ramfs?); free space was not checked' % real)
         elif usage.free < needed:
             raise PlanError('only %s free in %s; the benchmark needs %s (two scratch images of size %s); '
-                            'nothing was written' % (human_size(usage.free), path, human_size(needed),
+                            'nothing was written' % (human_size(usage.free), real, human_size(needed),
                                                      human_size(size)))
 
     def _measure(self, work, size, cache, io, prealloc, workload):
@@ -132,17 +148,17 @@ class BenchRun:
         size = parse_size(params['size'])
         span = max(step for _w, _b, step in WORKLOADS.values()) * params['count']
         size = max(size, span + (1 << 20))
-        self._check(size)
+        real = self._resolve()
+        self._check(size, real)
         combos = [(c, p) for p in params['preallocations'] for c in params['caches']]
-        _mp, fstype = filesystem_of(os.path.realpath(params['path']), read_mounts())
+        _mp, fstype = filesystem_of(real, read_mounts())
         # No 'path' key: AnsibleModule.exit_json would add that path's stat (mode, owner, size) to the result.
         result = {'changed': False, 'mode': 'host', 'filesystem': fstype, 'results': [], 'skipped': []}
         if self.module.check_mode:
             result['skipped'] = ['check mode: %d combinations not run' % (len(combos) * len(params['workloads']))]
             return result
-        real = os.path.realpath(params['path'])
         try:
-            dir_fd = open_directory(real)
+            dir_fd = open_directory(real)       # one component at a time: a link put on the way since fails
         except OSError as err:
             raise PlanError('cannot open %s: %s; nothing was written' % (params['path'], err.strerror)) from None
         deadline = time.monotonic() + params['time_limit']

@@ -23,12 +23,14 @@ settings that change what libvirt accepts (SPICE TLS above all) are copied into 
 where they can be read. And whatever the check says, ``_define.define_plans`` puts back the domains a
 run defined when a later define fails.
 
-What it runs: libvirt's embedded driver runs each emulator a domain names to probe its capabilities,
-as root. An ``xml_path`` template may be written by another user, so a domain whose XML names an
-emulator that is not a program only root can change (``_trusted_binary``) is not sent to libvirt at
-all: it is reported unchecked, naming the emulator. The child's PATH (where libvirt finds a default
-emulator) holds only root-only directories, and the child ends itself with its probes when the module
-is gone (``_define_check_child``).
+What it runs: libvirt's embedded driver runs each emulator a domain names to probe its capabilities.
+An ``xml_path`` template may be written by another user, so a domain whose XML names an emulator that
+is not a program only root can change (``_trusted_binary``: the path as libvirt reads it, the string
+value of the element; an ``<emulator>`` holding a comment, a processing instruction or an element is
+refused) is not sent to libvirt at all: it is reported unchecked, naming the emulator. The probe runs
+as the daemon's QEMU user (``probe_identity``), not as root, as the daemon's own probe does. The
+child's PATH (where libvirt finds a default emulator) holds only root-only directories, and the child
+ends itself with its probes when the module is gone (``_define_check_child``).
 
 Cost: nothing when no domain changes (a second run). Else the embedded driver probes QEMU's
 capabilities on first use (4-5 s per emulator binary on the test machine); the probe is cached under
@@ -53,10 +55,10 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from . import _define_check_child
-from ._domain_xml import PLANNED_XML_MARGIN, RPC_STRING_MAX, parse_domain
+from ._domain_xml import PLANNED_XML_MARGIN, RPC_STRING_MAX
 from ._errors import KvmioError, PlanError
-from ._trusted_binary import binary_problem
-from ._trusted_files import trusted_directory
+from ._trusted_binary import emulator_problem
+from ._trusted_files import private_directory, trusted_directory
 
 DEFINE_CHECK_ARGUMENT_SPEC = {'define_check': {'type': 'bool', 'default': True}}
 
@@ -79,13 +81,17 @@ SYSTEM_QEMU_CONF = '/etc/libvirt/qemu.conf'
 # port set in XML configuration, but TLS is disabled in qemu.conf", libvirt 9.0) or what QEMU features
 # it sees (capability_filters), copied into the throwaway qemu.conf. Never a path, a helper program or
 # the security driver: those would make the embedded driver read, run or write outside its root.
-_NUMBER, _STRING, _STRINGS = r'-?\d+', r'"[^"\\\n]*"', r'\[(?:\s*"[^"\\\n]*"\s*,?)*\s*\]'
+# Each blank belongs to one place in _STRINGS (after a string, or after its comma): a pattern where two
+# places could take it backtracks exponentially on a list that does not match (18 entries took 30 s).
+_NUMBER, _STRING, _STRINGS = r'-?\d+', r'"[^"\\\n]*"', r'\[\s*(?:"[^"\\\n]*"\s*(?:,\s*)?)*\]'
 MIRRORED_SETTINGS = dict([(name, _NUMBER) for name in (
     'spice_tls', 'spice_sasl', 'spice_auto_unix_socket', 'vnc_tls', 'vnc_sasl', 'vnc_auto_unix_socket', 'chardev_tls',
     'nbd_tls', 'vxhs_tls', 'migrate_tls_force', 'seccomp_sandbox')],
     capability_filters=_STRINGS, deprecation_behavior=_STRING)
 _SETTING = re.compile(r'^\s*([a-z_]+)\s*=\s*(.*?)\s*(?:#[^"]*)?$')
 MAX_QEMU_CONF_BYTES = 1 << 20
+# The account libvirt's QEMU driver runs QEMU as when qemu.conf sets none (Debian/Ubuntu, RHEL/Fedora builds).
+DEFAULT_QEMU_USERS = ('libvirt-qemu', 'qemu')
 
 
 @dataclass
@@ -135,42 +141,6 @@ def default_cache_dir():
     return os.path.join(base, 'kvmio', 'define-check')
 
 
-def private_directory(path):
-    """Creates ``path`` (0700, with missing parents) or checks it. Returns None when it is a real
-    directory that only this user can write, on a path that no other user can change; else why not.
-
-    Every existing component must be a directory (not a link) owned by root or this user and not
-    writable by group or others unless sticky (``/tmp``); the last one must be ours and 0700.
-    """
-    euid = os.geteuid()
-    current = '/'
-    info = os.lstat(current)
-    for part in [p for p in os.path.abspath(path).split('/') if p]:
-        current = os.path.join(current, part)
-        try:
-            info = os.lstat(current)
-        except FileNotFoundError:
-            try:
-                os.mkdir(current, 0o700)
-            except FileExistsError:
-                pass
-            except OSError as err:
-                return 'cannot create %s: %s' % (current, err.strerror)
-            info = os.lstat(current)
-        if stat.S_ISLNK(info.st_mode):
-            return '%s is a symbolic link' % current
-        if not stat.S_ISDIR(info.st_mode):
-            return '%s is not a directory' % current
-        if info.st_uid not in (0, euid):
-            return '%s belongs to uid %d' % (current, info.st_uid)
-        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-            return '%s is writable by group or others' % current
-    if info.st_uid != euid or info.st_mode & 0o077:
-        return '%s is not private to uid %d (owner %d, mode %04o)' % (
-            path, euid, info.st_uid, stat.S_IMODE(info.st_mode))
-    return None
-
-
 def _remove_stale_roots(directory):
     """Roots of runs killed before they could remove them (ours only: /dev/shm is shared)."""
     now = time.time()
@@ -200,8 +170,14 @@ def _make_root(cache_dir, notes):
     """A fresh embedded root (mkdtemp: a new 0700 directory); with a trusted cache directory, its
     ``cache`` is shared between runs."""
     shared = os.path.join(cache_dir, 'libvirt-cache')
+    problem = None
     try:
-        problem = private_directory(cache_dir) or private_directory(shared)
+        # The rule of every private directory (_trusted_files): a link root made to a private directory
+        # is fine, a directory or link another user can change is not.
+        shared = os.path.join(private_directory(cache_dir, 'the define check\'s cache'), 'libvirt-cache')
+        private_directory(shared, 'the define check\'s cache')
+    except KvmioError as err:
+        problem = err.details.get('untrusted') or err.msg
     except OSError as err:
         problem = err.strerror or str(err)
     if problem is not None:
@@ -238,28 +214,47 @@ def check_target(uri):
     return 'the URI %s is not one the check knows (qemu:///system, /session or /embed)' % uri, None
 
 
-def mirrored_settings(path, notes):
-    """The MIRRORED_SETTINGS lines of the qemu.conf at ``path`` (a regular file, read without blocking
-    and bounded), as they are written there; nothing when it cannot be read."""
+def _read_qemu_conf(path, notes):
+    """The text of the qemu.conf at ``path`` (a regular file, read without blocking and bounded), or ''."""
     if not path:
-        return []
+        return ''
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, 'O_CLOEXEC', 0))
     except OSError:
-        return []
+        return ''
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_QEMU_CONF_BYTES:
             notes.append('define check: %s is not a regular file of at most %d bytes; none of its settings were '
                          'copied' % (path, MAX_QEMU_CONF_BYTES))
-            return []
+            return ''
         data = os.read(fd, MAX_QEMU_CONF_BYTES + 1)
     except OSError:
-        return []
+        return ''
     finally:
         os.close(fd)
+    return data.decode('utf-8', 'replace')
+
+
+def _settings(text, wanted):
+    """{key: (raw value or None when it is not of the expected form)} of the ``wanted`` {key: pattern} lines."""
+    found = {}
+    for line in text.splitlines():
+        key = line.split('=', 1)[0].strip()
+        if key not in wanted:
+            continue
+        match = _SETTING.match(line)
+        found[key] = match.group(2) if match and re.fullmatch(wanted[key], match.group(2)) else None
+    return found
+
+
+def mirrored_settings(path, notes, text=None):
+    """The MIRRORED_SETTINGS lines of the qemu.conf at ``path`` (``text``: its content, already read), as
+    they are written there; nothing when it cannot be read."""
+    if text is None:
+        text = _read_qemu_conf(path, notes)
     lines, unread = [], set()
-    for line in data.decode('utf-8', 'replace').splitlines():
+    for line in text.splitlines():
         key = line.split('=', 1)[0].strip()
         if key not in MIRRORED_SETTINGS:
             continue
@@ -275,14 +270,62 @@ def mirrored_settings(path, notes):
     return lines
 
 
-def _write_config(root, settings):
+def _account_id(value, lookup, attribute):
+    """libvirt's reading of a qemu.conf user or group: ``+N`` is the number N, else a name, else a number."""
+    if value.startswith('+') and value[1:].isdigit():
+        return int(value[1:])
+    try:
+        return getattr(lookup(value), attribute)
+    except KeyError:
+        return int(value) if value.isdigit() else None
+
+
+def probe_identity(text):
+    """(uid, gid) the embedded driver runs QEMU's capability probe as, when this process is root: the
+    ``user`` and ``group`` the daemon's qemu.conf (``text``) sets, else libvirt's usual default account
+    (``libvirt-qemu`` on Debian and Ubuntu, ``qemu`` on RHEL and Fedora), as the daemon itself probes.
+    Only programs only root can change are ever probed (the module docstring), and they do not run as
+    root either. (euid, egid) when no such account exists."""
+    import grp  # pylint: disable=import-outside-toplevel
+    import pwd  # pylint: disable=import-outside-toplevel
+
+    found = _settings(text, {'user': _STRING, 'group': _STRING})
+    user, group = (found.get(key) for key in ('user', 'group'))
+    uid = gid = None
+    if user:
+        uid = _account_id(user.strip('"'), pwd.getpwnam, 'pw_uid')
+    else:
+        for name in DEFAULT_QEMU_USERS:
+            try:
+                account = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            uid, gid = account.pw_uid, account.pw_gid
+            try:
+                gid = grp.getgrnam(name).gr_gid          # libvirt's default group has the user's name
+            except KeyError:
+                pass
+            break
+    if group:
+        gid = _account_id(group.strip('"'), grp.getgrnam, 'gr_gid')
+    if uid is None:
+        return os.geteuid(), os.getegid()
+    if gid is None:
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            gid = os.getegid()
+    return uid, gid
+
+
+def _write_config(root, settings, identity=None):
     os.mkdir(os.path.join(root, 'etc'), 0o700)
     lines = list(settings)
     if os.geteuid() == 0:
-        # QEMU probes run as this user, as they do for the module's own embedded connections; a user
-        # that cannot open /dev/kvm would make libvirt probe QEMU again on every run. Only programs
-        # only root can change are ever probed (see the module docstring).
-        lines = ['user = "+%d"' % os.geteuid(), 'group = "+%d"' % os.getegid()] + lines
+        # QEMU's capability probe runs as the daemon's QEMU user, as the daemon's own probe does: only
+        # programs only root can change are ever probed (see the module docstring), and not as root.
+        uid, gid = identity or (os.geteuid(), os.getegid())
+        lines = ['user = "+%d"' % uid, 'group = "+%d"' % gid] + lines
     with open(os.path.join(root, 'etc', 'qemu.conf'), 'x', encoding='utf-8') as handle:
         handle.write(''.join(line + '\n' for line in lines))
 
@@ -298,24 +341,6 @@ def child_path():
             continue
         kept.append(directory)
     return ':'.join(kept) or '/usr/bin'
-
-
-def emulator_problem(xml):
-    """None when every emulator ``xml`` names (none: libvirt's default, found on child_path()) is a
-    program only root can change; else why the domain must not reach libvirt's probe."""
-    if xml is None:
-        return None
-    try:
-        root = parse_domain(xml)
-    except KvmioError as err:
-        return 'its XML cannot be read safely (%s)' % err.msg
-    for element in root.iter('emulator'):
-        path = element.text or ''
-        problem = binary_problem(path)
-        if problem:
-            return ('its emulator %s is not a program only root can change (%s), and the check runs no other: '
-                    'libvirt would run it as root to probe it' % (path, problem))
-    return None
 
 
 def _run_child(request, timeout):
@@ -378,7 +403,8 @@ def check_defines(items, cache_dir=None, timeout=None, redefine=True, uri=None):
     timeout = timeout or TIMEOUT_SECONDS + TIMEOUT_PER_DOMAIN * len(sent)
     try:
         root = _make_root(cache_dir or default_cache_dir(), check.notes)
-        _write_config(root, mirrored_settings(qemu_conf, check.notes))
+        conf = _read_qemu_conf(qemu_conf, check.notes)
+        _write_config(root, mirrored_settings(qemu_conf, check.notes, conf), probe_identity(conf))
         request = {'root': root, 'libvirt_dir': os.path.dirname(os.path.abspath(libvirt.__file__)),
                    'parent': os.getpid(), 'timeout': timeout + 5,
                    'domains': [{'name': name, 'before': before, 'after': after, 'redefine': redefine}

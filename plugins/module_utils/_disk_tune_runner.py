@@ -13,17 +13,18 @@ mode) -> result + diff. Errors are raised as KvmioError and turned into ``fail_j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
-from ._backup import DEFAULT_BACKUP_DIR, write_backup
+from ._backup import DEFAULT_BACKUP_DIR, write_file_backup
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, DefineCheck, check_plans
 from ._disk_plan import plan_domain
 from ._disk_policy import BUS_CHOICES, CACHE_CHOICES, DETECT_ZEROES_CHOICES, DISCARD_CHOICES, IO_CHOICES, Guards
 from ._disk_xml import local_source_formats, volume_sources
 from ._domain_plan import diff_entry
-from ._domain_xml import domain_name, parse_domain
+from ._domain_xml import domain_name, emulator_path, parse_domain
 from ._errors import KvmioError, PlanError
 from ._host_probe import host_support
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
@@ -36,7 +37,7 @@ from ._parallel import map_threads
 from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._save_image import DEFAULT_SAVE_DIR
 from ._selection import SELECTION_ARGUMENT_SPEC, is_glob, select_with_overrides, still_defined
-from ._storage_probe import StorageProber
+from ._storage_probe import BoundedReads, StorageProber
 from ._xml_file import XmlFile
 from ._xml_layout import LayoutError, LayoutKeeper, redacted_text
 
@@ -154,7 +155,8 @@ class DiskTuneRun:
                 for key in volume_sources(root):
                     if key not in volume_paths:
                         volume_paths[key] = client.volume_path(*key)
-            emulators = sorted({r.findtext('devices/emulator') or '' for r in roots.values()} - {''})
+            # The emulator as libvirt reads it (the element's string value, not lxml's first text node).
+            emulators = sorted({emulator_path(r) or '' for r in roots.values()} - {''})
             host = host_support(client.hypervisor_version(), client.libvirt_version(),
                                 emulators or ('/usr/bin/qemu-system-x86_64',))
             plans = []
@@ -225,7 +227,7 @@ class DiskTuneRun:
             raise PlanError('domains and exclude select domains of libvirt, and xml_path names one file: give either '
                             'xml_path or domains/exclude (to leave a file alone, use overrides with skip: true); '
                             'nothing was changed')
-        with XmlFile(path) as xml_file:
+        with self._open_file(path) as xml_file:
             text = xml_file.text
             root = parse_domain(text, path)
             name = domain_name(root) or os.path.basename(xml_file.real_path)
@@ -240,7 +242,7 @@ class DiskTuneRun:
                 return self._result([], set(), [], DefineCheck())
             keeper = self._layout_keeper(text, root, path)
             storage = _storage(self.prober, local_source_formats(root))
-            host = host_support(None, None, [root.findtext('devices/emulator') or '/usr/bin/qemu-system-x86_64'])
+            host = host_support(None, None, [emulator_path(root) or '/usr/bin/qemu-system-x86_64'])
             plan = plan_domain(text, policy, storage, host, origin=path, root=root)
             self._fail_on_plan_errors([plan])
             check_literal_rules([plan], self.params, self.overrides, known)
@@ -252,7 +254,9 @@ class DiskTuneRun:
                                   redefine=False)
             backups = []
             if plan.changed and not self.module.check_mode:
-                backups.append(write_backup(self.params['backup_dir'], plan.name, text))
+                # Apart from the backups of libvirt's domains: the file may be another user's template,
+                # and domain_restore must never take its text for a backup of a real domain.
+                backups.append(write_file_backup(self.params['backup_dir'], xml_file.real_path, text))
                 try:
                     xml_file.replace(new_text)
                 except KvmioError:
@@ -264,6 +268,24 @@ class DiskTuneRun:
             result['diff'] = [{'before': redacted_text(text), 'after': redacted_text(new_text),
                                'before_header': '%s (before)' % path, 'after_header': '%s (after)' % path}]
         return result
+
+    @contextlib.contextmanager
+    def _open_file(self, path):
+        """``with``: the XmlFile of ``path``, walked and read bounded in time (a dead NFS server or a FUSE
+        daemon that never answers gives a clear error, not a run that hangs), closed at the end."""
+        reads = self.prober.reads if self.prober is not None else BoundedReads()
+
+        def open_and_read():
+            xml_file = XmlFile(path)
+            return xml_file.__enter__()     # pylint: disable=unnecessary-dunder-call
+
+        done, value = reads.call(path, open_and_read)
+        if not done:
+            raise PlanError('xml_path %s: %s; nothing was changed' % (path, reads.why(path, value)))
+        try:
+            yield value         # entered in the worker: a second __enter__ would walk and read again, unbounded
+        finally:
+            value.close()
 
     def _layout_keeper(self, text, root, path):
         try:

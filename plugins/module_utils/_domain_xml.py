@@ -159,6 +159,44 @@ def same_document(text_a, text_b):
     return True
 
 
+def string_value(element):
+    """What libvirt reads from an element that holds a path as text (``<emulator>``, ``<loader>``,
+    ``<nvram>``, ``<kernel>``, ``<initrd>``): its XPath string value, every text node inside it joined
+    (libvirt's ``virXPathString("string(./devices/emulator[1])")`` and ``xmlNodeGetContent``), comments
+    and processing instructions left out. Never lxml's ``.text``: it stops at the first child node, so
+    ``<emulator>/etc/profile<!---->.d/../x</emulator>`` would read ``/etc/profile`` where libvirt reads
+    ``/etc/profile.d/../x``."""
+    return element.xpath('string()')
+
+
+def markup_inside(element):
+    """None when ``element`` holds text only; else what the first node inside it is (a comment, a
+    processing instruction, an element): libvirt never writes one inside a path, so a path element
+    holding markup is one someone wrote to make two readers see two paths."""
+    for child in element:
+        if child.tag is etree.Comment:
+            return 'a comment'
+        if child.tag is etree.PI:
+            return 'a processing instruction'
+        if isinstance(child.tag, str):
+            return 'an element <%s>' % etree.QName(child).localname
+        return 'a %s node' % type(child).__name__
+    return None
+
+
+def path_elements(root, path):
+    """[(element, libvirt's value of it, markup inside or None)] of the elements at ``path`` (an
+    ElementPath such as ``devices/emulator``)."""
+    return [(element, string_value(element), markup_inside(element)) for element in root.findall(path)]
+
+
+def emulator_path(root):
+    """The emulator libvirt runs for this domain: the string value of its first ``devices/emulator``
+    (libvirt reads only that one), or None when it names none (libvirt then picks its default)."""
+    element = root.find('devices/emulator')
+    return None if element is None else string_value(element)
+
+
 def domain_name(root):
     return (root.findtext('name') or '').strip()
 
@@ -172,14 +210,28 @@ def domain_uuid(root):
 # to restore them. What libvirt adds only with VIR_DOMAIN_XML_SECURE (graphics passwords, the cookies of
 # network disk sources; checked against libvirt 9.0), and what any XML may carry in the clear: QEMU
 # command line arguments and environment (``-object secret,data=...``), SMBIOS and fw_cfg entries
-# (``<sysinfo>``: OEM strings and fw_cfg blobs often carry provisioning tokens) and the launch security
-# blobs of confidential guests (SEV session keys and certificates, SNP identity blocks).
+# (``<sysinfo>``: OEM strings and fw_cfg blobs often carry provisioning tokens), the launch security
+# blobs of confidential guests (SEV session keys and certificates, SNP identity blocks), the query of a
+# network disk's URL (``<source protocol='https' query='token=...'>``: pre-signed URLs) and the guest
+# kernel's command line (``<os><cmdline>``: passwords, cloud-init seeds).
 REDACTED = '********'
 QEMU_NAMESPACE = 'http://libvirt.org/schemas/domain/qemu/1.0'
 
 
+def _redact_content(element):
+    """Replaces the whole content of ``element`` (every text node, and every comment, processing
+    instruction or element inside it with its tail) by REDACTED; True when there was any."""
+    if not len(element) and not (element.text or '').strip():
+        return False
+    for child in list(element):
+        element.remove(child)
+    element.text = REDACTED
+    return True
+
+
 def redact_tree(root):
-    """Replaces every secret in the tree ``root`` by REDACTED, in place; returns how many."""
+    """Replaces every secret in the tree ``root`` by REDACTED, in place; returns how many. An element
+    holding a secret loses all its content (not only its first text node: ``OEM-<!-- -->SECRET``)."""
     count = 0
     for el in root.iter(etree.Element):
         if el.get('passwd') is not None:
@@ -188,15 +240,18 @@ def redact_tree(root):
         if el.tag.startswith('{%s}' % QEMU_NAMESPACE) and el.get('value') is not None:
             el.set('value', REDACTED)       # qemu:arg, qemu:env, qemu:property
             count += 1
+        if el.tag == 'source' and el.get('query') is not None:
+            el.set('query', REDACTED)
+            count += 1
     texts = [cookie for cookie in root.iter('cookie')
              if cookie.getparent() is not None and cookie.getparent().tag == 'cookies']
     for sysinfo in root.iter('sysinfo'):
         texts.extend(sysinfo.iter('entry'))
     for security in root.iter('launchSecurity'):
         texts.extend(el for el in security.iter(etree.Element) if el is not security)
+    texts.extend(root.findall('os/cmdline'))
     for el in texts:
-        if el.text and el.text.strip():
-            el.text = REDACTED
+        if _redact_content(el):
             count += 1
     return count
 

@@ -26,10 +26,12 @@ import json
 import os
 import stat
 import struct
+import threading
 from dataclasses import dataclass, field
 
 from ._errors import PlanError
-from ._qcow2_header import HEADER_READ, HeaderError, decode_name, is_protocol, is_qcow2, other_format, parse_header
+from ._qcow2_header import HEADER_READ, HeaderError, decode_name, is_protocol, is_qcow2, other_format, parse_header, \
+    read_backing_name
 
 # libvirt's QEMU driver refuses a backing chain deeper than this; a walk stops there.
 MAX_CHAIN = 200
@@ -42,6 +44,24 @@ _FLOCK = 'hhqqi4x'
 # struct loop_info64 (linux/loop.h) as LOOP_GET_STATUS64 returns it: lo_device and lo_inode come first.
 _LOOP_GET_STATUS64 = 0x4C05
 _LOOP_INFO64 = struct.Struct('=QQQQQIIII64s64s32sQQ')
+
+
+_THREAD = threading.local()
+
+
+def watch_reads(watcher):
+    """Makes ``watcher(path)`` be called (in this thread) before each path this module looks up: the
+    bounded reader (``_storage_probe.BoundedReads``) running a walk then knows which file a hang
+    happened on (a local overlay's backing file on a dead mount hangs on that mount, not the
+    overlay's), and refuses at once a path on a mount already known to hang (the watcher raises
+    OSError). None stops it."""
+    _THREAD.watcher = watcher
+
+
+def note_read(path):
+    watcher = getattr(_THREAD, 'watcher', None)
+    if watcher is not None:
+        watcher(path)
 
 
 def printable(path):
@@ -119,6 +139,8 @@ def open_file(path, nofollow=False, dir_fd=None):
     anything that is not an image.
     """
     flags = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    if dir_fd is None:
+        note_read(path)
     handle = os.open(path, flags, dir_fd=dir_fd)
     try:
         kind = kind_of(os.fstat(handle).st_mode)
@@ -211,6 +233,7 @@ def _same_target(first, second):
     idents = []
     for path in (first, second):
         try:
+            note_read(path)
             st = os.stat(path)
         except OSError:
             idents.append(None)
@@ -297,9 +320,10 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
     with two meanings, more than ``max_depth`` layers). Otherwise (who uses what, storage probes) the
     walk stops there and ``Chain.stopped`` says why, ``Chain.incomplete`` whether files may lie beyond;
     an external data file is recorded (``Layer.data_path``) and the walk goes on, a second meaning of a
-    relative name is recorded (``Layer.backing_other``), and a URL or JSON backing name is not a stop
-    (``Chain.remote_backing`` names it). A non-strict walk whose first file cannot be opened returns a
-    Chain without layers.
+    relative name is recorded (``Layer.backing_other``), a JSON backing name is read as libvirt reads it
+    (``read_backing_name``: a local file it names is followed, one that names a network protocol is not
+    a stop, ``Chain.remote_backing`` names it, and any other makes the walk incomplete), as is a URL.
+    A non-strict walk whose first file cannot be opened returns a Chain without layers.
     """
     chain = Chain()
     current, current_fmt, seen = path, fmt, set()
@@ -353,16 +377,25 @@ def walk_chain(path, fmt, nofollow=False, strict=True, max_depth=MAX_CHAIN, top=
             if layer.backing_name is None:
                 return chain
             name = layer.backing_name
-            if is_protocol(name) and not strict:
-                chain.remote_backing = name
-                return chain
-            if is_protocol(name):
+            if is_protocol(name) and strict:
                 return stop('%s names %s as its backing file, which is not a local file; qcow2_create follows '
                             'only local files (write ./%s if it is one)'
                             % (printable(current), printable(name), printable(name)), False)
+            local = None
+            if is_protocol(name):
+                # As libvirt reads it: a json: name may name a local file, which the chain uses.
+                read = read_backing_name(name)
+                if read.kind == 'remote':
+                    chain.remote_backing = name
+                    return chain
+                if read.kind == 'unknown':
+                    return stop('%s names %s as its backing file: %s' % (printable(current), printable(name),
+                                                                         read.why), True)
+                # QEMU under libvirtd opens a relative filename of a JSON description from '/'.
+                local = read.path if read.path.startswith('/') else '/' + read.path
             if len(chain.layers) >= max_depth:
                 return stop('the backing chain of %s is longer than %d files' % (printable(path), max_depth), True)
-            current, other = resolve_relative(name, layer.path, layer.real)
+            current, other = (local, None) if local is not None else resolve_relative(name, layer.path, layer.real)
             if other is not None:
                 if strict:
                     raise two_meanings(name, current, other, layer.path)
@@ -391,6 +424,93 @@ def loop_backing(fd):
     except OSError:
         name = os.fsdecode(fields[9].rstrip(b'\0'))
     return (device, inode), name
+
+
+# Block devices followed from one disk (partitions, slaves, loops on loops): far more than any real stack.
+MAX_BLOCK_DEVICES = 64
+
+
+def block_backing_files(st):
+    """([(file identity, loop device, its backing file's name)], why the list may be incomplete or '')
+    of the files behind the block device ``st`` (its stat): the backing file of every loop device under
+    it, followed through partitions (the disk they are on), ``/sys/block/*/slaves`` (device-mapper,
+    md, bcache over other devices) and loop devices whose backing file is itself a block device (a loop
+    on a loop). Each loop device is opened under /dev by its kernel name and checked to be that device
+    before its backing file is asked for (``loop_backing``: the identity the kernel holds, not a name)."""
+    found, pending, seen = [], [_sysfs_dir(st.st_rdev)], set()
+    while pending:
+        sysdir = pending.pop()
+        if sysdir is None or sysdir in seen:
+            continue
+        if len(seen) >= MAX_BLOCK_DEVICES:
+            return found, 'more than %d block devices under %s; the files behind the rest are not known' % (
+                MAX_BLOCK_DEVICES, sysdir)
+        seen.add(sysdir)
+        if os.path.exists(os.path.join(sysdir, 'partition')):
+            pending.append(os.path.dirname(sysdir))      # a partition: the disk it is on holds its data
+            continue
+        try:
+            slaves = os.listdir(os.path.join(sysdir, 'slaves'))
+        except OSError:
+            slaves = []
+        pending.extend(os.path.realpath(os.path.join(sysdir, 'slaves', name)) for name in slaves)
+        if os.path.isdir(os.path.join(sysdir, 'loop')):
+            device = '/dev/' + os.path.basename(sysdir)
+            behind = _loop_of(device, sysdir)
+            if behind is None:
+                return found, 'cannot read which file the loop device %s is on' % device
+            ident, name = behind
+            found.append((ident, device, name))
+            under = _block_file(name, ident)
+            if under is not None:                # a loop on a block device: follow that device too
+                pending.append(_sysfs_dir(under.st_rdev))
+    return found, ''
+
+
+def _sysfs_dir(rdev):
+    """The sysfs directory of the block device ``rdev``, or None."""
+    number = '%d:%d' % (os.major(rdev), os.minor(rdev))
+    path = '/sys/dev/block/' + number
+    if os.path.exists(path):
+        return os.path.realpath(path)
+    # Some sysfs views (containers) have an empty /sys/dev/block: every device's 'dev' file says its numbers.
+    try:
+        names = os.listdir('/sys/class/block')
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open('/sys/class/block/%s/dev' % name, encoding='ascii') as handle:
+                if handle.read().strip() == number:
+                    return os.path.realpath('/sys/class/block/' + name)
+        except OSError:
+            continue
+    return None
+
+
+def _loop_of(device, sysdir):
+    """``loop_backing`` of the loop device ``device`` if it is the device of ``sysdir``; None if not."""
+    try:
+        with open(os.path.join(sysdir, 'dev'), encoding='ascii') as handle:
+            major, minor = (int(n) for n in handle.read().split(':'))
+        fd, st = open_file(device, nofollow=True)
+    except (OSError, ValueError, PlanError):
+        return None
+    try:
+        if not stat.S_ISBLK(st.st_mode) or st.st_rdev != os.makedev(major, minor):
+            return None
+        return loop_backing(fd)
+    finally:
+        os.close(fd)
+
+
+def _block_file(name, ident):
+    """The stat of the block device a loop device's backing file is, when ``name`` still names it."""
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return st if stat.S_ISBLK(st.st_mode) and (st.st_dev, st.st_ino) == ident else None
 
 
 def qemu_holds(fd):

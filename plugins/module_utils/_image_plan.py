@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ._disk_xml import declared_format, disk_source
+from ._disk_xml import declared_format, disk_source, host_path
 from ._errors import PlanError
 from ._qcow2_header import is_protocol
 from ._support import FEATURES, HostSupport, fmt_version
@@ -243,31 +243,74 @@ def plan_image(path, facts, wanted, resize='keep', convert=False):
 
 @dataclass(frozen=True)
 class ImageUse:
-    """A domain reads this file: as its disk (``via`` None) or as a backing file of ``via``."""
+    """A domain reads this file: as its disk (``via`` None), as a backing file of ``via``, or as another
+    host file QEMU opens for it (``role``: 'NVRAM', 'kernel'... see HOST_FILES)."""
 
     domain: str
     running: bool
     declared_format: str            # the disk's <driver type>, or the format its overlay's header records
     via: str | None = None
+    role: str | None = None
+
+
+# Host files a domain uses besides its disks, and the role messages name each by: libvirt hands every
+# one to QEMU (firmware, the UEFI variable store and the template it is first copied from, the kernel,
+# initrd and device tree of a direct boot, ACPI tables, fw_cfg blobs). Removing or converting one
+# breaks the domain as surely as removing its disk, so they count as used as disks do.
+HOST_FILES = (
+    ('os/loader', 'loader'), ('os/nvram', 'NVRAM'), ('os/kernel', 'kernel'), ('os/initrd', 'initrd'),
+    ('os/dtb', 'device tree'), ('os/acpi/table', 'ACPI table'),
+)
+HOST_FILE_ROLES = frozenset(role for _xpath, role in HOST_FILES) | {'NVRAM template', 'fw_cfg file'}
 
 
 def image_disks(root, volume_paths=None):
-    """[(path, declared format, device)] of every local disk (disks, cdroms, floppies, LUNs) of a domain.
+    """[(path, declared format, device or role)] of every local file a domain uses: its disks (disks,
+    cdroms, floppies, LUNs; device as in the XML) and the other host files QEMU opens for it
+    (``HOST_FILES``; the role in HOST_FILE_ROLES).
 
-    A disk without ``<driver type>`` is read by QEMU as raw (libvirt does not probe formats).
+    A disk without ``<driver type>`` is read by QEMU as raw (libvirt does not probe formats); a loader
+    or NVRAM file is raw unless its ``format`` says otherwise (libvirt 9.2+), and the others are raw.
     """
     disks = []
     for disk in root.findall('devices/disk'):
         _type, path, _protocol = disk_source(disk, volume_paths)
         if path:
             disks.append((path, declared_format(disk) or 'raw', disk.get('device', 'disk')))
+    for xpath, role in HOST_FILES:
+        for element in root.findall(xpath):
+            path = _host_file(element)
+            if path:
+                disks.append((path, element.get('format') or 'raw', role))
+            template = element.get('template') if role == 'NVRAM' else None
+            if template:
+                disks.append((host_path(template), element.get('templateFormat') or element.get('format') or 'raw',
+                              'NVRAM template'))
+    for entry in root.findall("sysinfo[@type='fwcfg']/entry[@file]"):
+        disks.append((host_path(entry.get('file')), 'raw', 'fw_cfg file'))
     return disks
+
+
+def _host_file(element):
+    """The local path of a loader, NVRAM, kernel... element: its text, or (an NVRAM of libvirt 8.5+)
+    its ``<source file|dev>``; None for a network NVRAM or none at all."""
+    if element.get('type', 'file') not in ('file', 'block') and element.tag == 'nvram':
+        return None
+    source = element.find('source')
+    if source is not None:
+        return host_path(source.get('file') or source.get('dev')) or None
+    return host_path((element.text or '').strip()) or None
 
 
 def _who(uses):
     names = []
-    for use in sorted(uses, key=lambda u: (u.domain, u.via or '')):
-        text = use.domain if use.via is None else '%s (through %s)' % (use.domain, use.via)
+    for use in sorted(uses, key=lambda u: (u.domain, u.via or '', u.role or '')):
+        if use.via is not None:
+            text = '%s (through %s)' % (use.domain, use.via)
+        elif use.role is not None:
+            text = '%s (as its %s)' % (use.domain, use.role)
+        else:
+            text = use.domain
         if text not in names:
             names.append(text)
     return ', '.join(names)
@@ -337,8 +380,9 @@ def check_users(path, action, uses, fmt, force, unknown=(), vouched=False):
                             % (path, readers[0].declared_format, _who(readers), readers[0].declared_format),
                             users=sorted({u.domain for u in uses}))
     if action == 'remove' and uses and not force:
-        raise PlanError('%s is a disk of domain %s; remove it from the domain first, or set force=true'
-                        % (path, _who(uses)), users=sorted({u.domain for u in uses}))
+        raise PlanError('%s is a %s of domain %s; remove it from the domain first, or set force=true'
+                        % (path, 'disk' if all(u.role is None for u in uses) else 'file', _who(uses)),
+                        users=sorted({u.domain for u in uses}))
     why = '; '.join(reasons)
     if reasons and action == 'remove' and not force:
         raise PlanError('cannot check whether a domain uses %s (%s); set force=true to remove it anyway'

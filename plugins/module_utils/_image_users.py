@@ -15,7 +15,10 @@ and block devices are opened, non-blocking, and a chain is followed to libvirt's
 Files are keyed by what they are, ``(st_dev, st_ino)``, never by name: a bind mount or a hard link
 gives one file many paths, and every path of a used file is used. The files a disk uses are its
 chain, each layer's external data file, both meanings of a relative name that differ
-(``_image_chain.resolve_relative``) and the file behind a loop device.
+(``_image_chain.resolve_relative``) and the files behind a block device (loop devices, through
+partitions, device-mapper or md slaves and loops on loops: ``_image_chain.block_backing_files``).
+Besides its disks, a domain uses the other host files QEMU opens for it (``_image_plan.HOST_FILES``:
+firmware, NVRAM, kernel, initrd...).
 
 Every chain walk is bounded in time (``_storage_probe.BoundedReads``): a disk on a hung NFS or FUSE
 mount makes its users *unknown* (``ImageUses.unknown`` says which disk and why), as does a walk that
@@ -29,8 +32,8 @@ from dataclasses import dataclass, field
 
 from ._domain_xml import parse_domain
 from ._errors import KvmioError
-from ._image_chain import loop_backing, printable, walk_chain
-from ._image_plan import ImageUse, image_disks
+from ._image_chain import block_backing_files, note_read, printable, walk_chain
+from ._image_plan import HOST_FILE_ROLES, ImageUse, image_disks
 from ._libvirt import LibvirtClient
 from ._parallel import map_threads
 from ._storage_probe import BoundedReads
@@ -101,19 +104,20 @@ def image_uses(domain_disks, reads=None):
     uses = ImageUses()
     chains = {}
     for domain, running, disks in domain_disks:
-        for path, fmt, _device in disks:
+        for path, fmt, device in disks:
+            role = device if device in HOST_FILE_ROLES else None
             key = (path, fmt)
             if key not in chains:
                 done, value = reads.call(path, _chain_files, path, fmt)
                 chains[key] = value if done else ([], reads.why(path, value))
             files, unknown = chains[key]
             if unknown:
-                text = 'domain %s, disk %s: %s' % (domain, printable(path), unknown)
+                text = 'domain %s, %s %s: %s' % (domain, role or 'disk', printable(path), unknown)
                 if text not in uses.unknown:
                     uses.unknown.append(text)
             for ident, file_fmt, via in files:
                 use = ImageUse(domain=domain, running=running, declared_format=file_fmt,
-                               via=None if via is None else printable(via))
+                               via=None if via is None else printable(via), role=role if via is None else None)
                 if use not in uses.files.setdefault(ident, []):
                     uses.files[ident].append(use)
     return uses
@@ -134,9 +138,11 @@ def _chain_files(path, fmt):
         for layer in chain.layers:
             files.append((layer.ident, layer.fmt, via))
             if layer.kind == 'block':
-                behind = loop_backing(layer.fd)
-                if behind is not None:
-                    files.append((behind[0], layer.fmt, '%s (a loop device on %s)' % (layer.real, behind[1])))
+                behind, why = block_backing_files(layer.st)
+                for ident, device, name in behind:
+                    files.append((ident, layer.fmt, '%s (a loop device on %s)' % (device, name)))
+                if why:
+                    unknown.append(why)
             for extra in (layer.data_path, layer.backing_other):
                 if extra is not None:
                     more, why = _side_files(extra, layer)
@@ -175,6 +181,7 @@ def read_image_uses(uri, reads=None):
 def file_ident(path):
     """(st_dev, st_ino) of ``path`` (followed), or None."""
     try:
+        note_read(path)
         st = os.stat(path)
     except OSError:
         return None

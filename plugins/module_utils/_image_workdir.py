@@ -153,14 +153,31 @@ class WorkDir:
                     os.unlink(entry, dir_fd=self.fd)
                 except OSError:
                     pass
-            current = entry_stat(self.dir_fd, self.name)
-            if current is not None and same_file(current, self.st):
+            name = self._current_name()
+            if name is not None:
                 try:
-                    os.rmdir(self.name, dir_fd=self.dir_fd)
+                    os.rmdir(name, dir_fd=self.dir_fd)
                 except OSError:
                     pass
         self._close()
         return False
+
+    def _current_name(self):
+        """The name this directory has in the image directory now: the one it was made with, or the one
+        another user renamed it to there (a directory others can write); None when it is elsewhere. An
+        empty directory only, so a name swapped once more before the rmdir costs nothing."""
+        current = entry_stat(self.dir_fd, self.name)
+        if current is not None and same_file(current, self.st):
+            return self.name
+        try:
+            names = os.listdir(self.dir_fd)
+        except OSError:
+            return None
+        for name in names:
+            current = entry_stat(self.dir_fd, name)
+            if current is not None and same_file(current, self.st):
+                return name
+        return None
 
     def _close(self):
         if self.fd is not None:

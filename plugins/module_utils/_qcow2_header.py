@@ -15,6 +15,7 @@ Layout: docs/interop/qcow2.txt in QEMU's source.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from dataclasses import dataclass
@@ -175,3 +176,85 @@ def decode_name(raw):
 def is_protocol(name):
     """True when QEMU would read ``name`` as a protocol or a JSON description, not as a file name."""
     return name.startswith('json:') or bool(_PROTOCOL_RE.match(name))
+
+
+# libvirt's network storage protocols (virStorageNetProtocol): a backing name that is a URL or a colon
+# string of one of them is read over the network, not from a local file.
+NETWORK_PROTOCOLS = frozenset(('nbd', 'rbd', 'sheepdog', 'gluster', 'iscsi', 'http', 'https', 'ftp', 'ftps',
+                               'tftp', 'ssh', 'vxhs', 'nfs'))
+# The drivers of a JSON backing name that libvirt reads as a local path (``filename``), and whether it
+# is a block device (storage_source_backingstore.c, jsonParsers[], libvirt 6.0 to 11).
+_LOCAL_JSON_DRIVERS = {'file': False, 'host_device': True, 'host_cdrom': True}
+_REMOTE_JSON_DRIVERS = NETWORK_PROTOCOLS | {'nvme'}
+
+
+@dataclass(frozen=True)
+class BackingName:
+    """How libvirt reads a protocol-like backing name (``read_backing_name``): ``kind`` is ``local``
+    (``path``: the file it names), ``remote`` (over the network: nothing on this host) or ``unknown``
+    (``why``: libvirt would refuse it, or it names something these checks do not read)."""
+
+    kind: str
+    path: str | None = None
+    why: str = ''
+
+
+def _deflatten(value):
+    """A JSON object with dotted keys (``{"file.filename": ...}``, as QEMU and libvirt accept) nested."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        parts = key.split('.')
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ValueError('key %s conflicts with another' % key)
+        if parts[-1] in target:
+            raise ValueError('key %s appears twice' % key)
+        target[parts[-1]] = _deflatten(item)
+    return out
+
+
+def _json_node(node, allow_format):
+    driver = node.get('driver')
+    if not isinstance(driver, str):
+        return BackingName('unknown', why='a JSON backing name without a driver')
+    if driver in _LOCAL_JSON_DRIVERS:
+        filename = node.get('filename')
+        if not isinstance(filename, str) or not filename:
+            return BackingName('unknown', why='a JSON backing name with driver %s and no filename' % driver)
+        return BackingName('local', path=filename)
+    if driver == 'raw' and allow_format:
+        inner = node.get('file')
+        if not isinstance(inner, dict):
+            return BackingName('unknown', why='a JSON backing name with driver raw and no file')
+        return _json_node(inner, False)
+    if driver in _REMOTE_JSON_DRIVERS:
+        return BackingName('remote')
+    return BackingName('unknown', why='a JSON backing name with driver %s, which libvirt does not read' % driver)
+
+
+def read_backing_name(name):
+    """How libvirt reads the backing name ``name`` a header records (``is_protocol(name)``): a
+    ``json:`` description as libvirt parses it (dotted keys nested; a ``file`` wrapper without a
+    driver unwrapped; ``file``, ``host_device`` and ``host_cdrom`` name a local path, also inside one
+    ``raw`` driver; network drivers are remote); a URL or colon string of a network protocol is remote;
+    anything else is unknown (a file may lie behind it that these checks cannot see)."""
+    if name.startswith('json:'):
+        try:
+            top = _deflatten(json.loads(name[len('json:'):]))
+        except (ValueError, RecursionError) as err:
+            return BackingName('unknown', why='a JSON backing name that cannot be read (%s)' % err)
+        if not isinstance(top, dict):
+            return BackingName('unknown', why='a JSON backing name that is not an object')
+        node = top
+        if 'driver' not in top and isinstance(top.get('file'), dict):
+            node = top['file']
+        return _json_node(node, True)
+    scheme = name.split(':', 1)[0].split('+', 1)[0].lower()
+    if scheme in NETWORK_PROTOCOLS:
+        return BackingName('remote')
+    return BackingName('unknown', why='a backing name with the prefix %s:, which is neither a file nor a network '
+                                      'protocol libvirt reads' % scheme)

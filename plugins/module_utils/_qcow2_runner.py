@@ -96,6 +96,20 @@ def argument_spec():
 SUMMARY_IMAGE_KEYS = ('path', 'action', 'changed', 'drift', 'backup_file', 'cleaned')
 
 
+_NOTHING_CHANGED = re.compile(r'[;,.]?\s*nothing was (?:changed|done)\.?\s*$', re.IGNORECASE)
+
+
+def _list_failure(message, job, results, later):
+    """The message of a list that failed while applying ``job``: its own error, then exactly what the
+    run did. The error's own "nothing was changed" is about that image alone; left as it is, it would
+    read as if the images changed before it were untouched too."""
+    own, untouched = _NOTHING_CHANGED.subn('', message)
+    done = ', '.join('%s (%s)' % (r['path'], r['action']) for r in results if r['changed'])
+    return '%s%s. Changed before it: %s; not attempted: %s' % (
+        own, '; %s was left as it was' % job.label if untouched else '', done or 'none',
+        ', '.join(j.label for j in later) or 'none')
+
+
 def _counts(results):
     """How many images the list had, changed, and took each action."""
     counts = {'images': len(results), 'changed': sum(1 for r in results if r['changed'])}
@@ -230,17 +244,17 @@ class Qcow2Run:
             for job in jobs:                            # then decide, each refusal before any change
                 self._guarded(job, self._plan_job)
             results = []
-            for job in jobs:
+            for number, job in enumerate(jobs):
                 try:
                     self._apply(job)
                 except KvmioError as err:
                     if len(jobs) == 1:
                         raise
-                    raise ApplyError('%s; images done before it: %s' % (
-                        err.msg, ', '.join(r['path'] for r in results if r['changed']) or 'none'),
-                        images=results, failed_image=job.label, **err.details) from None
+                    raise ApplyError(_list_failure(err.msg, job, results, jobs[number + 1:]),
+                                     images=results, failed_image=job.label, **err.details) from None
                 except OSError as err:
-                    raise ApplyError('cannot %s %s: %s' % (job.plan.action, job.label, err.strerror),
+                    raise ApplyError(_list_failure('cannot %s %s: %s' % (job.plan.action, job.label, err.strerror),
+                                                   job, results, jobs[number + 1:]),
                                      images=results, failed_image=job.label) from None
                 results.append(self._result(job))
         if self.params.get('images') is None:
@@ -533,9 +547,12 @@ class Qcow2Run:
         if options['group']:
             wanted['gid'] = _group_id(options['group'])
         job.attrs = wanted
-        if st is not None and job.plan.action in ('none', 'drift', 'grow'):
+        differ = False
+        if st is not None and job.plan.action != 'remove':
             have = {'mode': stat.S_IMODE(st.st_mode), 'uid': st.st_uid, 'gid': st.st_gid}
-            job.attrs_differ = any(have[key] != value for key, value in wanted.items())
+            differ = any(have[key] != value for key, value in wanted.items())
+            if job.plan.action in ('none', 'drift', 'grow'):
+                job.attrs_differ = differ
         if job.attrs_differ and stat.S_ISBLK(st.st_mode) and not options['block_device_attributes']:
             raise PlanError('%s is a block device: its owner, group and mode are left to udev and the tools that '
                             'manage it, and changed only with block_device_attributes=true; nothing was done'
@@ -549,6 +566,17 @@ class Qcow2Run:
                                 'nothing was done' % (job.label, st.st_nlink, problem,
                                                       'grown' if job.plan.action == 'grow' else
                                                       'given another owner, group or mode'))
+        if differ and stat.S_ISREG(st.st_mode):
+            # In a directory others can change, the file at the image's name may be one they renamed
+            # there (root's image of another domain, whose own name then no longer exists): only a file
+            # this run creates is given an owner, group or mode there; a conversion keeps the original's.
+            problem = self._directory_problem(job)
+            if problem:
+                raise PlanError('%s lies in a directory another user can change (%s): the file at that name may be '
+                                'one that user moved there, so qcow2_create gives an owner, group or mode only to '
+                                'files it creates there and leaves an existing file\'s as they are (%s); nothing was '
+                                'done' % (job.label, problem, ', '.join(
+                                    '%s %s' % (key, _shown(key, have[key])) for key in ('uid', 'gid', 'mode'))))
         if job.request.index is None and job.plan.action != 'remove' \
                 and any(self.params.get(key) for key in _OTHER_FILE_ARGS):
             problem = self._directory_problem(job)
@@ -769,6 +797,10 @@ class Qcow2Run:
         file_args = self.module.load_file_common_arguments(self.params, path=job.real)
         file_args.update(mode=None, owner=None, group=None)
         return self.module.set_fs_attributes_if_different(file_args, changed)
+
+
+def _shown(key, value):
+    return '%04o' % value if key == 'mode' else str(value)
 
 
 def _user_id(owner):

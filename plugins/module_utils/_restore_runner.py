@@ -11,20 +11,28 @@ A backup is trusted only if only root (or the running user) can change it and th
 it (``_trusted_files``), and it is used only for the domain it names, with that domain's UUID: a
 restore redefines a domain from the file, so a file another user planted (or one holding another
 domain) would let it choose what the guest gets.
+
+A trusted file is not enough: the backup of an ``xml_path`` file is root's copy of what may be another
+user's template (which knows the domain's name and UUID: neither is secret). Those backups live apart
+(``_backup.file_backup_directory``) and are never restored; and a backup whose ``<emulator>`` is not a
+program only root can change (``_trusted_binary``) is refused unless it is already the domain's own
+emulator: libvirt would run it at the define.
 """
 
 from __future__ import annotations
 
 import os
 
-from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backup_prefix
+from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backup_prefix, file_backup_directory
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
 from ._domain_plan import DomainPlan, diff_entry
-from ._domain_xml import RPC_STRING_MAX, domain_name, domain_uuid, parse_domain, same_document, to_text
+from ._domain_xml import RPC_STRING_MAX, domain_name, domain_uuid, emulator_path, parse_domain, same_document, \
+    to_text
 from ._errors import KvmioError, PlanError
 from ._libvirt import LIBVIRT_ARGUMENT_SPEC, LibvirtClient, lock_subject
 from ._lock import LOCK_ARGUMENT_SPEC, HostLock
+from ._trusted_binary import emulator_problem
 from ._trusted_files import entry_problem, open_trusted_file
 
 # A domain's XML is a few KiB; libvirt cannot carry one longer than RPC_STRING_MAX (4 MiB).
@@ -106,6 +114,7 @@ class RestoreRun:
                             'the domains (domains: their latest backup in backup_dir)')
         chosen = {}
         for path in params['backups']:
+            self._refuse_file_backup(path)
             text, root = read_backup(path)
             name = domain_name(root)
             if name in chosen:
@@ -120,6 +129,24 @@ class RestoreRun:
                 raise PlanError('no backup of domain %s in %s' % (name, params['backup_dir']))
             chosen[name] = found
         return chosen
+
+    def _refuse_file_backup(self, path):
+        """A backup of an xml_path file (kvm_disk_tune on a file) is never restored into a domain."""
+        files = os.path.realpath(file_backup_directory(self.params['backup_dir']))
+        if os.path.realpath(os.path.dirname(os.path.abspath(path))) == files:
+            raise PlanError('backup %s is the backup of an xml_path file (kept in %s), not of a domain of libvirt: '
+                            'such a file may be another user\'s template, so it is never restored into a domain; '
+                            'copy it back over the file instead (nothing was changed)' % (path, files))
+
+    @staticmethod
+    def _refuse_untrusted_emulator(name, path, root, current_root):
+        """libvirt runs a domain's emulator when it is defined (to probe it) and started: a backup may name
+        only a program only root can change, or the emulator the domain already has."""
+        problem = emulator_problem(root)
+        if problem and emulator_path(root) != emulator_path(current_root):
+            raise PlanError('backup %s of domain %s is not restored: %s; domain %s has emulator %s now (nothing was '
+                            'changed)' % (path, name, problem, name, emulator_path(current_root) or '(the default)'),
+                            untrusted=problem)
 
     def _latest_of(self, name, paths):
         """(path, text, uuid) of the latest (or earliest) backup that holds domain ``name``, judged by
@@ -157,6 +184,7 @@ class RestoreRun:
                     raise PlanError('backup %s is of domain %s with UUID %s, but domain %s here has UUID %s; '
                                     'not restoring it (nothing was changed)'
                                     % (path, name, uuid or '(none)', name, domain_uuid(current_root)))
+                self._refuse_untrusted_emulator(name, path, parse_domain(text, 'backup %s' % path), current_root)
                 plan = DomainPlan(name=name, before=to_text(current_root), after=text, source=current)
                 plan.changed = not same_document(current, text)
                 sources[name] = path

@@ -26,13 +26,13 @@ cannot be restored is kept, and the error names it with the ``virsh restore`` co
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 import time
 from dataclasses import dataclass
 
 from ._errors import ApplyError, KvmioError
-from ._trusted_files import check_trusted_directory, trusted_directory
+from ._trusted_files import check_trusted_directory
+from ._trusted_files import private_directory as trusted_private_directory
 
 DEFAULT_SAVE_DIR = '/var/lib/kvmio/save'
 # Room left besides the guest's memory (the image's header and XML, and the filesystem's own margin).
@@ -42,18 +42,13 @@ SPACE_MARGIN = 64 * 1024 * 1024
 def private_directory(path):
     """Creates ``path`` (mode 0700) when missing and returns its real path once ``_trusted_files`` finds
     that only root or this user can change it and every directory (and link) above it, as for backups;
-    and, since save images hold guest memory, that it is this user's own and closed to everyone else."""
+    and, since save images hold guest memory, that it is this user's own and closed to everyone else
+    (``_trusted_files.private_directory``: one rule for every private directory)."""
     try:
-        real = trusted_directory(path, 'save_dir', create=True, mode=0o700)
+        return trusted_private_directory(path, 'save_dir')
     except KvmioError as err:
-        raise KvmioError('%s; nothing was saved' % err.msg, **err.details) from None
-    info = os.lstat(real)
-    me = os.geteuid()
-    if info.st_uid != me or info.st_mode & 0o077:
-        raise KvmioError('save_dir %s must belong to uid %d with mode 0700 (it has uid %d, mode %04o): '
-                         'save images hold guest memory; nothing was saved'
-                         % (path, me, info.st_uid, stat.S_IMODE(info.st_mode)))
-    return real
+        suffix = ': save images hold guest memory' if 'mode 0700' in err.msg else ''
+        raise KvmioError('%s%s; nothing was saved' % (err.msg, suffix), **err.details) from None
 
 
 def check_free_space(directory, needed, name):

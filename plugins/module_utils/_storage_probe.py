@@ -32,7 +32,8 @@ import threading
 import weakref
 
 from ._errors import PlanError
-from ._image_chain import MAX_CHAIN, kind_of, layer_from_fd, not_an_image, open_file, walk_chain
+from ._image_chain import MAX_CHAIN, kind_of, layer_from_fd, not_an_image, note_read, open_file, walk_chain, \
+    watch_reads
 from ._support import StorageFacts
 
 # Filesystems a domain can migrate on without copying storage (libvirt's virFileIsSharedFS list).
@@ -174,30 +175,94 @@ def bounded(func, timeout, *args):
     return True, value
 
 
+_MAX_LINKS = 40
+
+
+def lookups(path):
+    """The names the kernel looks up on its way to ``path``, links read and followed, each yielded
+    before it is looked up: a caller then knows on which name, so on which mount, a lookup hung (a
+    local link into a dead NFS mount hangs on that mount, not on the link's). Stops at a name that
+    cannot be looked up (the real lookup says why)."""
+    pending = [part for part in (path if path.startswith('/') else os.path.join(os.getcwd(), path)).split('/')
+               if part][::-1]
+    resolved, links = '/', 0
+    while pending:
+        part = pending.pop()
+        if part == '.':
+            continue
+        if part == '..':                # after the links before it are followed, as the kernel does
+            resolved = os.path.dirname(resolved)
+            continue
+        step = os.path.join(resolved, part)
+        yield step
+        try:
+            if not stat.S_ISLNK(os.lstat(step).st_mode):
+                resolved = step
+                continue
+            links += 1
+            target = os.readlink(step)
+        except OSError:
+            return
+        if links > _MAX_LINKS:
+            return
+        if target.startswith('/'):
+            resolved = '/'
+        pending.extend([part for part in target.split('/') if part][::-1])
+
+
+class HungMount(OSError):
+    """A lookup not tried: its name is on a mount where an earlier read did not finish."""
+
+    def __init__(self, mountpoint, timeout, path):
+        super().__init__(errno.ETIMEDOUT, 'not read: an earlier read on %s did not finish within %d s'
+                         % (mountpoint, timeout), path)
+        self.mountpoint = mountpoint
+
+
 class _Worker:
     """A daemon thread that runs calls one at a time (a thread per probe would cost more than many
-    probes do). When a call hangs, the worker is abandoned, told to stop once it returns, and replaced."""
+    probes do). When a call hangs, the worker is abandoned, told to stop once it returns, and replaced.
 
-    def __init__(self):
+    Before a call, and before each file the call looks up itself (``_image_chain.note_read``: a chain
+    walk names every file it opens), every name on the way is noted (``lookups``): ``current`` is the
+    last file, ``reached`` the last name, whose mount is the one that hung when the call does not
+    return. ``watcher(name)`` may refuse a name (raise HungMount); it is held weakly, as a thread
+    holding its owner would keep both alive for ever."""
+
+    def __init__(self, watcher=None):
         self.calls = queue.SimpleQueue()
+        self.current = self.reached = None
+        self._watcher = weakref.WeakMethod(watcher) if watcher is not None else None
         threading.Thread(target=self._loop, name='kvmio-probe', daemon=True).start()
 
+    def _note(self, path):
+        self.current = path
+        for name in lookups(path):
+            self.reached = name
+            watcher = self._watcher() if self._watcher is not None else None
+            if watcher is not None:
+                watcher(name)
+            del watcher
+
     def _loop(self):
+        watch_reads(self._note)
         while True:
-            func, args, box, done = self.calls.get()
+            path, func, args, box, done = self.calls.get()
             if func is None:
                 return
             try:
+                self._note(path)
                 box.append((True, func(*args)))
             except BaseException as err:  # pylint: disable=broad-except
                 box.append((False, err))
             done.set()
             del func, args, box, done   # holding the last call would keep its prober (and this thread) alive
 
-    def call(self, timeout, func, *args):
-        """Like ``bounded``."""
+    def call(self, timeout, path, func, *args):
+        """Like ``bounded``, ``path`` noted first."""
         box, done = [], threading.Event()
-        self.calls.put((func, args, box, done))
+        self.current = self.reached = None
+        self.calls.put((path, func, args, box, done))
         if not done.wait(timeout):
             return False, None
         ok, value = box[0]
@@ -206,14 +271,20 @@ class _Worker:
         return True, value
 
     def stop(self):
-        self.calls.put((None, None, None, None))
+        self._watcher = None
+        self.calls.put((None, None, None, None, None))
 
 
 class BoundedReads:
     """Reads of files that may sit on a hung mount (a dead NFS server, a FUSE daemon that never
     answers), one at a time in a worker thread, each bounded by ``timeout`` seconds. Once a read on a
     mount has hung, later reads under that mountpoint are not tried: one wait per dead mount, not one
-    per file. Used by the storage probe and by qcow2_create's walk of every domain's backing chains."""
+    per file. The mount given up on is the one the call was on when it hung: that of the last name
+    looked up (links followed; a chain walk names each file it opens, ``_image_chain.note_read``), not
+    that of the first path: a local overlay whose backing file is on a dead mount, or a local link into
+    one, leaves the local mount usable; and a call that reaches a mount already known to hang stops
+    there at once. Used by the storage probe, qcow2_create's walk of every domain's backing chains and
+    its reads of the images it is asked about, and kvm_disk_tune's read of an ``xml_path`` file."""
 
     def __init__(self, mounts=None, timeout=PROBE_TIMEOUT):
         self.mounts = read_mounts() if mounts is None else mounts
@@ -222,31 +293,48 @@ class BoundedReads:
         self._worker = None
 
     def call(self, path, func, *args):
-        """(True, func(*args)), or (False, (mountpoint, earlier)) when ``path``'s mount hung: now
-        (``earlier`` False: the call was abandoned after ``timeout``), or before (not tried). An
-        exception ``func`` raises is raised here."""
-        mountpoint, _fs = filesystem_of(os.path.abspath(path), self.mounts)
+        """(True, func(*args)), or (False, (mountpoint, earlier, blamed)) when a mount hung: now
+        (``earlier`` False: the call was abandoned after ``timeout`` while it read ``blamed``, on
+        ``mountpoint``), or before (``earlier`` True: not tried, or stopped where it reached
+        ``mountpoint``). An exception ``func`` raises is raised here."""
+        mountpoint = self._mountpoint(path)
         if mountpoint in self._hung:
-            return False, (mountpoint, True)
+            return False, (mountpoint, True, path)
         if self._worker is None:
-            self._worker = _Worker()
+            self._worker = _Worker(self._refuse_hung)
             weakref.finalize(self, self._worker.stop)
-        done, value = self._worker.call(self.timeout, func, *args)
+        worker = self._worker
+        try:
+            done, value = worker.call(self.timeout, path, func, *args)
+        except HungMount as err:
+            return False, (err.mountpoint, True, path)
         if done:
             return True, value
-        self._worker.stop()        # it leaves once the stuck call returns, if ever
+        worker.stop()        # it leaves once the stuck call returns, if ever
         self._worker = None
+        blamed = worker.current or path
+        mountpoint = self._mountpoint(worker.reached or blamed)
         self._hung.add(mountpoint)
-        return False, (mountpoint, False)
+        return False, (mountpoint, False, blamed)
+
+    def _mountpoint(self, path):
+        return filesystem_of(os.path.abspath(path), self.mounts)[0]
+
+    def _refuse_hung(self, name):
+        """In the worker, before each name is looked up: one on a mount known to hang is not tried."""
+        if self._hung:
+            mountpoint = self._mountpoint(name)
+            if mountpoint in self._hung:
+                raise HungMount(mountpoint, self.timeout, name)
 
     def why(self, path, hung, doing='read'):
         """The text for a call that returned (False, ``hung``)."""
-        mountpoint, earlier = hung
+        mountpoint, earlier, blamed = hung
         if earlier:
             return 'not %s: an earlier %s on %s did not finish within %d s' % (
                 {'read': 'read', 'probe': 'probed'}.get(doing, doing), doing, mountpoint, self.timeout)
         return 'the %s of %s did not finish within %d s (a hung NFS server, FUSE daemon or device?)' % (
-            doing, path, self.timeout)
+            doing, blamed if blamed is not None else path, self.timeout)
 
 
 class StorageProber:
@@ -327,6 +415,7 @@ class StorageProber:
             if layer.data_path:             # QEMU opens an external data file as it opens the image
                 checks.append((layer.data_path, lambda path=layer.data_path: _read_direct_path(path)))
             for real, check in checks:
+                note_read(real)             # a hang here is on this file's mount
                 ok, why, _header = check()
                 if ok is False and odirect is not False:
                     _mp, layer_fs = filesystem_of(real, self.mounts)

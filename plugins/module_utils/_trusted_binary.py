@@ -13,7 +13,12 @@ runs the emulator to probe its capabilities, and the io_uring probe reads it. Ro
 a program only when doing so gives nobody anything they did not have: when the program is a regular
 file that only root (or the user running the module) can change, in directories and through links
 that only they can change (``_trusted_files``' rule: no swap between the check and the use is
-possible). Anything else, however harmless it looks, is not run and not read.
+possible), and that has an execute bit (a root-only text file such as ``/etc/profile`` is not a
+program). Anything else, however harmless it looks, is not run and not read.
+
+The path is the one libvirt reads: the string value of ``devices/emulator`` (``_domain_xml.string_value``),
+never the text before a comment; an ``<emulator>`` holding markup (a comment, a processing instruction,
+an element) is refused outright, as libvirt never writes one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import errno
 import os
 import stat
 
+from ._domain_xml import markup_inside, parse_domain, string_value
 from ._errors import KvmioError
 from ._trusted_files import UntrustedPath, entry_problem, owner_name, trusted_directory, trusted_uids
 
@@ -60,6 +66,9 @@ def resolve_trusted_binary(path):
             if problem.startswith('it is'):
                 problem = '%s: %s' % (real, problem)
             raise UntrustedPath(problem, untrusted=problem)
+        if not info.st_mode & stat.S_IXUSR:
+            problem = '%s is not a program (mode %04o: no execute bit)' % (real, stat.S_IMODE(info.st_mode))
+            raise UntrustedPath(problem, untrusted=problem)
         return real, info
     problem = '%s: %s' % (path, os.strerror(errno.ELOOP))
     raise UntrustedPath(problem, untrusted=problem)
@@ -89,3 +98,28 @@ def open_trusted_binary(path):
         problem = '%s changed while it was opened' % real
         raise UntrustedPath(problem, untrusted=problem)
     return fd
+
+
+def emulator_problem(xml):
+    """None when every ``<emulator>`` of the domain XML ``xml`` (text or a parsed root; none: libvirt's
+    default, looked up on a PATH of root-only directories) names a program only root can change, read
+    as libvirt reads it; else why the domain must not reach libvirt (whose embedded driver runs the
+    emulator to probe it) or be restored."""
+    if xml is None:
+        return None
+    try:
+        root = parse_domain(xml) if isinstance(xml, (str, bytes)) else xml
+    except KvmioError as err:
+        return 'its XML cannot be read safely (%s)' % err.msg
+    for element in root.iter('emulator'):
+        markup = markup_inside(element)
+        if markup:
+            return ('its <emulator> holds %s, which libvirt never writes there: libvirt reads the element\'s whole '
+                    'text (%r), a reader of its first text node another path, so it is not trusted'
+                    % (markup, string_value(element)))
+        path = string_value(element)
+        problem = binary_problem(path)
+        if problem:
+            return ('its emulator %s is not a program only root can change (%s), and the check runs no other: '
+                    'libvirt would run it to probe it' % (path, problem))
+    return None

@@ -165,11 +165,12 @@ def resolve_trusted_links(path, what):
     return os.path.join(real, *missing) if missing else real
 
 
-def trusted_directory(path, what, create=False, mode=0o700):
+def trusted_directory(path, what, create=False, mode=0o700, dry_run=False):
     """The resolved path of directory ``path`` once every check above passes; raises UntrustedPath
     (naming ``what``) if one fails, KvmioError if it does not exist (and ``create`` is false) or
     cannot be created. Missing directories are created one at a time with ``mode``; one that
-    appears meanwhile (another user racing us) is checked like any other."""
+    appears meanwhile (another user racing us) is checked like any other. ``dry_run`` (check mode)
+    creates nothing: what exists is checked, and the path that would be made is returned."""
     for _attempt in range(3):
         try:
             real, missing = _walk(path, what, allow_missing=create)
@@ -179,6 +180,8 @@ def trusted_directory(path, what, create=False, mode=0o700):
             raise KvmioError('%s: cannot use %s: %s' % (what, err.filename or path, err.strerror)) from None
         if not missing:
             return real
+        if dry_run:
+            return os.path.join(real, *missing)
         try:
             for part in missing:
                 real = os.path.join(real, part)
@@ -188,6 +191,39 @@ def trusted_directory(path, what, create=False, mode=0o700):
         except OSError as err:
             raise KvmioError('%s: cannot create %s: %s' % (what, real, err.strerror)) from None
     raise KvmioError('%s: %s keeps changing while it is being created' % (what, path))
+
+
+def private_directory(path, what, create=True):
+    """The resolved path of a directory of the running user's alone: ``trusted_directory``'s rule (every
+    directory and link from ``/`` down to it only root or this user can change; missing ones created
+    0700), and the directory itself owned by this user with no access for group or others. One rule
+    for every private directory (the define check's cache, ``save_dir``, the playbooks' report and demo
+    directories through the ``private_directory`` module). Raises UntrustedPath or KvmioError."""
+    return make_private_directory(path, what, create=create)[0]
+
+
+def make_private_directory(path, what, create=True, dry_run=False, tighten=False):
+    """``private_directory``, and what it did: (resolved path, 'created', 'tightened' or None).
+
+    ``dry_run`` (check mode) changes nothing and says what would be done. ``tighten``: an existing
+    directory of this user's that no one else can write in (the rule above held) is given mode 0700
+    instead of refused: nothing another user planted can be in it, so closing it is enough."""
+    existed = os.path.lexists(path)
+    real = trusted_directory(path, what, create=create, mode=0o700, dry_run=dry_run)
+    if dry_run and not os.path.lexists(real):
+        return real, 'created'
+    info = os.lstat(real)
+    me = os.geteuid()
+    done = None if existed else 'created'
+    if info.st_uid == me and info.st_mode & 0o077 and tighten:
+        if not dry_run:
+            os.chmod(real, 0o700)       # no link on the way: ``real`` is resolved, in directories only we change
+        return real, done or 'tightened'
+    if info.st_uid != me or info.st_mode & 0o077:
+        problem = '%s must belong to uid %d with mode 0700 (it has uid %d, mode %04o)' % (
+            path, me, info.st_uid, stat.S_IMODE(info.st_mode))
+        raise UntrustedPath('%s: %s' % (what, problem), untrusted=problem)
+    return real, done
 
 
 def open_trusted_file(path, what, max_bytes, directory_checked=False):

@@ -22,6 +22,12 @@ description:
     every directory above it, O(backup_dir) included - and only for the domain it holds (the name
     and the UUID inside the file must be those of the defined domain). Anything else fails the module
     naming the file and the problem, and nothing is changed.
+  - Backups of O(kvmio.tuning.kvm_disk_tune#module:xml_path) files (under O(backup_dir)C(/xml_path/)) are
+    never restored into a domain, since such a file may be another user's template, which can carry the
+    domain's name and UUID (neither is secret).
+  - A backup whose C(<emulator>) (read as libvirt reads it) is not a program only root can change - a
+    regular file owned by root with an execute bit, in directories only root can change - is refused
+    unless it is the domain's emulator already, since libvirt runs the emulator when the domain is defined.
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:

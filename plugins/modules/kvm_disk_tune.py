@@ -58,12 +58,17 @@ options:
         libvirt's domains - given with O(xml_path), the module fails (use O(overrides) with C(skip) instead).
       - A symbolic link is followed to the real file, which is replaced (through a new file in its directory,
         then C(rename)) keeping its owner, group, mode and extended attributes (ACLs, SELinux labels); its
-        original goes to O(backup_dir). A link owned by another user may only lead to a file that user owns,
+        original goes to O(backup_dir)C(/xml_path/), named after the file. Those backups are kept apart from
+        the backups of libvirt's domains (the file may be another user's template) and
+        M(kvmio.tuning.domain_restore) never restores them into a domain; copy one back over the file to
+        undo a run. A link owned by another user may only lead to a file that user owns,
         so the module never writes where the link's owner could not. A file with several names (hard links)
         is refused, and a file edited while the module works on it is not overwritten.
       - The define check (O(define_check)) defines the new file's text in place of the old one in a
         throwaway embedded libvirt; a file for another host (another emulator) is reported unchecked, and so
-        is a file whose C(<emulator>) is not a program only root can change (the check never runs it).
+        is a file whose C(<emulator>) is not a program only root can change (the check never runs it). The
+        emulator is read as libvirt reads it, the whole text of the element; an C(<emulator>) holding a
+        comment, a processing instruction or an element is never trusted.
     type: path
   cache:
     description:
@@ -690,7 +695,9 @@ oversized:
   type: dict
   sample: {db03: 4190000}
 backups:
-  description: Files holding each redefined domain's original XML, written before the define.
+  description:
+    - Files holding each redefined domain's original XML, written before the define.
+    - With O(xml_path), the file's original text, under O(backup_dir)C(/xml_path/).
   returned: always
   type: list
   elements: str

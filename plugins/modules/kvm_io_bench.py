@@ -63,7 +63,11 @@ options:
     choices: [host, guest]
     default: host
   path:
-    description: Directory to measure (the storage pool directory); scratch images are written there.
+    description:
+      - Directory to measure (the storage pool directory); scratch images are written there.
+      - A symbolic link on the path is followed only when root or the user running the module made it, in
+        directories only they can change (as for O(kvmio.tuning.qcow2_create#module:path)); a link another
+        user planted fails the module, in check mode too, and nothing is written.
     type: path
     required: true
   size:

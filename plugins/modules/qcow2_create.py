@@ -30,8 +30,11 @@ description:
   - An image is never converted, grown or removed while a domain uses it, directly or anywhere in a
     backing chain. The domains of O(uri) are read once per call; backing chains are read from the
     images' headers (libvirt's inactive XML does not list them), up to libvirt's own limit of 200 files,
-    with each layer's external data file, the file behind a loop device, and every name of a file (a
-    bind mount or a hard link is the same file). See O(force) for removals.
+    with each layer's external data file, the files behind a block device (a loop device's backing file,
+    through partitions, device-mapper or md devices and loops on loops), and every name of a file (a
+    bind mount or a hard link is the same file). The other host files a domain boots from count as
+    used too - its C(<loader>), C(<nvram>) (and the template it is made from), C(<kernel>),
+    C(<initrd>), C(<dtb>), ACPI tables and fw_cfg files. See O(force) for removals.
   - When some domain's chain cannot be read to its end (a disk on a hung NFS or FUSE mount, an unreadable
     file, a chain deeper than libvirt reads), the users of every image are unknown; removals need
     O(force=true) and conversions O(source_format) or O(force=true), and the error names the disk.
@@ -275,10 +278,12 @@ notes:
     but such a directory lets any user replace or remove the images themselves.
   - O(owner), O(group) and O(mode) are set on the open file, never by a path; new images are V(0600)
     unless O(mode) says otherwise, and a conversion keeps the original's owner, group and mode.
-  - In a directory other users can write, an existing file with more than one name (a hard link) is
-    not given another owner, group or mode, nor grown in place (its other name may be a file elsewhere
-    that a user linked there); SELinux contexts and file attributes, which Ansible sets by path, are
-    not set there at all.
+  - In a directory other users can write, O(owner), O(group) and O(mode) are given only to images the
+    module creates there; an existing file keeps its own (the module fails if they differ, in check
+    mode too), since a user may have renamed another file (another domain's root-only image) to that
+    name. An existing file with more than one name (a hard link) is not grown in place there (its other
+    name may be a file elsewhere that a user linked there); SELinux contexts and file attributes, which
+    Ansible sets by path, are not set there at all.
   - A lock on bytes 100-299 of an image is read as "a QEMU process uses it". QEMU takes such locks on
     every image it opens, but any process can take them (a backup tool, a script), and such an image
     is then kept as if a QEMU held it. A QEMU started with C(file.locking=off) takes none; only the
@@ -407,8 +412,9 @@ format_source:
   sample: domain
 used_by:
   description: >-
-    Domains that use the image, as a disk or anywhere in a backing chain; null when the image does not
-    exist or libvirt could not be asked.
+    Domains that use the image, as a disk, anywhere in a backing chain, or as another host file they
+    boot from (firmware, NVRAM, kernel...); null when the image does not exist or libvirt could not be
+    asked.
   returned: with O(path)
   type: list
   elements: str

@@ -12,6 +12,8 @@ import tempfile
 
 import pytest
 
+from helpers import embed
+
 
 @pytest.fixture(params=[pytest.param('embed', marks=pytest.mark.embed), 'system'])
 def libvirt_env(request, image_dir):
@@ -47,3 +49,22 @@ def hung_mount():
     os.close(fd)
     libc.umount2(path.encode(), 2)          # MNT_DETACH
     os.rmdir(path)
+
+
+@pytest.fixture
+def private_libvirt():
+    """Domains defined on an embedded libvirt of this test's own (virsh in a child process; the module,
+    run as a process, opens it after): for domains no other test on this host must meet (a disk on a
+    hung mount, a chain too deep to read). Yields a function taking domain XMLs and returning the URI."""
+    root = embed.make_root()
+    uri = 'qemu:///embed?root=%s' % root
+
+    def define(*xmls):
+        for number, xml in enumerate(xmls):
+            path = os.path.join(root, 'domain-%d.xml' % number)
+            with open(path, 'w', encoding='utf-8') as handle:
+                handle.write(xml)
+            subprocess.run(['virsh', '-q', '-c', uri, 'define', path], check=True, capture_output=True)
+        return uri
+    yield define
+    subprocess.run(['rm', '-rf', root], check=False)

@@ -27,7 +27,8 @@ import libvirt
 import pytest
 from lxml import etree
 
-from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import ROOT_CACHE_DIR, check_defines, private_directory
+from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import ROOT_CACHE_DIR, check_defines
+from ansible_collections.kvmio.tuning.plugins.module_utils._trusted_files import UntrustedPath, private_directory
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
 from ansible_collections.kvmio.tuning.plugins.modules import domain_restore, kvm_disk_tune
 from helpers import domain_xml as dx
@@ -198,8 +199,12 @@ def test_a_cache_directory_another_user_controls_is_not_used(tmp_path):
         os.chmod(os.path.join(home, 'cache'), 0o777)
         os.symlink(os.path.join(home, 'cache'), os.path.join(home, 'link'))
         os.lchown(os.path.join(home, 'link'), NOBODY, NOBODY)
-        assert private_directory(os.path.join(home, 'link', 'kvmio')) == '%s/link is a symbolic link' % home
-        assert private_directory(os.path.join(home, 'cache', 'kvmio')) == '%s/cache belongs to uid %d' % (home, NOBODY)
+        # The one rule for private directories (_trusted_files; second review of issue 14, F9).
+        for name, problem in (('link', 'the link %s/link is owned by nobody (uid %d)' % (home, NOBODY)),
+                              ('cache', '%s/cache is owned by nobody (uid %d)' % (home, NOBODY))):
+            with pytest.raises(UntrustedPath) as refused:
+                private_directory(os.path.join(home, name, 'kvmio'), "the define check's cache")
+            assert refused.value.details['untrusted'].startswith(problem), refused.value.details
         xml = dx.domain('kvmio-test-planted', [dx.disk('/var/tmp/planted.qcow2', 'vda', 'virtio')])
         check = check_defines([('kvmio-test-planted', xml, xml)], cache_dir=os.path.join(home, 'cache', 'kvmio'),
                               redefine=False)

@@ -132,3 +132,20 @@ def test_every_kind_of_secret_is_redacted_and_the_layout_kept():
         .replace('VNC-S3CRET', REDACTED).replace("'-object'", "'%s'" % REDACTED) \
         .replace('secret,id=s0,data=ARG-S3CRET', REDACTED).replace('ENV-S3CRET', REDACTED)
     assert redacted_text(DOC) == DOC
+
+
+def test_a_redacted_element_loses_all_its_text_not_only_the_first_node():
+    # Second review of issue 14, F5: text after a comment, a PI or an element inside a redacted element,
+    # a network disk's URL query and the kernel command line were left in diffs.
+    from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import redact_secrets
+    from ansible_collections.kvmio.tuning.plugins.module_utils._xml_layout import redacted_text
+    doc = ("<domain type='kvm'><name>d</name><sysinfo type='smbios'><oemStrings>"
+           "<entry>OEM-<!-- note -->TAIL-S3CRET</entry><entry>A<?pi PI-S3CRET?>B-S3CRET</entry>"
+           "<entry>C<x>X-S3CRET</x>D-S3CRET</entry></oemStrings></sysinfo>"
+           "<os><type>hvm</type><cmdline>rootpw=CMD-S3CRET</cmdline></os><devices>"
+           "<disk type='network'><source protocol='https' name='/a.iso' query='token=Q-S3CRET'/></disk>"
+           "</devices></domain>")
+    for redacted in (redact_secrets(doc), redacted_text(doc)):
+        assert 'S3CRET' not in redacted, redacted
+        assert redacted.count('********') == 5, redacted
+    assert redacted_text(doc).startswith("<domain type='kvm'><name>d</name>"), 'the rest of the file is kept'

@@ -194,6 +194,47 @@ def test_every_local_disk_of_a_domain_with_its_declared_format():
         ('/i/cd.iso', 'raw', 'cdrom'), ('/pool/v.qcow2', 'qcow2', 'disk')]
 
 
+FIRMWARE_DOMAIN = """<domain type='qemu'><name>uefi</name>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <loader readonly='yes' type='pflash' format='qcow2'>/usr/share/OVMF/OVMF_CODE_4M.qcow2</loader>
+    <nvram template='/usr/share/OVMF/OVMF_VARS_4M.qcow2' format='qcow2'>/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2</nvram>
+    <kernel>/boot/vmlinuz</kernel><initrd>boot/initrd.img</initrd><dtb>/boot/board.dtb</dtb>
+    <acpi><table type='slic'>/var/lib/libvirt/acpi/slic.dat</table></acpi>
+  </os>
+  <sysinfo type='fwcfg'><entry name='opt/com.example/blob' file='/srv/blob.bin'/><entry name='opt/x'>text</entry></sysinfo>
+  <devices/>
+</domain>"""
+
+
+def test_the_host_files_a_domain_boots_from_count_as_its_files():
+    """Second review of issue 14, F8: an NVRAM file (and the loader, kernel, initrd, device tree, ACPI
+    table, fw_cfg blob and NVRAM template) was removable as unused."""
+    assert image_disks(parse_domain(FIRMWARE_DOMAIN)) == [
+        ('/usr/share/OVMF/OVMF_CODE_4M.qcow2', 'qcow2', 'loader'),
+        ('/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2', 'qcow2', 'NVRAM'),
+        ('/usr/share/OVMF/OVMF_VARS_4M.qcow2', 'qcow2', 'NVRAM template'),
+        ('/boot/vmlinuz', 'raw', 'kernel'), ('/boot/initrd.img', 'raw', 'initrd'),
+        ('/boot/board.dtb', 'raw', 'device tree'), ('/var/lib/libvirt/acpi/slic.dat', 'raw', 'ACPI table'),
+        ('/srv/blob.bin', 'raw', 'fw_cfg file')]
+    network = parse_domain(FIRMWARE_DOMAIN.replace(
+        "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.qcow2' format='qcow2'>/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2"
+        "</nvram>", "<nvram type='network'><source protocol='iscsi' name='iqn.2013-07.com.example:iscsi-nopool'>"
+        "<host name='example.com' port='6000'/></source></nvram>"))
+    assert [role for _p, _f, role in image_disks(network)] == [
+        'loader', 'kernel', 'initrd', 'device tree', 'ACPI table', 'fw_cfg file']
+    by_source = parse_domain(FIRMWARE_DOMAIN.replace(
+        "format='qcow2'>/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2</nvram>",
+        "type='file'><source file='/var/lib/libvirt/qemu/nvram/by-source.fd'/></nvram>"))
+    assert ('/var/lib/libvirt/qemu/nvram/by-source.fd', 'raw', 'NVRAM') in image_disks(by_source)
+
+
+def test_a_host_file_user_is_named_by_its_role():
+    nvram = ImageUse('uefi', False, 'raw', role='NVRAM')
+    with pytest.raises(PlanError, match=r'^/n/v.fd is a file of domain uefi \(as its NVRAM\); remove it'):
+        check_users('/n/v.fd', 'remove', [nvram], 'raw', force=False)
+
+
 RAW_USER = ImageUse('db', False, 'raw')
 QCOW2_USER = ImageUse('web', False, 'qcow2')
 OVERLAY_USER = ImageUse('ci', False, 'raw', via='/i/top.qcow2')

@@ -137,3 +137,29 @@ def test_unknown_incompatible_features_are_seen(tmp_path):
     head, _info = make(tmp_path)
     assert not parse_header(head).unknown_features
     assert parse_header(mutate(head, 72, '>Q', 1 << 9)).unknown_features
+
+
+@pytest.mark.parametrize('name, kind, path', [
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"/a/b.raw"}}', 'local', '/a/b.raw'),
+    ('json:{"driver":"raw","file.driver":"file","file.filename":"/a/b.raw"}', 'local', '/a/b.raw'),
+    ('json:{"file":{"driver":"host_device","filename":"/dev/loop0"}}', 'local', '/dev/loop0'),
+    ('json:{"file.driver":"file","file.filename":"rel.raw"}', 'local', 'rel.raw'),
+    ('json:{"driver":"file","filename":"/a/b.raw"}', 'local', '/a/b.raw'),
+    ('json:{"driver":"raw","file":{"driver":"nbd","server":{"type":"inet","host":"h","port":"1"}}}', 'remote', None),
+    ('json:{"driver":"raw","file":{"driver":"raw","file":{"driver":"file","filename":"/x"}}}', 'unknown', None),
+    ('json:{"driver":"qcow2","file":{"driver":"file","filename":"/x"}}', 'unknown', None),
+    ('json:{"driver":"file"}', 'unknown', None),
+    ('json:{"file.driver":"file","file":{}}', 'unknown', None),
+    ('json:[1]', 'unknown', None),
+    ('json:{not json', 'unknown', None),
+    ('nbd://127.0.0.1:10809/x', 'remote', None),
+    ('nbd+unix:///x?socket=/s', 'remote', None),
+    ('rbd:pool/image', 'remote', None),
+    ('file:/a/b.raw', 'unknown', None),
+    ('host_device:/dev/sda', 'unknown', None),
+])
+def test_backing_names_are_read_as_libvirt_reads_them(name, kind, path):
+    from ansible_collections.kvmio.tuning.plugins.module_utils._qcow2_header import read_backing_name
+    read = read_backing_name(name)
+    assert (read.kind, read.path) == (kind, path), read
+    assert bool(read.why) == (kind == 'unknown')

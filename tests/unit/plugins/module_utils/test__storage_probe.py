@@ -135,3 +135,40 @@ def test_an_external_data_file_is_probed_with_its_image(tmp_path):
     os.mkfifo(data)
     facts = StorageProber().facts(str(image), 'qcow2')
     assert facts.odirect is None and 'is a FIFO' in facts.detail, facts
+
+
+def test_lookups_name_every_step_links_followed(tmp_path):
+    """What the bounded reader blames a hang on: the names on the way to a file, as the kernel looks
+    them up (a link's target, then '..' from the real directory, not from the link's name)."""
+    from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import lookups
+
+    real = tmp_path / 'real' / 'deep'
+    real.mkdir(parents=True)
+    (tmp_path / 'to-deep').symlink_to(real)
+    steps = list(lookups(str(tmp_path / 'to-deep' / '..' / 'file')))
+    assert str(tmp_path / 'to-deep') in steps, steps
+    assert steps[-2:] == [str(real), str(tmp_path / 'real' / 'file')], steps
+
+
+def test_a_bounded_reader_leaves_no_thread_behind():
+    """The worker thread refers to its reader weakly: a reader no longer used stops its thread."""
+    import gc
+    import threading
+
+    from ansible_collections.kvmio.tuning.plugins.module_utils._storage_probe import BoundedReads
+
+    def probe_threads():
+        return {t for t in threading.enumerate() if t.name == 'kvmio-probe'}
+
+    gc.collect()
+    before = probe_threads()
+    reads = BoundedReads()
+    assert reads.call('/', os.listdir, '/')[0] is True
+    started = probe_threads() - before
+    assert len(started) == 1
+    del reads
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in started)
