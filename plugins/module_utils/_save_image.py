@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from ._errors import ApplyError, KvmioError
-from ._trusted_files import check_trusted_directory
+from ._trusted_files import make_private_directory
 from ._trusted_files import private_directory as trusted_private_directory
 
 DEFAULT_SAVE_DIR = '/var/lib/kvmio/save'
@@ -62,19 +62,17 @@ def check_free_space(directory, needed, name):
 
 def check_save_dir(path, needed, name):
     """In check mode, what ``private_directory`` and ``check_free_space`` would refuse, creating nothing:
-    the existing part of ``path`` is checked as a real run checks it, and the free space is that of
-    its deepest existing directory."""
+    the same rule (``_trusted_files.make_private_directory`` as a dry run), and the free space of the
+    deepest directory that exists."""
     try:
-        real, missing = check_trusted_directory(path, 'save_dir')
+        real, _done = make_private_directory(path, 'save_dir', dry_run=True)
     except KvmioError as err:
-        raise KvmioError('%s; nothing would be saved' % err.msg, **err.details) from None
-    if not missing:
-        info = os.lstat(real)
-        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-            raise KvmioError('save_dir %s must belong to uid %d with mode 0700 (it has uid %d, mode %04o): '
-                             'save images hold guest memory; nothing would be saved'
-                             % (path, os.geteuid(), info.st_uid, stat.S_IMODE(info.st_mode)))
-    return check_free_space(real, needed, name)
+        suffix = ': save images hold guest memory' if 'mode 0700' in err.msg else ''
+        raise KvmioError('%s%s; nothing would be saved' % (err.msg, suffix), **err.details) from None
+    existing = real
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    return check_free_space(existing, needed, name)
 
 
 class DomainNotRunning(KvmioError):

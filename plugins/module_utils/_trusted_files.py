@@ -286,15 +286,3 @@ def file_kind(mode):
         if test(mode):
             return name
     return 'mode %o' % mode
-
-
-def check_trusted_directory(path, what):
-    """The checks of ``trusted_directory(path, what, create=True)`` without creating anything (check
-    mode): returns (the resolved deepest existing directory, the missing components below it), or
-    raises as it would."""
-    try:
-        return _walk(path, what, allow_missing=True)
-    except FileNotFoundError:
-        raise KvmioError('%s: %s does not exist' % (what, path)) from None
-    except OSError as err:
-        raise KvmioError('%s: cannot use %s: %s' % (what, err.filename or path, err.strerror)) from None
