@@ -419,12 +419,19 @@ def test_a_save_that_fails_reports_the_pause_it_caused(domains, backup_dir, tmp_
         def fill_when_the_save_begins():
             while not stop.is_set():
                 if os.path.isdir(save_dir) and os.listdir(save_dir):
-                    with open(os.path.join(small, 'filler'), 'wb') as handle:
-                        try:
-                            while True:
-                                handle.write(b'\0' * (1 << 20))
-                        except OSError:
-                            return
+                    # All the free space at once (one fallocate), before libvirt writes much of the image:
+                    # a write loop was outrun by the save on a loaded machine.
+                    fd = os.open(os.path.join(small, 'filler'), os.O_WRONLY | os.O_CREAT, 0o600)
+                    try:
+                        usage = os.statvfs(small)
+                        os.posix_fallocate(fd, 0, usage.f_bavail * usage.f_frsize)
+                        os.lseek(fd, 0, os.SEEK_END)
+                        while True:
+                            os.write(fd, b'\0' * 4096)
+                    except OSError:
+                        return
+                    finally:
+                        os.close(fd)
                 time.sleep(0.0005)
         filler = threading.Thread(target=fill_when_the_save_begins)
         filler.start()
