@@ -181,3 +181,41 @@ def test_a_backup_is_restored_only_into_the_libvirt_it_came_from(embedded_roots,
     forged = module_process('domain_restore', {'uri': uri, 'backups': [legacy], 'backup_dir': backup_dir})
     assert forged.failed and 'holds "kvmio.tuning backup of" twice' in forged['msg'], forged['msg']
     assert virsh(uri, 'dumpxml', '--inactive', 'r3-twin') == before
+
+
+# --- G2: a declared <backingStore> chain is used; an unresolvable volume makes users unknown ---------
+
+def test_a_backing_store_the_domain_xml_declares_counts_as_used(tmp_path, private_libvirt):
+    """G2: libvirt 9.0 keeps a <backingStore> the XML declares and QEMU opens it, whatever the top
+    image's header says (none here); the usage walk read only headers, so state=absent removed the file
+    the domain boots on (used_by []) and convert: true would have written a qcow2 header into what the
+    domain reads as raw. Each declared level now counts, in its declared format."""
+    base = qemu_img.create(str(tmp_path / 'base.raw'), '16M', fmt='raw')
+    top = qemu_img.create(str(tmp_path / 'top.qcow2'), '16M')
+    store = ("<backingStore type='file'><format type='raw'/><source file='%s'/><backingStore/></backingStore>" % base)
+    xml = dx.domain('r3-bs', [dx.disk(top, 'vda', 'virtio', extra=store)])
+    uri = private_libvirt(xml)
+    assert "<source file='%s'/>" % base in virsh(uri, 'dumpxml', '--inactive', 'r3-bs'), 'libvirt dropped it'
+    removed = module_process('qcow2_create', {'path': base, 'state': 'absent', 'uri': uri})
+    assert removed.failed and removed['msg'].startswith('%s is a disk of domain r3-bs (through %s)' % (base, top)), \
+        removed.get('msg') or removed
+    assert os.path.exists(base)
+    converted = module_process('qcow2_create', {'path': base, 'convert': True, 'uri': uri, '_ansible_check_mode': True})
+    assert converted.failed and converted['msg'].startswith('%s is read as raw by domain r3-bs' % base), \
+        converted.get('msg') or converted
+
+
+def test_a_volume_libvirt_cannot_resolve_makes_users_unknown(tmp_path, private_libvirt):
+    """G2 (related): a <disk type='volume'> whose pool or volume libvirt cannot resolve (here: the
+    embedded driver has no such pool) was dropped without a word, so its file counted as unused. Its
+    users are unknown now: removal needs force, naming the domain, pool and volume."""
+    image = qemu_img.create(str(tmp_path / 'v.qcow2'), '16M')
+    disk = ("<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
+            "<source pool='r3pool' volume='v.qcow2'/><target dev='vda' bus='virtio'/></disk>")
+    uri = private_libvirt(dx.domain('r3-vol', [disk]))
+    removed = module_process('qcow2_create', {'path': image, 'state': 'absent', 'uri': uri})
+    assert removed.failed and removed['msg'].startswith('cannot check whether a domain uses %s (' % image), \
+        removed.get('msg') or removed
+    assert "domain r3-vol, disk: volume 'v.qcow2' of pool 'r3pool' cannot be resolved to a file" in removed['msg'], \
+        removed['msg']
+    assert os.path.exists(image)
