@@ -219,3 +219,55 @@ def test_a_volume_libvirt_cannot_resolve_makes_users_unknown(tmp_path, private_l
     assert "domain r3-vol, disk: volume 'v.qcow2' of pool 'r3pool' cannot be resolved to a file" in removed['msg'], \
         removed['msg']
     assert os.path.exists(image)
+
+
+# --- G3: the F3 rule judges every directory from / down to the image ---------------------------------
+
+@pytest.fixture
+def world_writable_parent():
+    """pool (0777, no sticky bit: shared by mistake) holding root's test/ and prod/ (each 0755)."""
+    parent = tempfile.mkdtemp(prefix='kvmio-r3-pool-', dir='/var/tmp')
+    os.chmod(parent, 0o755)
+    pool = os.path.join(parent, 'pool')
+    os.mkdir(pool)
+    os.chmod(pool, 0o777)
+    for name in ('test', 'prod'):
+        os.mkdir(os.path.join(pool, name), 0o755)
+    yield pool
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize('options', [
+    {'size': '16M', 'owner': str(NOBODY), 'mode': '0644'},
+    {'size': '16M', 'mode': '0644'},
+    {'size': '16M', 'group': str(NOBODY)},
+])
+def test_a_directory_others_can_write_above_the_image_directory_keeps_attributes_to_new_files(
+        world_writable_parent, options):
+    """G3: F3's rule looked only at the image's own directory (root's, 0755). nobody renamed prod/ to
+    test/ in the 0777 pool above it, so pool/test/web.qcow2 became prod's 0600 image, and owner/mode
+    requests made it nobody's and 0644 (nobody then read PRODDATA). Every directory from / down is
+    judged now: the existing file keeps its owner and mode, and the run says why."""
+    pool = world_writable_parent
+    for name in ('test', 'prod'):
+        image = qemu_img.create(os.path.join(pool, name, 'web.qcow2'), '16M')
+        os.chmod(image, 0o600)
+    with open(os.path.join(pool, 'prod', 'web.qcow2'), 'ab') as handle:
+        handle.write(b'PRODDATA')
+    prod = os.stat(os.path.join(pool, 'prod', 'web.qcow2'))
+    as_nobody('sh', '-c', 'cd "$1" && mv test test.old && mv prod test', 'sh', pool)
+    managed = os.path.join(pool, 'test', 'web.qcow2')
+    for check in (False, True):
+        result = module_process('qcow2_create', dict(options, path=managed, preallocation='off', uri='qemu:///system',
+                                                     _ansible_check_mode=check))
+        now = os.stat(managed)
+        assert (now.st_ino, now.st_uid, now.st_gid, now.st_mode) == (prod.st_ino, prod.st_uid, prod.st_gid, prod.st_mode)
+        assert result.failed and result['msg'].startswith(
+            '%s lies in a directory another user can change (%s is writable by others (mode 0777))' % (managed, pool)), \
+            result.get('msg')
+    # A file this run creates there gets what was asked.
+    created = os.path.join(pool, 'test', 'new.qcow2')
+    made = module_process('qcow2_create', dict(path=created, size='8M', mode='0640', owner=str(NOBODY),
+                                               uri='qemu:///system'))
+    assert not made.failed and made['action'] == 'created', made.get('msg')
+    assert (os.stat(created).st_uid, os.stat(created).st_mode & 0o777) == (NOBODY, 0o640)
