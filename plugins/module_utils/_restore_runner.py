@@ -89,7 +89,8 @@ def backups_by_domain(backup_dir, names=None, warn=None):
     try:
         directory = backup_directory(backup_dir)
     except KvmioError as err:
-        if not os.path.lexists(backup_dir):
+        # (Not asked again of a mount that did not answer: lexists would hang where the walk did.)
+        if 'hung_mount' not in err.details and not os.path.lexists(backup_dir):
             return found
         raise PlanError(err.msg, **err.details) from None
     try:

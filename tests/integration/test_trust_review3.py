@@ -271,3 +271,29 @@ def test_a_directory_others_can_write_above_the_image_directory_keeps_attributes
                                                uri='qemu:///system'))
     assert not made.failed and made['action'] == 'created', made.get('msg')
     assert (os.stat(created).st_uid, os.stat(created).st_mode & 0o777) == (NOBODY, 0o640)
+
+
+# --- G4: a trusted-directory walk on a hung mount is a clear error, not a hung run -------------------
+
+def test_directories_on_a_hung_mount_are_a_clear_error_not_a_hung_run(hung_mount, private_libvirt, tmp_path):
+    """G4: every check of a backup, save or private directory (and kvm_io_bench's path) walks it with
+    lstat; on a mount that never answers, private_directory, kvm_disk_tune (holding the host lock),
+    domain_restore and kvm_io_bench hung for ever. The walk is bounded now (10 s)."""
+    import time
+    image = qemu_img.create(str(tmp_path / 'd.qcow2'), '16M')
+    uri = private_libvirt(dx.domain('r3-hung', [dx.disk(image, 'vda', 'virtio')]))
+    below = os.path.join(hung_mount, 'x')
+    runs = [
+        ('private_directory', {'path': below}, 'path %s' % below),
+        ('kvm_disk_tune', {'uri': uri, 'probe_storage': False, 'cache': 'none', 'define_check': False,
+                           'backup_dir': below}, 'cannot back up the XML of domain r3-hung'),
+        ('domain_restore', {'uri': uri, 'domains': ['r3-hung'], 'backup_dir': below}, 'backup_dir'),
+        ('kvm_io_bench', {'mode': 'host', 'path': below, '_ansible_check_mode': True}, 'path %s' % below),
+    ]
+    for module_name, args, what in runs:
+        started = time.monotonic()
+        result = module_process(module_name, args, timeout=60)
+        assert result is not None, '%s hung on %s' % (module_name, below)
+        assert time.monotonic() - started < 45, module_name
+        assert result.failed and what in result['msg'] and 'did not finish within 10 s' in result['msg'], \
+            (module_name, result['msg'])
