@@ -17,6 +17,11 @@ options:
       - V(qemu:///system) talks to the host's C(libvirtd) or C(virtqemud).
       - V(qemu:///embed?root=/some/dir) runs libvirt's QEMU driver inside the module process with
         its own state under that directory, no daemon needed (used by the demo and tests).
+      - That driver runs as the module's user (root) and reads its configuration from the root
+        (C(etc/qemu.conf) says as whom QEMU runs), so the root, every directory above it, and its
+        C(etc), C(etc/qemu) and C(etc/qemu.conf) must be owned by root or the running user and not
+        writable by group or others; otherwise the module fails naming the root, before libvirt opens it.
+        A missing root is created with mode 0755 (QEMU, running as the user C(qemu.conf) names, must reach it).
       - If not set, the environment variable E(LIBVIRT_DEFAULT_URI) is used, then V(qemu:///system).
     type: str
     default: qemu:///system

@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 
+from ._backup_origin import with_origin
 from ._errors import ApplyError, KvmioError
 from ._parallel import map_threads
 from ._trusted_files import trusted_directory
@@ -109,13 +110,19 @@ def write_file_backup(backup_dir, file_path, text, durable=True):
     return write_backup(file_backup_directory(backup_dir), name, text, durable=durable, what='file %s' % file_path)
 
 
-def write_backup(backup_dir, domain, xml_text, durable=True, what=None):
+def write_backup(backup_dir, domain, xml_text, durable=True, what=None, origin=None):
     """Saves a domain's XML (0600) and returns the file's path; raises ApplyError if it cannot.
-    With ``durable=False`` the caller must call ``sync_backups`` before relying on the file."""
+    With ``durable=False`` the caller must call ``sync_backups`` before relying on the file.
+    ``origin``: the libvirt the domain is defined in (``_libvirt.lock_subject``), recorded in the
+    file (``_backup_origin``) so that domain_restore restores it only there; None for the copy of an
+    ``xml_path`` file, which is kept as it was."""
+    text = xml_text if xml_text.endswith('\n') else xml_text + '\n'
+    if origin is not None:
+        text = with_origin(text, origin)
     try:
         backup_directory(backup_dir, create=True)
         path = os.path.join(backup_dir, backup_name(domain))
-        write_atomic(path, xml_text if xml_text.endswith('\n') else xml_text + '\n', mode=0o600, durable=durable)
+        write_atomic(path, text, mode=0o600, durable=durable)
     except KvmioError as err:
         raise ApplyError('cannot back up the XML of %s to %s (%s); nothing was defined for it'
                          % (what or 'domain %s' % domain, backup_dir, err.msg), domain=domain, **err.details) from None

@@ -21,8 +21,10 @@ from __future__ import annotations
 import threading
 
 from ._backup import sync_backups, write_backup
+from ._backup_origin import split_origin
 from ._domain_xml import RPC_STRING_MAX, same_document
 from ._errors import ApplyError, KvmioError
+from ._libvirt import lock_subject
 from ._parallel import map_threads
 from ._trusted_files import open_trusted_file
 
@@ -49,7 +51,8 @@ def _define_plans(client, doms, plans, backup_dir):
     backups, backup_of = [], {}
     for plan in plans:
         try:
-            backup_of[plan.name] = write_backup(backup_dir, plan.name, plan.source, durable=False)
+            backup_of[plan.name] = write_backup(backup_dir, plan.name, plan.source, durable=False,
+                                                origin=lock_subject(client.uri))
         except KvmioError as err:
             err.details.update(defined=[], backups=backups, failed_domain=plan.name)
             raise
@@ -110,9 +113,10 @@ def _put_back(client, dom, plan, backup):
     """None once the domain holds its backup's XML again (verified), else why not."""
     try:
         text = open_trusted_file(backup, 'backup %s' % backup, RPC_STRING_MAX).decode('utf-8')
+        origin, text = split_origin(text, 'backup %s' % backup)
     except (KvmioError, UnicodeDecodeError) as err:
         return 'its backup %s cannot be read back (%s)' % (backup, getattr(err, 'msg', err))
-    if text != plan.source:
+    if text != plan.source or origin != lock_subject(client.uri):
         return 'its backup %s does not hold what this run wrote to it' % backup
     try:
         now = client.inactive_xml(dom)

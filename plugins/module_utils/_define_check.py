@@ -52,11 +52,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from . import _define_check_child
 from ._domain_xml import PLANNED_XML_MARGIN, RPC_STRING_MAX
 from ._errors import KvmioError, PlanError
+from ._libvirt import embedded_root
 from ._trusted_binary import emulator_problem
 from ._trusted_files import private_directory, trusted_directory
 
@@ -199,15 +200,18 @@ def check_target(uri):
     file, for this host's daemon). Else (why not, None)."""
     if uri is None:
         return None, SYSTEM_QEMU_CONF
+    try:
+        root = embedded_root(uri)       # the one parser of embedded URIs (the module opens that root)
+    except KvmioError as err:
+        return err.msg, None
+    if root is not None:
+        return None, os.path.join(root, 'etc', 'qemu.conf')
     parts = urlsplit(uri)
     if parts.scheme not in ('qemu', 'qemu+unix') or parts.netloc:
         return ('the URI %s is not this host\'s QEMU driver, and the check stands for this host\'s libvirt and '
                 'QEMU only' % uri), None
     if parts.path == '/system':
         return None, SYSTEM_QEMU_CONF
-    if parts.path == '/embed':
-        roots = parse_qs(parts.query).get('root') or ['']
-        return None, os.path.join(roots[0], 'etc', 'qemu.conf') if roots[0].startswith('/') else None
     if parts.path == '/session':
         base = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config')
         return None, os.path.join(base, 'libvirt', 'qemu.conf')

@@ -264,31 +264,80 @@ HOST_FILES = (
 HOST_FILE_ROLES = frozenset(role for _xpath, role in HOST_FILES) | {'NVRAM template', 'fw_cfg file'}
 
 
-def image_disks(root, volume_paths=None):
-    """[(path, declared format, device or role)] of every local file a domain uses: its disks (disks,
-    cdroms, floppies, LUNs; device as in the XML) and the other host files QEMU opens for it
-    (``HOST_FILES``; the role in HOST_FILE_ROLES).
+# libvirt reads a declared <backingStore> chain at most this deep (as _image_chain.MAX_CHAIN).
+MAX_DECLARED_CHAIN = 200
 
-    A disk without ``<driver type>`` is read by QEMU as raw (libvirt does not probe formats); a loader
-    or NVRAM file is raw unless its ``format`` says otherwise (libvirt 9.2+), and the others are raw.
+
+def image_disks(root, volume_paths=None):
+    """[(path, declared format, device or role, via)] of every local file a domain uses: its disks (disks,
+    cdroms, floppies, LUNs; device as in the XML), every level of a ``<backingStore>`` chain a disk
+    declares (``via``: the path of the level above it; None for everything else), and the other host
+    files QEMU opens for it (``HOST_FILES``; the role in HOST_FILE_ROLES).
+
+    A disk without ``<driver type>`` is read by QEMU as raw (libvirt does not probe formats), and so is
+    a declared backing level without ``<format type>``; a loader or NVRAM file is raw unless its
+    ``format`` says otherwise (libvirt 9.2+), and the others are raw.
+
+    A declared ``<backingStore>`` counts: libvirt (5.10+) keeps one a user writes in the persistent XML
+    and hands it to QEMU as the disk's backing chain, whatever the top image's header says; an empty
+    ``<backingStore/>`` ends it. A ``type='volume'`` source that ``volume_paths`` does not resolve (an
+    inactive pool, a renamed volume, a libvirt without storage pools) is listed with path None and
+    ``via`` saying which volume: the caller cannot know that file, so its users are unknown.
     """
     disks = []
     for disk in root.findall('devices/disk'):
-        _type, path, _protocol = disk_source(disk, volume_paths)
-        if path:
-            disks.append((path, declared_format(disk) or 'raw', disk.get('device', 'disk')))
+        device = disk.get('device', 'disk')
+        via = _add_source(disks, disk, declared_format(disk) or 'raw', device, None, volume_paths)
+        level, depth = disk.find('backingStore'), 0
+        while level is not None and len(level):
+            depth += 1
+            if depth > MAX_DECLARED_CHAIN:
+                disks.append((None, 'raw', device, 'its declared <backingStore> chain is deeper than %d levels, '
+                                                   'where libvirt stops' % MAX_DECLARED_CHAIN))
+                break
+            fmt_element = level.find('format')
+            fmt = (fmt_element.get('type') if fmt_element is not None else None) or 'raw'
+            via = _add_source(disks, level, fmt, device, via, volume_paths) or via
+            level = level.find('backingStore')
     for xpath, role in HOST_FILES:
         for element in root.findall(xpath):
             path = _host_file(element)
             if path:
-                disks.append((path, element.get('format') or 'raw', role))
+                disks.append((path, element.get('format') or 'raw', role, None))
             template = element.get('template') if role == 'NVRAM' else None
             if template:
                 disks.append((host_path(template), element.get('templateFormat') or element.get('format') or 'raw',
-                              'NVRAM template'))
+                              'NVRAM template', None))
     for entry in root.findall("sysinfo[@type='fwcfg']/entry[@file]"):
-        disks.append((host_path(entry.get('file')), 'raw', 'fw_cfg file'))
+        disks.append((host_path(entry.get('file')), 'raw', 'fw_cfg file', None))
     return disks
+
+
+def _add_source(disks, element, fmt, device, via, volume_paths):
+    """Adds the local file of a ``<disk>`` or ``<backingStore>`` element to ``disks`` (or, for a volume
+    that cannot be resolved, an entry without a path); returns the path, or None."""
+    source_type, path, _protocol = disk_source(element, volume_paths)
+    if path:
+        disks.append((path, fmt, device, via))
+        return path
+    source = element.find('source')
+    if source_type == 'volume' and source is not None:
+        disks.append((None, fmt, device, "volume '%s' of pool '%s' cannot be resolved to a file (an inactive pool, a "
+                                         "renamed volume, or a libvirt without that pool)"
+                                         % (source.get('volume'), source.get('pool'))))
+    return None
+
+
+def volume_keys(root):
+    """(pool, volume) of every ``type='volume'`` source of a domain's disks and their declared
+    backing chains: what ``image_disks`` needs resolved."""
+    keys = []
+    for disk in root.findall('devices/disk'):
+        for element in [disk] + list(disk.iter('backingStore')):
+            source = element.find('source')
+            if element.get('type') == 'volume' and source is not None and source.get('pool') and source.get('volume'):
+                keys.append((source.get('pool'), source.get('volume')))
+    return keys
 
 
 def _host_file(element):

@@ -7,10 +7,13 @@
 
 """Which domains use which image files, anywhere in their backing chains: read once per run.
 
-libvirt's inactive XML has no ``<backingStore>``, so the chains are read here from the headers of
-the images the domains declare, as QEMU would follow them: a disk the domain declares raw ends its
+libvirt's inactive XML usually has no ``<backingStore>``, so the chains are read here from the headers
+of the images the domains declare, as QEMU would follow them: a disk the domain declares raw ends its
 chain whatever its bytes say (a guest may have written a qcow2 header there), only regular files
 and block devices are opened, non-blocking, and a chain is followed to libvirt's own depth limit.
+A ``<backingStore>`` chain a user wrote into the domain XML is kept by libvirt (5.10+) and given to
+QEMU whatever the headers say: each of its levels counts too, in its declared format
+(``_image_plan.image_disks``), and its files' own header chains are walked as well.
 
 Files are keyed by what they are, ``(st_dev, st_ino)``, never by name: a bind mount or a hard link
 gives one file many paths, and every path of a used file is used. The files a disk uses are its
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from ._domain_xml import parse_domain
 from ._errors import KvmioError
 from ._image_chain import block_backing_files, note_read, printable, walk_chain
-from ._image_plan import HOST_FILE_ROLES, ImageUse, image_disks
+from ._image_plan import HOST_FILE_ROLES, ImageUse, image_disks, volume_keys
 from ._libvirt import LibvirtClient
 from ._parallel import map_threads
 from ._storage_probe import BoundedReads
@@ -81,7 +84,7 @@ def read_domain_disks(uri):
         parsed = [entry for entries in map_threads(read, domains) for entry in entries]
         volumes = {}
         for _name, _running, root in parsed:
-            for key in _volume_keys(root):
+            for key in volume_keys(root):
                 if key not in volumes:
                     volumes[key] = client.volume_path(*key)
     return [(name, is_running, image_disks(root, volumes)) for name, is_running, root in parsed]
@@ -93,19 +96,20 @@ def running_domains(uri):
         return set(client.active_names())
 
 
-def _volume_keys(root):
-    return [(s.get('pool'), s.get('volume')) for s in root.findall("devices/disk[@type='volume']/source")
-            if s.get('pool') and s.get('volume')]
-
-
 def image_uses(domain_disks, reads=None):
     """ImageUses of every file of every domain's chains; ``reads`` bounds each walk (BoundedReads)."""
     reads = reads or BoundedReads()
     uses = ImageUses()
     chains = {}
     for domain, running, disks in domain_disks:
-        for path, fmt, device in disks:
+        for path, fmt, device, declared_via in disks:
             role = device if device in HOST_FILE_ROLES else None
+            if path is None:
+                # A file libvirt could not name (an unresolvable volume): whoever it is, it is used.
+                text = 'domain %s, %s: %s' % (domain, role or device, declared_via)
+                if text not in uses.unknown:
+                    uses.unknown.append(text)
+                continue
             key = (path, fmt)
             if key not in chains:
                 done, value = reads.call(path, _chain_files, path, fmt)
@@ -116,6 +120,7 @@ def image_uses(domain_disks, reads=None):
                 if text not in uses.unknown:
                     uses.unknown.append(text)
             for ident, file_fmt, via in files:
+                via = declared_via if via is None else via      # a level of a declared <backingStore>
                 use = ImageUse(domain=domain, running=running, declared_format=file_fmt,
                                via=None if via is None else printable(via), role=role if via is None else None)
                 if use not in uses.files.setdefault(ident, []):

@@ -34,6 +34,7 @@ import stat
 
 from ._errors import ApplyError
 from ._image_chain import printable
+from ._trusted_files import untrusted_problem
 
 NEW_IMAGE = 'new.qcow2'
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -51,19 +52,34 @@ def workdir_prefix(image_name):
     return '.%s.kvmio-' % _short(image_name)
 
 
-def open_directory(path):
+def open_directory(path, problems=None):
     """A descriptor of the directory ``path``, an absolute path already resolved (no symlinks on it).
 
     Opened one component at a time without following links: if a directory on the way was replaced
     by a link since ``path`` was resolved (a user renaming directories in a pool others can write),
     this fails (ELOOP or ENOTDIR) instead of leading elsewhere.
+
+    ``problems`` (a list): the first directory on the way another user can change is appended to it,
+    judged by ``_trusted_files.untrusted_problem`` on each descriptor as it is opened (a sticky
+    directory above passes; the directory itself must not be writable by others even when sticky).
+    A writable directory anywhere above lets its users rename what lies below, so one there is as bad
+    as the image's own directory being writable.
     """
     fd = os.open('/', _DIR_FLAGS)
+    parts = [p for p in path.split('/') if p]
+    current = '/'
     try:
-        for part in [p for p in path.split('/') if p]:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        for index in range(len(parts) + 1):
+            if problems is not None and not problems:
+                problem = untrusted_problem(current, os.fstat(fd), allow_sticky=index < len(parts))
+                if problem:
+                    problems.append(problem)
+            if index == len(parts):
+                break
+            child = os.open(parts[index], _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
+            current = os.path.join(current, parts[index])
     except BaseException:
         os.close(fd)
         raise

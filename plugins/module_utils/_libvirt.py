@@ -10,16 +10,19 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import re
 import threading
 import time
 import traceback
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
 from ._errors import DomainNotFound, KvmioError, LibvirtUnavailable
 from ._parallel import map_threads
+from ._trusted_files import UntrustedPath, entry_problem, trusted_directory
 
 try:
     import libvirt
@@ -70,12 +73,17 @@ _LOCAL_HOSTS = frozenset(('', 'localhost', 'localhost.localdomain', '127.0.0.1',
 
 def lock_subject(uri):
     """Which libvirt ``uri`` reaches, as one string: the key of the host lock (``_lock.HostLock``), so
-    that two spellings of one libvirt take the same lock. ``qemu:///system``, ``qemu+unix:///system``,
+    that two spellings of one libvirt take the same lock, and the origin a backup records
+    (``_backup_origin``), so that domain_restore puts a backup back only into the libvirt it came from.
+    ``qemu:///system``, ``qemu+unix:///system``,
     ``qemu+ssh://localhost/system``, ``qemu:///system?socket=/run/libvirt/libvirt-sock`` and
     ``qemu:///system/`` are all ``qemu:///system``: the transport and the connection parameters say how
     to reach a libvirt, not which one. Kept: the driver, a remote host, the path, the user of a
     remote session, and an embedded driver's ``root`` (normalised). Pure string work: aliases from
     libvirt.conf (``uri_aliases``) are not resolved."""
+    root = embedded_root(uri)
+    if root is not None:
+        return 'qemu:///embed?root=' + posixpath.normpath(root)
     try:
         parts = urlsplit(uri.strip())
     except ValueError:
@@ -87,25 +95,90 @@ def lock_subject(uri):
     path = '/' if path == '//' else path
     if path.endswith('/session') and parts.username and netloc:
         netloc = '%s@%s' % (parts.username, netloc)
-    query = ''
-    if path == '/embed':
-        roots = parse_qs(parts.query).get('root') or ['']
-        query = '?root=' + (posixpath.normpath(roots[0]) if roots[0] else '')
-    return '%s://%s%s%s' % (driver, netloc, path, query)
+    return '%s://%s%s' % (driver, netloc, path)
+
+
+def _query_parameters(query):
+    """(name, value) pairs of a URI query as libvirt splits them (virURIParseParams): on ``&`` and
+    ``;``, each name and value percent-decoded, ``+`` kept as it is (parse_qs would make it a space and
+    would not split on ``;``: a root it reads would not be the root libvirt opens)."""
+    pairs = []
+    for item in re.split('[&;]', query):
+        if not item:
+            continue
+        name, _sep, value = item.partition('=')
+        pairs.append((unquote(name), unquote(value)))
+    return pairs
+
+
+def embedded_root(uri):
+    """The root directory libvirt's embedded QEMU driver opens for ``uri``, or None when ``uri`` does
+    not reach the embedded driver. The one place that recognises an embedded URI.
+
+    libvirt 9.0 (tried on every spelling): any ``qemu`` URI whose percent-decoded path is ``/embed``
+    loads the embedded driver in this process, whatever the host (``qemu://host/embed`` reads the root's
+    configuration, then fails) or the other parameters; ``root`` is the first ``root`` parameter.
+    Recognised here more widely (any case, any ``qemu+transport``, any ``root`` spelling) since
+    checking a root libvirt would then refuse to open costs nothing. Raises KvmioError for a root
+    that cannot be told for sure: none, two, a relative one, one with a NUL byte (libvirt stops there)."""
+    if not isinstance(uri, str):
+        return None
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError:
+        if '/embed' in unquote(uri).lower():
+            raise KvmioError("uri '%s' cannot be parsed, and it may name libvirt's embedded driver; "
+                             "write it as qemu:///embed?root=/some/dir" % uri) from None
+        return None
+    if parts.scheme.lower().split('+', 1)[0] != 'qemu' or unquote(parts.path) != '/embed':
+        return None
+    roots = [value for name, value in _query_parameters(parts.query) if name.lower() == 'root']
+    if len(roots) != 1 or not roots[0].startswith('/') or '\x00' in roots[0]:
+        raise KvmioError("uri '%s' names libvirt's embedded driver but not one absolute root directory "
+                         "(root parameters: %s); write it as qemu:///embed?root=/some/dir"
+                         % (uri, ', '.join(repr(r) for r in roots) or 'none'))
+    return roots[0]
 
 
 def is_embedded(uri):
-    return uri.startswith(('qemu:///embed', 'qemu+unix:///embed'))
+    return embedded_root(uri) is not None
+
+
+def check_embedded_root(uri):
+    """Refuses (UntrustedPath, naming the root) an embedded root that another user can change.
+
+    The embedded driver runs inside this process, as root: at open it reads ``ROOT/etc/qemu.conf``
+    (which says as whom QEMU runs) and every domain in ``ROOT/etc/qemu``, probing each one's
+    ``<emulator>``. So the root, and every directory from ``/`` down to it, must pass ``_trusted_files``'
+    rule (owned by root or the running user, not writable by group or others), and so must its
+    ``etc``, ``etc/qemu`` and ``qemu.conf`` when they exist. Trusted, not private: QEMU runs as the
+    user qemu.conf names (libvirt-qemu by default) and must reach its files under the root. A missing
+    root is created here (0755, as libvirt would), in a parent already checked, so that no one else can
+    make it between this check and libvirt's open."""
+    root = embedded_root(uri)
+    if root is None:
+        return
+    what = "uri '%s': the embedded libvirt root %s" % (uri, root)
+    real = trusted_directory(root, what, create=True, mode=0o755)
+    trusted_directory(os.path.join(real, 'etc', 'qemu'), what, create=True, dry_run=True)
+    conf = os.path.join(real, 'etc', 'qemu.conf')
+    if os.path.lexists(conf):
+        problem = entry_problem(conf)
+        if problem:
+            raise UntrustedPath('%s: %s: %s, so it is not used (only root or the user running the module may '
+                                'be able to change it)' % (what, conf, problem), untrusted=problem)
 
 
 def open_connection(uri):
-    """A libvirt connection to ``uri``: a new one, or for an embedded root the process's shared one."""
+    """A libvirt connection to ``uri``: a new one, or for an embedded root the process's shared one
+    (its root checked first: ``check_embedded_root``)."""
     if not is_embedded(uri):
         return libvirt.open(uri)
     _start_event_loop()
     with _EVENT_LOOP_LOCK:
         conn = _EMBEDDED_CONNECTIONS.get(uri)
         if conn is None or not conn.isAlive():
+            check_embedded_root(uri)
             conn = _EMBEDDED_CONNECTIONS[uri] = libvirt.open(uri)
         return conn
 
@@ -323,7 +396,7 @@ class LibvirtClient:
         """Starts a transient domain that libvirtd destroys when this connection closes (AUTODESTROY),
         so a benchmark guest cannot outlive the process that started it. (The embedded driver has no
         autodestroy; there the caller's cleanup is all there is.)"""
-        embedded = self.uri.startswith(('qemu:///embed', 'qemu+unix:///embed'))
+        embedded = is_embedded(self.uri)
         try:
             return self.conn.createXML(xml, 0 if embedded else libvirt.VIR_DOMAIN_START_AUTODESTROY)
         except libvirt.libvirtError as err:

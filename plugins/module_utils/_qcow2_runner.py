@@ -44,7 +44,7 @@ from ._qemu_img import QemuImg, module_runner, subprocess_runner
 from ._result_detail import RESULT_DETAIL_ARGUMENT_SPEC, shape_entries
 from ._storage_probe import PROBE_TIMEOUT as READ_TIMEOUT, SHARED_FILESYSTEMS, BoundedReads, filesystem_of, \
     probe_odirect_fd, read_mounts
-from ._trusted_files import UntrustedPath, resolve_trusted_links, untrusted_problem
+from ._trusted_files import UntrustedPath, resolve_trusted_links
 
 # Reading an image (qemu-img map) takes milliseconds; a qemu-img that takes this long is stuck.
 PROBE_TIMEOUT = 120
@@ -215,6 +215,7 @@ class Qcow2Run:
         self._uses = None
         self._uses_read = False
         self._dirs = {}
+        self._dir_problems = {}
         self.mounts = None
         # Every read of an image, a directory or another domain's chain runs bounded in time: a hung
         # NFS or FUSE mount gives an error or unknown users, never a run that hangs holding its locks.
@@ -283,7 +284,9 @@ class Qcow2Run:
     def _directory(self, path, label):
         if path not in self._dirs:
             try:
-                self._dirs[path] = open_directory(path)
+                problems = []
+                self._dirs[path] = open_directory(path, problems)
+                self._dir_problems[path] = problems[0] if problems else None
             except FileNotFoundError:
                 raise PlanError('the directory of %s, %s, does not exist' % (label, printable(path))) from None
             except OSError as err:
@@ -585,10 +588,11 @@ class Qcow2Run:
                                 'attributes are set by path, which that user could point elsewhere, so they are '
                                 'not set; nothing was done' % (job.label, problem))
 
-    @staticmethod
-    def _directory_problem(job):
-        """Why the image's directory is one other users can change (any name in it may be theirs), or None."""
-        return untrusted_problem(job.dir_path, os.fstat(job.dir_fd))
+    def _directory_problem(self, job):
+        """Why the image's directory, or one above it, is one other users can change (any name in it, or
+        any directory below it, may be theirs), or None: ``_trusted_files``' rule on each directory from
+        ``/`` down, as ``open_directory`` opened it."""
+        return self._dir_problems[job.dir_path]
 
     def _mode(self, mode, st):
         if isinstance(mode, int):

@@ -17,12 +17,18 @@ user's template (which knows the domain's name and UUID: neither is secret). Tho
 (``_backup.file_backup_directory``) and are never restored; and a backup whose ``<emulator>`` is not a
 program only root can change (``_trusted_binary``) is refused unless it is already the domain's own
 emulator: libvirt would run it at the define.
+
+And a backup is restored only into the libvirt it came from (``_backup_origin``: each backup records
+its libvirt's ``lock_subject``): another libvirt on the host may hold a domain with the same name and
+UUID (an embedded root, a clone), and its backup would give this domain that one's disks. A backup
+written before the record existed is restored only with ``allow_legacy_backups``.
 """
 
 from __future__ import annotations
 
 import os
 
+from ._backup_origin import split_origin
 from ._backup import BACKUP_NAME_RE, DEFAULT_BACKUP_DIR, backup_directory, backup_prefix, file_backup_directory
 from ._define import define_plans
 from ._define_check import DEFINE_CHECK_ARGUMENT_SPEC, check_plans
@@ -46,6 +52,7 @@ def argument_spec():
         'domains': {'type': 'list', 'elements': 'str', 'default': []},
         'backup_dir': {'type': 'path', 'default': DEFAULT_BACKUP_DIR},
         'which': {'type': 'str', 'choices': ['latest', 'earliest'], 'default': 'latest'},
+        'allow_legacy_backups': {'type': 'bool', 'default': False},
     })
     spec.update(LOCK_ARGUMENT_SPEC)
     spec.update(DEFINE_CHECK_ARGUMENT_SPEC)
@@ -53,7 +60,9 @@ def argument_spec():
 
 
 def read_backup(path, directory_checked=False):
-    """(text, root) of a backup file that passes the trust checks; a clear PlanError otherwise."""
+    """(text, root, origin) of a backup file that passes the trust checks: the domain XML without the
+    record of its origin, its parsed root, and the libvirt it came from (None: a backup without the
+    record); a clear PlanError otherwise."""
     what = 'backup %s' % path
     try:
         data = open_trusted_file(path, what, MAX_BACKUP_BYTES, directory_checked=directory_checked)
@@ -65,10 +74,11 @@ def read_backup(path, directory_checked=False):
         raise PlanError('%s is not UTF-8 text (byte %d); libvirt writes domain XML as UTF-8, so this is not '
                         'a backup this collection wrote' % (what, err.start)) from None
     try:
+        origin, text = split_origin(text, what)
         root = parse_domain(text, what)
     except KvmioError as err:
         raise PlanError(err.msg) from None
-    return text, root
+    return text, root, origin
 
 
 def backups_by_domain(backup_dir, names=None, warn=None):
@@ -79,7 +89,8 @@ def backups_by_domain(backup_dir, names=None, warn=None):
     try:
         directory = backup_directory(backup_dir)
     except KvmioError as err:
-        if not os.path.lexists(backup_dir):
+        # (Not asked again of a mount that did not answer: lexists would hang where the walk did.)
+        if 'hung_mount' not in err.details and not os.path.lexists(backup_dir):
             return found
         raise PlanError(err.msg, **err.details) from None
     try:
@@ -115,8 +126,12 @@ class RestoreRun:
         chosen = {}
         for path in params['backups']:
             self._refuse_file_backup(path)
-            text, root = read_backup(path)
+            text, root, origin = read_backup(path)
             name = domain_name(root)
+            problem = self._origin_problem(origin)
+            if problem:
+                raise PlanError('backup %s of domain %s is not restored: %s (nothing was changed)'
+                                % (path, name, problem), backup_origin=origin)
             if name in chosen:
                 raise PlanError('backups name domain %s twice (%s and %s); give one backup per domain'
                                 % (name, chosen[name][0], path))
@@ -124,11 +139,27 @@ class RestoreRun:
         wanted = [n for n in params['domains'] if n not in chosen]
         available = backups_by_domain(params['backup_dir'], wanted, warn=self.module.warn) if wanted else {}
         for name in wanted:
-            found = self._latest_of(name, available.get(backup_prefix(name), []))
+            found, passed_over = self._latest_of(name, available.get(backup_prefix(name), []))
             if found is None:
-                raise PlanError('no backup of domain %s in %s' % (name, params['backup_dir']))
+                raise PlanError('no backup of domain %s from libvirt %s in %s%s'
+                                % (name, lock_subject(params['uri']), params['backup_dir'],
+                                   '; passed over: %s' % '; '.join(passed_over) if passed_over else ''))
             chosen[name] = found
         return chosen
+
+    def _origin_problem(self, origin):
+        """Why a backup recording ``origin`` (None: no record) must not be restored into this run's
+        libvirt, or None."""
+        target = lock_subject(self.params['uri'])
+        if origin is None:
+            if self.params['allow_legacy_backups']:
+                return None
+            return ('it does not record which libvirt it came from (written before kvmio.tuning recorded it); '
+                    'if you know it is a backup of this domain at %s, restore it with allow_legacy_backups: '
+                    'true' % target)
+        if origin != target:
+            return 'it is a backup of a domain of libvirt %s, not of %s (uri)' % (origin, target)
+        return None
 
     def _refuse_file_backup(self, path):
         """A backup of an xml_path file (kvm_disk_tune on a file) is never restored into a domain."""
@@ -149,22 +180,29 @@ class RestoreRun:
                             untrusted=problem)
 
     def _latest_of(self, name, paths):
-        """(path, text, uuid) of the latest (or earliest) backup that holds domain ``name``, judged by
-        the XML inside; files of another domain whose name maps to the same file name (``a/b`` and
-        ``a_b``, or two long names sharing their first bytes and hash) are passed over."""
+        """((path, text, uuid) of the latest (or earliest) backup that holds domain ``name`` of this
+        run's libvirt, judged by the XML inside, or None; why others were passed over). Files of
+        another domain whose name maps to the same file name (``a/b`` and ``a_b``, or two long names
+        sharing their first bytes and hash) are passed over, and so are backups of a domain of that
+        name in another libvirt (or without a record, unless ``allow_legacy_backups``)."""
         if self.params['which'] == 'latest':
             paths = reversed(paths)
+        passed_over = []
         for path in paths:
-            text, root = read_backup(path, directory_checked=True)
+            text, root, origin = read_backup(path, directory_checked=True)
             held = domain_name(root)
             if held == name:
-                return path, text, domain_uuid(root)
+                problem = self._origin_problem(origin)
+                if problem is None:
+                    return (path, text, domain_uuid(root)), passed_over
+                passed_over.append('%s: %s' % (path, problem))
+                continue
             if backup_prefix(held) != backup_prefix(name):
                 # The file name says one domain and the XML another: restoring it would redefine that
                 # other domain (without a backup of it) and report this one restored.
                 raise PlanError('backup %s holds domain %s, not %s; it cannot restore %s (nothing was changed)'
                                 % (path, held or '(no name)', name, name))
-        return None
+        return None, passed_over
 
     def run(self):
         chosen = self._chosen()

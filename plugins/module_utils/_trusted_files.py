@@ -22,6 +22,11 @@ or link elsewhere would let that user steer root. A path is *trusted* when:
 Each check looks at the object it then uses (``lstat`` of each component, ``fstat`` of the opened
 file), and none of them depends on ``fs.protected_symlinks``/``protected_regular``.
 
+The walks are bounded in time (``_storage_probe.BoundedReads``, 10 s): a backup, lock, save or
+private directory (or a bench path) on a hung NFS or FUSE mount is a clear error, not a run that
+hangs for ever holding the host lock. Reads and writes after a walk that returned are not bounded:
+the mount answered a moment before.
+
 Image paths (qcow2_create) may lie in directories others can write (a pool directory shared by
 mistake); ``resolve_trusted_links`` applies the same rule only where a link is followed: a link is
 followed when it, and every directory from ``/`` down to it, passes the checks above, so a link
@@ -33,8 +38,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 
 from ._errors import KvmioError
+from ._storage_probe import BoundedReads
 
 _MAX_LINKS = 40     # as the kernel's path walk (ELOOP)
 
@@ -91,6 +98,26 @@ def _directories_problem(real):
             return problem
         current = os.path.join(current, part)
     return untrusted_problem(current, os.lstat(current), allow_sticky=True)
+
+
+_BOUNDED_LOCK = threading.Lock()
+_BOUNDED_READS = []         # one reader per process (its worker thread is reused), dropped after a hang
+
+
+def _bounded(path, what, func, *args):
+    """``func(*args)`` in a worker, given up after ``BoundedReads``' timeout: a KvmioError naming
+    ``what`` and the name it was looking up. A reader that saw a hang is not reused: its mount table
+    may predate the hung mount, and a mount it blamed wrongly must not refuse later walks."""
+    with _BOUNDED_LOCK:
+        if not _BOUNDED_READS:
+            _BOUNDED_READS.append(BoundedReads())
+        reads = _BOUNDED_READS[0]
+        done, value = reads.call(path, func, *args)
+        if not done:
+            _BOUNDED_READS.clear()
+            raise KvmioError('%s: %s' % (what, reads.why(path, value, doing='lookup')),
+                             hung_mount=value[0])
+        return value
 
 
 def _walk(path, what, allow_missing, every_directory=True):
@@ -161,7 +188,7 @@ def resolve_trusted_links(path, what):
     Raises UntrustedPath naming the link, OSError (ELOOP, ENOTDIR, a missing directory before ``..``)
     as the kernel would.
     """
-    real, missing = _walk(path, what, allow_missing=True, every_directory=False)
+    real, missing = _bounded(path, what, _walk, path, what, True, False)
     return os.path.join(real, *missing) if missing else real
 
 
@@ -173,7 +200,7 @@ def trusted_directory(path, what, create=False, mode=0o700, dry_run=False):
     creates nothing: what exists is checked, and the path that would be made is returned."""
     for _attempt in range(3):
         try:
-            real, missing = _walk(path, what, allow_missing=create)
+            real, missing = _bounded(path, what, _walk, path, what, create)
         except FileNotFoundError:
             raise KvmioError('%s: %s does not exist' % (what, path)) from None
         except OSError as err:
@@ -208,7 +235,7 @@ def make_private_directory(path, what, create=True, dry_run=False, tighten=False
     ``dry_run`` (check mode) changes nothing and says what would be done. ``tighten``: an existing
     directory of this user's that no one else can write in (the rule above held) is given mode 0700
     instead of refused: nothing another user planted can be in it, so closing it is enough."""
-    existed = os.path.lexists(path)
+    existed = _bounded(path, what, os.path.lexists, path)
     real = trusted_directory(path, what, create=create, mode=0o700, dry_run=dry_run)
     if dry_run and not os.path.lexists(real):
         return real, 'created'

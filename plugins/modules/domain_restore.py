@@ -28,6 +28,12 @@ description:
   - A backup whose C(<emulator>) (read as libvirt reads it) is not a program only root can change - a
     regular file owned by root with an execute bit, in directories only root can change - is refused
     unless it is the domain's emulator already, since libvirt runs the emulator when the domain is defined.
+  - Each backup records the libvirt it came from (a first line C(<!-- kvmio.tuning backup of libvirt URI -->),
+    the URI in one canonical spelling, so V(qemu+unix:///system) is V(qemu:///system)), and is restored only
+    into that libvirt, since another libvirt on the host (an embedded root, a clone reached through another
+    URI) can hold a domain with the same name and UUID. With O(domains), backups of other libvirts are passed over;
+    a backup named in O(backups) that came from another libvirt fails the module. Backups written before
+    the record existed need O(allow_legacy_backups).
 author:
   - kvmio.tuning maintainers (@kvmio)
 extends_documentation_fragment:
@@ -65,6 +71,14 @@ options:
     type: str
     choices: [latest, earliest]
     default: latest
+  allow_legacy_backups:
+    description:
+      - Also restore backups that do not record which libvirt they came from (written by kvmio.tuning
+        before this record existed).
+      - Set it only when you know those backups came from the libvirt at O(uri); otherwise such a backup
+        fails the module (named in O(backups)) or is passed over (with O(domains)), naming the file.
+    type: bool
+    default: false
 seealso:
   - module: kvmio.tuning.kvm_disk_tune
 '''

@@ -56,7 +56,8 @@ def start_module_process(module_name, args):
 
     handle = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False)
     with handle:
-        json.dump({'ANSIBLE_MODULE_ARGS': dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
+        # ``args`` may set _ansible_check_mode/_ansible_diff (a keyword after ``args`` would override them).
+        json.dump({'ANSIBLE_MODULE_ARGS': dict({'_ansible_check_mode': False, '_ansible_diff': False}, **args)}, handle)
     env = dict(os.environ, PYTHONPATH=os.environ['KVMIO_TEST_COLLECTIONS'])
     proc = subprocess.Popen([sys.executable, '-m', 'ansible_collections.kvmio.tuning.plugins.modules.' + module_name,
                              handle.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

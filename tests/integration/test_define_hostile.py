@@ -22,7 +22,9 @@ import libvirt
 import pytest
 
 from ansible_collections.kvmio.tuning.plugins.module_utils import _define_check
+from ansible_collections.kvmio.tuning.plugins.module_utils._backup_origin import with_origin
 from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import check_defines
+from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import lock_subject
 from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune
 from helpers import domain_xml as dx
 from helpers import embed
@@ -323,8 +325,9 @@ def spice_daemon(tmp_path):
         originals[name] = virsh(root, 'dumpxml', '--inactive', '--security-info', name)
         cache = "cache='writeback'" if index < 5 else "cache='writeback' io='native'"
         backup = files / ('%s.xml' % name)
-        backup.write_text(originals[name].replace("<driver name='qemu' type='qcow2'/>",
-                                                  "<driver name='qemu' type='qcow2' %s/>" % cache))
+        backup.write_text(with_origin(originals[name].replace("<driver name='qemu' type='qcow2'/>",
+                                                              "<driver name='qemu' type='qcow2' %s/>" % cache),
+                                      lock_subject('qemu:///embed?root=%s' % root)))
         os.chmod(backup, 0o600)
         backups.append(str(backup))
     yield root, names, originals, backups
@@ -360,8 +363,9 @@ def test_a_daemon_with_spice_tls_is_checked_as_it_is_configured(spice_daemon, tm
     virsh(root, 'define', str(plain))
     held = virsh(root, 'dumpxml', '--inactive', '--security-info', 'kvmio-test-spice-plain')
     backup = tmp_path / 'files' / 'plain-with-tls.xml'
-    backup.write_text(held.replace('</devices>', "<graphics type='spice' port='5990' tlsPort='5991' autoport='no'/>"
-                                                 "</devices>"))
+    backup.write_text(with_origin(held.replace('</devices>', "<graphics type='spice' port='5990' tlsPort='5991' "
+                                                             "autoport='no'/></devices>"),
+                                  lock_subject('qemu:///embed?root=%s' % root)))
     os.chmod(backup, 0o600)
     added = restore(root, [str(backup)], tmp_path)
     assert not added.failed, added['msg']
@@ -445,7 +449,7 @@ def test_a_backup_libvirt_cannot_carry_is_refused_before_any_restore(system_doma
             text = text.replace('</domain>', "<metadata><k:pad xmlns:k='urn:kvmio-test'>%s</k:pad></metadata>"
                                              "</domain>" % ('x' * (4300 * 1024)))
         path = files / ('%s.xml' % name)
-        path.write_text(text)
+        path.write_text(with_origin(text, 'qemu:///system'))
         os.chmod(path, 0o600)
         paths.append(str(path))
     for check in (True, False):
@@ -710,7 +714,8 @@ def test_a_rollback_never_overwrites_what_someone_else_changed_and_says_so(syste
     with LibvirtClient('qemu:///system') as client:
         doms = {name: client.lookup(name) for name in names}
         plans = [plan_domain(client.inactive_xml(doms[name]), policy) for name in names]
-        backups = {plan.name: write_backup(str(tmp_path / 'b'), plan.name, plan.source) for plan in plans}
+        backups = {plan.name: write_backup(str(tmp_path / 'b'), plan.name, plan.source, origin='qemu:///system')
+                   for plan in plans}
         for plan in plans:
             plan.after = client.inactive_xml(client.define(plan.after, plan.name))     # this run's define
         edited = plans[1].after.replace('<memory unit', '<description>edited by hand</description><memory unit', 1)

@@ -27,6 +27,7 @@ import libvirt
 import pytest
 from lxml import etree
 
+from ansible_collections.kvmio.tuning.plugins.module_utils._backup_origin import with_origin
 from ansible_collections.kvmio.tuning.plugins.module_utils._define_check import ROOT_CACHE_DIR, check_defines
 from ansible_collections.kvmio.tuning.plugins.module_utils._trusted_files import UntrustedPath, private_directory
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
@@ -120,8 +121,10 @@ def test_restoring_a_batch_where_libvirt_refuses_one_backup_restores_nothing(sys
         originals[name] = dom.XMLDesc(INACTIVE)
         cache = 'writeback' if index < 5 else "writeback' io='native"
         path = backup_files / ('%s.xml' % name)
-        path.write_text(originals[name].replace("<driver name='qemu' type='qcow2'/>",
-                                                "<driver name='qemu' type='qcow2' cache='%s'/>" % cache))
+        # A backup this collection wrote (it records its libvirt), edited by hand.
+        path.write_text(with_origin(originals[name].replace("<driver name='qemu' type='qcow2'/>",
+                                                            "<driver name='qemu' type='qcow2' cache='%s'/>" % cache),
+                                    URI))
         os.chmod(path, 0o600)
         paths.append(str(path))
     args = {'uri': URI, 'backups': paths, 'backup_dir': str(tmp_path / 'b')}

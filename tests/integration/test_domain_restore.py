@@ -37,7 +37,7 @@ def test_undo_one_run_from_its_backups(system_domains, backup_dir):
 
 def test_restore_errors_name_the_problem(system_domains, backup_dir):
     missing = run_module(domain_restore, {'uri': URI, 'domains': ['nobody'], 'backup_dir': backup_dir})
-    assert missing.failed and missing['msg'] == 'no backup of domain nobody in %s' % backup_dir
+    assert missing.failed and missing['msg'] == 'no backup of domain nobody from libvirt qemu:///system in %s' % backup_dir
     nothing = run_module(domain_restore, {'uri': URI, 'backup_dir': backup_dir})
     assert nothing.failed and nothing['msg'].startswith('name the backups to restore')
 

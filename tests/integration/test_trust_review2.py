@@ -167,7 +167,8 @@ def test_a_template_s_backup_is_never_restored_into_the_domain_it_names(
     by_name = restore({'domains': [name], 'backup_dir': backup_dir})
     assert open(pwned_log).read() == '', 'libvirtd ran nobody\'s script'
     assert dom.XMLDesc(INACTIVE_SECURE) == original
-    assert by_name.failed and by_name['msg'] == 'no backup of domain %s in %s' % (name, backup_dir), by_name['msg']
+    assert by_name.failed and by_name['msg'] == 'no backup of domain %s from libvirt qemu:///system in %s' % (
+        name, backup_dir), by_name['msg']
     assert os.path.dirname(tuned['backups'][0]) == os.path.join(backup_dir, 'xml_path'), tuned['backups']
     named = restore({'backups': tuned['backups'], 'backup_dir': backup_dir})
     assert named.failed and named['msg'].startswith('backup %s is the backup of an xml_path file' % tuned['backups'][0]), \
@@ -190,7 +191,8 @@ def test_a_backup_naming_an_emulator_others_can_change_is_refused_unless_it_is_t
     script = os.path.join(nobody_home, 'q')
     as_nobody('sh', '-c', 'printf "$1" > "$2" && chmod 755 "$2"', 'sh', WRAPPER % (pwned_log, QEMU), script)
     planted = write_backup(backup_dir, name, original.replace('<emulator>%s</emulator>' % QEMU,
-                                                              '<emulator>%s</emulator>' % script))
+                                                              '<emulator>%s</emulator>' % script),
+                           origin='qemu:///system')
     for args in ({'domains': [name]}, {'backups': [planted]}):
         for check in (True, False):
             result = restore(dict(args, backup_dir=backup_dir), check=check)
@@ -211,7 +213,8 @@ def test_a_backup_naming_an_emulator_others_can_change_is_refused_unless_it_is_t
         current = original.replace('<emulator>%s</emulator>' % QEMU, '<emulator>%s</emulator>' % loose)
         factory.conn.defineXML(current)
         held = dom.XMLDesc(INACTIVE_SECURE)
-        backup = write_backup(backup_dir, name, held.replace('</name>', '</name><description>restored</description>'))
+        backup = write_backup(backup_dir, name, held.replace('</name>', '</name><description>restored</description>'),
+                              origin='qemu:///system')
         done = restore({'backups': [backup], 'backup_dir': backup_dir})
         assert not done.failed and done['changed'], done.get('msg')
         assert '<emulator>%s</emulator>' % loose in dom.XMLDesc(INACTIVE_SECURE)

@@ -20,7 +20,7 @@ import pytest
 MODULE_UTILS = os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'module_utils')
 
 PURE = {
-    '_blockdev', '_bus_convert', '_cpuset', '_cputune_xml', '_disk_plan', '_disk_policy', '_disk_xml', '_domain_plan',
+    '_backup_origin', '_blockdev', '_bus_convert', '_cpuset', '_cputune_xml', '_disk_plan', '_disk_policy', '_disk_xml', '_domain_plan',
     '_domain_xml', '_errors', '_findings', '_fio', '_guest_bench', '_guest_xml', '_image_plan', '_initramfs',
     '_live_plan', '_overrides', '_pinning', '_qcow2_header', '_report', '_result_detail', '_selection', '_support',
     '_topology', '_xml_layout',

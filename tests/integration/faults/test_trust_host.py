@@ -396,7 +396,7 @@ def test_a_broken_backup_is_a_clear_error(system_domains, tmp_path, backup_dir, 
     assert result.failed and message in result['msg'] and path in result['msg'], result
     if content is None:
         by_name = run_module(domain_restore, {'uri': URI, 'domains': [name], 'backup_dir': backup_dir})
-        assert by_name.failed and by_name['msg'] == 'no backup of domain %s in %s' % (name, backup_dir)
+        assert by_name.failed and by_name['msg'] == 'no backup of domain %s from libvirt %s in %s' % (name, URI, backup_dir)
         assert any('is not a regular file (a directory)' in w for w in by_name.warning_messages)
     assert dom.XMLDesc(INACTIVE) == before
 

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.kvmio.tuning.plugins.module_utils._errors import PlanError
 from ansible_collections.kvmio.tuning.plugins.module_utils._domain_xml import parse_domain
 from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import ImageUse, WantedImage, \
-    check_disk_image, check_users, decide_format, drift_of, effective_preallocation, human_size, image_disks, \
+    check_disk_image, check_users, decide_format, drift_of, effective_preallocation, human_size, image_disks, volume_keys, \
     image_size, parse_size, plan_image, planned_facts, preallocation_state, validate_wanted
 
 G = 1 << 30
@@ -190,8 +190,45 @@ DOMAIN = """<domain type='qemu'><name>d</name><devices>
 
 def test_every_local_disk_of_a_domain_with_its_declared_format():
     assert image_disks(parse_domain(DOMAIN), {('p', 'v'): '/pool/v.qcow2'}) == [
-        ('/i/a.qcow2', 'qcow2', 'disk'), ('/i/noformat.img', 'raw', 'disk'), ('/dev/sdz', 'raw', 'lun'),
-        ('/i/cd.iso', 'raw', 'cdrom'), ('/pool/v.qcow2', 'qcow2', 'disk')]
+        ('/i/a.qcow2', 'qcow2', 'disk', None), ('/i/noformat.img', 'raw', 'disk', None), ('/dev/sdz', 'raw', 'lun', None),
+        ('/i/cd.iso', 'raw', 'cdrom', None), ('/pool/v.qcow2', 'qcow2', 'disk', None)]
+
+
+BACKING_STORE = """<domain type='qemu'><name>bs</name><devices>
+  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/top.qcow2'/>
+    <backingStore type='file'><format type='qcow2'/><source file='/i/mid.qcow2'/>
+      <backingStore type='block'><format type='raw'/><source dev='/dev/sdy'/>
+        <backingStore/>
+      </backingStore>
+    </backingStore>
+    <target dev='vda'/></disk>
+  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/other.qcow2'/>
+    <backingStore type='volume'><format type='raw'/><source pool='p' volume='gone'/></backingStore>
+    <target dev='vdb'/></disk>
+  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/i/nofmt.qcow2'/>
+    <backingStore type='file'><source file='/i/nofmt-base'/></backingStore>
+    <target dev='vdc'/></disk>
+</devices></domain>"""
+
+
+def test_a_declared_backing_store_chain_counts_level_by_level_in_its_format():
+    """Third review of issue 14, G2: libvirt gives QEMU the <backingStore> chain the XML declares,
+    whatever the top image's header says; its files were reported unused. An unresolvable volume (here
+    in the chain) makes its users unknown (path None, naming it)."""
+    assert image_disks(parse_domain(BACKING_STORE), {}) == [
+        ('/i/top.qcow2', 'qcow2', 'disk', None), ('/i/mid.qcow2', 'qcow2', 'disk', '/i/top.qcow2'),
+        ('/dev/sdy', 'raw', 'disk', '/i/mid.qcow2'),
+        ('/i/other.qcow2', 'qcow2', 'disk', None),
+        (None, 'raw', 'disk', "volume 'gone' of pool 'p' cannot be resolved to a file (an inactive pool, a renamed "
+                              "volume, or a libvirt without that pool)"),
+        ('/i/nofmt.qcow2', 'qcow2', 'disk', None), ('/i/nofmt-base', 'raw', 'disk', '/i/nofmt.qcow2')]
+    assert volume_keys(parse_domain(BACKING_STORE)) == [('p', 'gone')]
+
+
+def test_a_volume_disk_that_cannot_be_resolved_is_listed_without_a_path():
+    assert image_disks(parse_domain(DOMAIN), {})[-1] == (
+        None, 'qcow2', 'disk', "volume 'v' of pool 'p' cannot be resolved to a file (an inactive pool, a renamed "
+                               "volume, or a libvirt without that pool)")
 
 
 FIRMWARE_DOMAIN = """<domain type='qemu'><name>uefi</name>
@@ -211,22 +248,22 @@ def test_the_host_files_a_domain_boots_from_count_as_its_files():
     """Second review of issue 14, F8: an NVRAM file (and the loader, kernel, initrd, device tree, ACPI
     table, fw_cfg blob and NVRAM template) was removable as unused."""
     assert image_disks(parse_domain(FIRMWARE_DOMAIN)) == [
-        ('/usr/share/OVMF/OVMF_CODE_4M.qcow2', 'qcow2', 'loader'),
-        ('/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2', 'qcow2', 'NVRAM'),
-        ('/usr/share/OVMF/OVMF_VARS_4M.qcow2', 'qcow2', 'NVRAM template'),
-        ('/boot/vmlinuz', 'raw', 'kernel'), ('/boot/initrd.img', 'raw', 'initrd'),
-        ('/boot/board.dtb', 'raw', 'device tree'), ('/var/lib/libvirt/acpi/slic.dat', 'raw', 'ACPI table'),
-        ('/srv/blob.bin', 'raw', 'fw_cfg file')]
+        ('/usr/share/OVMF/OVMF_CODE_4M.qcow2', 'qcow2', 'loader', None),
+        ('/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2', 'qcow2', 'NVRAM', None),
+        ('/usr/share/OVMF/OVMF_VARS_4M.qcow2', 'qcow2', 'NVRAM template', None),
+        ('/boot/vmlinuz', 'raw', 'kernel', None), ('/boot/initrd.img', 'raw', 'initrd', None),
+        ('/boot/board.dtb', 'raw', 'device tree', None), ('/var/lib/libvirt/acpi/slic.dat', 'raw', 'ACPI table', None),
+        ('/srv/blob.bin', 'raw', 'fw_cfg file', None)]
     network = parse_domain(FIRMWARE_DOMAIN.replace(
         "<nvram template='/usr/share/OVMF/OVMF_VARS_4M.qcow2' format='qcow2'>/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2"
         "</nvram>", "<nvram type='network'><source protocol='iscsi' name='iqn.2013-07.com.example:iscsi-nopool'>"
         "<host name='example.com' port='6000'/></source></nvram>"))
-    assert [role for _p, _f, role in image_disks(network)] == [
+    assert [role for _p, _f, role, _via in image_disks(network)] == [
         'loader', 'kernel', 'initrd', 'device tree', 'ACPI table', 'fw_cfg file']
     by_source = parse_domain(FIRMWARE_DOMAIN.replace(
         "format='qcow2'>/var/lib/libvirt/qemu/nvram/uefi_VARS.qcow2</nvram>",
         "type='file'><source file='/var/lib/libvirt/qemu/nvram/by-source.fd'/></nvram>"))
-    assert ('/var/lib/libvirt/qemu/nvram/by-source.fd', 'raw', 'NVRAM') in image_disks(by_source)
+    assert ('/var/lib/libvirt/qemu/nvram/by-source.fd', 'raw', 'NVRAM', None) in image_disks(by_source)
 
 
 def test_a_host_file_user_is_named_by_its_role():

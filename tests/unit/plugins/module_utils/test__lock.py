@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import lock_subject
 from ansible_collections.kvmio.tuning.plugins.module_utils._lock import HostLock, lock_path
 
@@ -64,3 +66,28 @@ def test_one_libvirt_is_one_lock_whatever_its_uri_spelling():
     for other in ('qemu:///session', 'qemu+ssh://kvm2/system', 'qemu:///embed?root=/var/tmp/b', 'test:///default'):
         assert lock_subject(other) != system, other
     assert lock_subject('qemu+ssh://kvm2/system') != lock_subject('qemu+ssh://kvm3/system')
+
+
+@pytest.mark.parametrize('uri, root', [
+    # libvirt 9.0 loads the embedded driver for each of these (tried): the path decoded, the host
+    # ignored, parameters split on '&' and ';', '+' kept.
+    ('qemu:///embed?root=/a/b/', '/a/b/'),
+    ('qemu:/embed?root=/a;x=y', '/a'),
+    ('qemu://host:9/%65mbed?r%6fot=/a+b', '/a+b'),
+    ('qemu:///embed?root=%2Fa%2Fb#frag', '/a/b'),
+    # Not loaded by libvirt, but checked all the same (harmless).
+    ('QEMU+unix:///embed?ROOT=/x', '/x'),
+    ('qemu:///system', None), ('qemu+ssh://h/system', None), ('test:///default', None), ('qemu:///embedx?root=/a', None),
+])
+def test_the_one_place_that_recognises_an_embedded_root(uri, root):
+    from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import embedded_root
+    assert embedded_root(uri) == root
+
+
+@pytest.mark.parametrize('uri', ['qemu:///embed?root=/a&root=/b', 'qemu:///embed?root=/a%00b', 'qemu:///embed',
+                                 'qemu:///embed?root=rel', 'qemu://[/embed?root=/x'])
+def test_an_embedded_root_that_cannot_be_told_for_sure_is_refused(uri):
+    from ansible_collections.kvmio.tuning.plugins.module_utils._errors import KvmioError
+    from ansible_collections.kvmio.tuning.plugins.module_utils._libvirt import embedded_root
+    with pytest.raises(KvmioError, match='embedded driver'):
+        embedded_root(uri)
