@@ -76,3 +76,20 @@ def finish_module_process(proc, args_file, timeout=300):
         raise AssertionError('module printed no JSON (rc %s): %r %r' % (proc.returncode, out[-2000:], err[-2000:])) from None
     result.stderr = err
     return result
+
+
+def run_module_bounded(module_name, args, timeout=120):
+    """A module in its own process (``start_module_process``); its result, or None when it was still
+    running after ``timeout`` seconds: it hangs, and is killed with its children (qemu-img)."""
+    import os
+    import signal
+    import subprocess
+
+    proc, args_file = start_module_process(module_name, args)
+    try:
+        return finish_module_process(proc, args_file, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        os.unlink(args_file)
+        return None

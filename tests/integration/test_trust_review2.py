@@ -19,7 +19,7 @@ import pytest
 
 from ansible_collections.kvmio.tuning.plugins.modules import kvm_disk_tune
 from helpers import domain_xml as dx
-from helpers.modules import run_module
+from helpers.modules import run_module, run_module_bounded
 
 NOBODY = 65534
 QEMU = '/usr/bin/qemu-system-x86_64'
@@ -283,18 +283,7 @@ def test_a_file_another_user_renamed_into_the_image_name_keeps_its_owner_and_mod
 
 # --- F4: a file behind a json: backing name is used ---------------------------------------------------
 
-def module_process(module_name, args, timeout=120):
-    """A module in its own process, as Ansible runs it (needed for an embedded libvirt URI); killed if it hangs."""
-    import signal
-    from helpers.modules import finish_module_process, start_module_process
-    proc, args_file = start_module_process(module_name, args)
-    try:
-        return finish_module_process(proc, args_file, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        os.unlink(args_file)
-        return None
+module_process = run_module_bounded      # also imported by test_trust_review3
 
 
 def json_overlay(path, description, backing_format='raw'):

@@ -20,7 +20,7 @@ import pytest
 from helpers import domain_xml as dx
 from helpers import embed
 from helpers import qemu_img
-from test_trust_review2 import NOBODY, QEMU, WRAPPER, as_nobody, module_process, nobody_home  # noqa: F401 pylint: disable=unused-import
+from test_trust_review2 import NOBODY, QEMU, WRAPPER, as_nobody, module_process, nobody_home, world_writable_pool  # noqa: F401 pylint: disable=unused-import
 
 
 def with_uuid(xml, name, value):
@@ -224,17 +224,11 @@ def test_a_volume_libvirt_cannot_resolve_makes_users_unknown(tmp_path, private_l
 # --- G3: the F3 rule judges every directory from / down to the image ---------------------------------
 
 @pytest.fixture
-def world_writable_parent():
+def world_writable_parent(world_writable_pool):
     """pool (0777, no sticky bit: shared by mistake) holding root's test/ and prod/ (each 0755)."""
-    parent = tempfile.mkdtemp(prefix='kvmio-r3-pool-', dir='/var/tmp')
-    os.chmod(parent, 0o755)
-    pool = os.path.join(parent, 'pool')
-    os.mkdir(pool)
-    os.chmod(pool, 0o777)
     for name in ('test', 'prod'):
-        os.mkdir(os.path.join(pool, name), 0o755)
-    yield pool
-    shutil.rmtree(parent, ignore_errors=True)
+        os.mkdir(os.path.join(world_writable_pool, name), 0o755)
+    return world_writable_pool
 
 
 @pytest.mark.parametrize('options', [

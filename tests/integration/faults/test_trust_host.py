@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -32,7 +31,7 @@ from ansible_collections.kvmio.tuning.plugins.modules import domain_restart, dom
     kvm_disk_tune
 from helpers import domain_xml as dx
 from helpers import qemu_img
-from helpers.modules import finish_module_process, run_module, start_module_process
+from helpers.modules import run_module, run_module_bounded
 
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
 URI = 'qemu:///system'
@@ -68,19 +67,6 @@ def old_shared_lock(uri, uid=0):
     """Where kvmio.tuning up to 0f3db44 put the lock of ``uri``: a name anyone can compute, in /run/lock."""
     digest = hashlib.sha256(('%d:%s' % (uid, uri)).encode('utf-8')).hexdigest()[:16]
     return '/run/lock/kvmio-tuning-%s.lock' % digest
-
-
-def run_bounded(module_name, args, timeout):
-    """Runs a module as its own process; returns its result, or None when it was still going after
-    ``timeout`` seconds (it hangs: it is killed, with its qemu-img children)."""
-    proc, args_file = start_module_process(module_name, args)
-    try:
-        return finish_module_process(proc, args_file, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        os.unlink(args_file)
-        return None
 
 
 def tuned_domain(factory, base, extra_devices=''):
@@ -235,8 +221,8 @@ def test_a_guest_written_header_never_makes_root_connect_where_the_guest_says(sy
     name = system_domains.name('hdr')
     system_domains.define(dx.domain(name, [dx.disk(guest_raw, 'vda', 'virtio', fmt='raw'),
                                            dx.disk(overlay, 'vdb', 'virtio', fmt='qcow2')]))
-    facts = run_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
-    tuned = run_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'probe_storage': True,
+    facts = run_module_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
+    tuned = run_module_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'probe_storage': True,
                                           'backup_dir': os.path.join(directory, 'b')}, timeout=90)
     assert connections(nbd_listener) == 0, 'root connected to the server the guest named'
     assert facts is not None and tuned is not None, 'a run hangs'
@@ -263,9 +249,9 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
                                            dx.disk(overlay, 'vdb', 'virtio', fmt='qcow2'),
                                            dx.disk(fifo, 'vdc', 'virtio', fmt='raw')]))
     started = time.monotonic()
-    tuned = run_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'cache': 'auto',
+    tuned = run_module_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'cache': 'auto',
                                           'backup_dir': os.path.join(directory, 'b')}, timeout=90)
-    facts = run_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
+    facts = run_module_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
     assert tuned is not None and facts is not None, 'a run waits on the FIFO'
     assert time.monotonic() - started < 60
     assert not tuned.failed and not facts.failed, (tuned.get('msg'), facts.get('msg'))
@@ -285,7 +271,7 @@ def test_storage_on_a_hung_mount_is_could_not_tell_not_a_hung_run(tmp_path, hung
     xml.write_text(dx.domain('hung-storage', [dx.disk(local, 'vda', 'virtio'), dx.disk(remote, 'vdb', 'virtio'),
                                               dx.disk(os.path.join(hung_mount, 'other.qcow2'), 'vdc', 'virtio')]))
     started = time.monotonic()
-    result = run_bounded('kvm_disk_tune', {'xml_path': str(xml), 'backup_dir': str(tmp_path / 'b')}, timeout=120)
+    result = run_module_bounded('kvm_disk_tune', {'xml_path': str(xml), 'backup_dir': str(tmp_path / 'b')}, timeout=120)
     assert result is not None, 'the run hangs on the dead mount'
     assert not result.failed, result.get('msg')
     assert time.monotonic() - started < 60, 'one bounded probe per mount, not one per disk'
