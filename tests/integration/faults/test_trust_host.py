@@ -223,7 +223,7 @@ def test_a_guest_written_header_never_makes_root_connect_where_the_guest_says(sy
                                            dx.disk(overlay, 'vdb', 'virtio', fmt='qcow2')]))
     facts = run_module_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
     tuned = run_module_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'probe_storage': True,
-                                          'backup_dir': os.path.join(directory, 'b')}, timeout=90)
+                                                 'backup_dir': os.path.join(directory, 'b')}, timeout=90)
     assert connections(nbd_listener) == 0, 'root connected to the server the guest named'
     assert facts is not None and tuned is not None, 'a run hangs'
     assert not facts.failed and not tuned.failed, (facts.get('msg'), tuned.get('msg'))
@@ -250,7 +250,7 @@ def test_a_fifo_anywhere_in_a_chain_is_named_not_waited_on(system_domains):
                                            dx.disk(fifo, 'vdc', 'virtio', fmt='raw')]))
     started = time.monotonic()
     tuned = run_module_bounded('kvm_disk_tune', {'uri': URI, 'domains': [name], 'cache': 'auto',
-                                          'backup_dir': os.path.join(directory, 'b')}, timeout=90)
+                                                 'backup_dir': os.path.join(directory, 'b')}, timeout=90)
     facts = run_module_bounded('kvm_io_info', {'uri': URI, 'domains': [name]}, timeout=90)
     assert tuned is not None and facts is not None, 'a run waits on the FIFO'
     assert time.monotonic() - started < 60
