@@ -96,13 +96,10 @@ def to_text(root):
 def canonical(text_or_root):
     """Canonical form for comparisons: C14N 1.0 (attribute order, quotes, empty elements and
     namespace declarations normalised) of the document parsed without blank text."""
-    require_lxml()
     if isinstance(text_or_root, (str, bytes)):
-        data = text_or_root.encode('utf-8') if isinstance(text_or_root, str) else text_or_root
-        root = etree.fromstring(data, etree.XMLParser(remove_blank_text=True, resolve_entities=False,
-                                                      no_network=True))
-        _refuse_doctype(root, 'domain XML')
-    else:
+        root = _comparable(text_or_root)
+    else:           # a copy: the text below is stripped in place
+        require_lxml()
         root = etree.fromstring(etree.tostring(text_or_root),
                                 etree.XMLParser(remove_blank_text=True, resolve_entities=False))
     # Surrounding whitespace of text is not significant in domain XML (c14n2's strip_text, at a
