@@ -68,3 +68,18 @@ def private_libvirt():
         return uri
     yield define
     subprocess.run(['rm', '-rf', root], check=False)
+
+
+# --- live apply (test_live_apply.py, test_live_apply_review.py) ----------------------------------------
+
+@pytest.fixture
+def save_dir(tmp_path):
+    """kvm_disk_tune's save_dir for a pause (created by the module)."""
+    return str(tmp_path / 'save')
+
+
+@pytest.fixture
+def domains(system_domains):
+    """Domains on libvirtd, where QEMU runs as libvirt-qemu: the image directory must let it in."""
+    os.chmod(system_domains.image_dir, 0o755)
+    return system_domains

@@ -16,7 +16,6 @@ import subprocess
 import threading
 
 import libvirt
-import pytest
 
 from ansible_collections.kvmio.tuning.plugins.modules import kvm_io_info
 from helpers import domain_xml as dx
@@ -24,18 +23,6 @@ from helpers.live import (INACTIVE, SATA, SCSI, URI, VIRTIO, allocated, domain_i
                           flags, guest_write_caches, host_reads, live_of, named, nodes, qcow2_chain, qemu_io, qmp,
                           running_domain, tainted, tune)
 from helpers.modules import run_module
-
-
-@pytest.fixture
-def save_dir(tmp_path):
-    return str(tmp_path / 'save')
-
-
-@pytest.fixture
-def domains(system_domains):
-    """Domains on libvirtd, where QEMU runs as libvirt-qemu: the image directory must let it in."""
-    os.chmod(system_domains.image_dir, 0o755)
-    return system_domains
 
 
 # --- tier 1: blockdev-reopen ---------------------------------------------------------------------

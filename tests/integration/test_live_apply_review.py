@@ -41,17 +41,6 @@ QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
 
 
 @pytest.fixture
-def save_dir(tmp_path):
-    return str(tmp_path / 'save')
-
-
-@pytest.fixture
-def domains(system_domains):
-    os.chmod(system_domains.image_dir, 0o755)
-    return system_domains
-
-
-@pytest.fixture
 def shell_guest(image_dir):
     guest = ShellGuest(image_dir)
     yield guest

@@ -25,7 +25,7 @@ from ansible_collections.kvmio.tuning.plugins.module_utils._image_plan import pa
 from ansible_collections.kvmio.tuning.plugins.modules import qcow2_create
 from helpers import domain_xml as dx
 from helpers import qemu_img
-from helpers.modules import finish_module_process, run_module, start_module_process
+from helpers.modules import finish_module_process, run_module, run_module_bounded, start_module_process
 
 
 def image(path, check=False, diff=False, **options):
@@ -352,14 +352,10 @@ def listener():
 
 def run_as_process(args, timeout=30):
     """The module in its own process, as Ansible runs it, killed if it hangs."""
-    proc, args_file = start_module_process('qcow2_create', args)
-    try:
-        return finish_module_process(proc, args_file, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        os.unlink(args_file)
-        raise AssertionError('qcow2_create hung on %s' % args) from None
+    result = run_module_bounded('qcow2_create', args, timeout)
+    if result is None:
+        raise AssertionError('qcow2_create hung on %s' % args)
+    return result
 
 
 def guest_written_header(path, backing, backing_format='raw', size='16M'):
